@@ -1,0 +1,1 @@
+"""gitml: a Git-driven ML project template (DVC pipeline, CML reports, MLEM serving, evidently)."""

