@@ -102,6 +102,10 @@ def seed_remote(project: Path = PROJ_ROOT, cache_dir: Path = WHEEL_CACHE) -> str
     return url
 
 
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
 def main(
     project: Annotated[
         Path, typer.Option(help="Project whose default remote to seed.")
@@ -117,4 +121,4 @@ def main(
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    app()

@@ -84,6 +84,10 @@ def evaluate(
     return metrics, plots
 
 
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
 def main(
     splits_dir: Annotated[Path, typer.Option(help="Where the splits are.")] = SPLITS_DIR,
     model_path: Annotated[Path, typer.Option("--model", help="Trained model.")] = MODEL_FILE,
@@ -105,4 +109,4 @@ def main(
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    app()

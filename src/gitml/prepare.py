@@ -45,6 +45,10 @@ def split_by_time(
     }
 
 
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
 def main(
     clean_path: Annotated[Path, typer.Option("--clean", help="Clean parquet.")] = CLEAN_DATA,
     out_dir: Annotated[Path, typer.Option("--out-dir", help="Where splits go.")] = SPLITS_DIR,
@@ -67,4 +71,4 @@ def main(
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    app()

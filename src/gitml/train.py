@@ -107,6 +107,10 @@ def fit(
     return pipeline, record
 
 
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
 def main(
     splits_dir: Annotated[Path, typer.Option(help="Where the splits are.")] = SPLITS_DIR,
     model_path: Annotated[Path, typer.Option("--model", help="Model to write.")] = MODEL_FILE,
@@ -130,4 +134,4 @@ def main(
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    app()

@@ -67,15 +67,28 @@ class DataValidationError(ValueError):
 
 
 def describe_failures(failure_cases: pd.DataFrame, max_rows: int = 10) -> str:
-    """Turn pandera's failure table into one line per (column, check) naming the rows."""
+    """Turn pandera's failure table into one line per fault, naming columns and CSV lines."""
     lines = []
-    cases = failure_cases.fillna({"column": "<table>"}).astype({"index": "object"})
-    for (column, check), group in cases.groupby(["column", "check"], sort=False, dropna=False):
-        rows = [int(i) + 2 for i in group["index"].dropna()]  # +2: header line, 1-based lines
+    for check in ("column_in_dataframe", "column_in_schema"):
+        names = failure_cases.loc[failure_cases["check"] == check, "failure_case"].tolist()
+        if names:
+            kind = "missing" if check == "column_in_dataframe" else "unexpected"
+            lines.append(f"  {kind} column(s): {names}")
+    cases = failure_cases[
+        ~failure_cases["check"].isin(["column_in_dataframe", "column_in_schema"])
+    ]
+    # A table-wide check fails once per column: report it once, by row.
+    table_wide = cases["schema_context"] == "DataFrameSchema"
+    cases = cases.assign(column=cases["column"].where(~table_wide, "<rows>"))
+    for (column, check), group in cases.groupby(["column", "check"], sort=False):
+        rows = sorted({int(i) + 2 for i in group["index"].dropna()})  # header + 1-based lines
+        where = f"CSV lines {rows[:max_rows]}{' ...' if len(rows) > max_rows else ''}"
+        if column == "<rows>":
+            label = "duplicate hours (day, hr)" if check == "multiple_fields_uniqueness" else check
+            lines.append(f"  check {label!r} failed at {where}")
+            continue
         values = group["failure_case"].head(max_rows).tolist()
-        where = f"CSV lines {rows[:max_rows]}" + (" ..." if len(rows) > max_rows else "")
-        if not rows:
-            where = "whole column"
+        where = where if rows else "the column as a whole"
         lines.append(f"  column {column!r}: failed {check!r} at {where} (values: {values})")
     return "\n".join(lines)
 
@@ -135,6 +148,10 @@ def read_raw(path: Path) -> pd.DataFrame:
         raise DataValidationError(f"{path} is not a readable CSV file: {err}") from None
 
 
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
 def main(
     raw_path: Annotated[Path, typer.Option("--raw", help="Raw hourly CSV.")] = RAW_DATA,
     out_path: Annotated[Path, typer.Option("--out", help="Clean parquet to write.")] = CLEAN_DATA,
@@ -151,4 +168,4 @@ def main(
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    app()

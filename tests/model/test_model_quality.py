@@ -1,0 +1,64 @@
+"""Behaviour of the model the pipeline trains with the committed params, on the test months."""
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.pipeline import Pipeline
+
+from gitml.bootstrap import mae, paired_difference_ci
+from gitml.evaluate import seasonal_baseline
+from gitml.features import split_xy
+from gitml.train import fit
+
+# The bar: at least 20 % lower MAE than the hour x working-day profile (a lookup table is free to
+# build and explain; a smaller gain would not pay for the model), and the gain must be real:
+# the 95 % day-block bootstrap interval of the MAE difference lies wholly below zero.
+MIN_RELATIVE_GAIN = 0.20
+
+
+@pytest.fixture(scope="module")
+def model(splits: dict[str, pd.DataFrame], params: dict[str, Any]) -> Pipeline:
+    pipeline, _ = fit(splits["train"], params["features"], params["train"])
+    return pipeline
+
+
+def test_model_beats_seasonal_baseline_beyond_noise(
+    model: Pipeline, splits: dict[str, pd.DataFrame], params: dict[str, Any]
+) -> None:
+    train, test = splits["train"], splits["test"]
+    inputs, actual = split_xy(test, params["features"])
+    keys = params["evaluate"]["baseline_keys"]
+    baseline = seasonal_baseline(train, test, keys, params["features"]["target"])
+    diff, _, high = paired_difference_ci(
+        actual.to_numpy(), model.predict(inputs), baseline,
+        test["timestamp"].dt.date.to_numpy(), mae, n_resamples=1000,
+    )  # fmt: skip
+    assert high < 0, f"the gain over the baseline is within noise (95% CI upper bound {high:.1f})"
+    assert -diff / mae(actual.to_numpy(), baseline) >= MIN_RELATIVE_GAIN
+
+
+def test_rush_hours_predict_more_than_night(
+    model: Pipeline, splits: dict[str, pd.DataFrame], params: dict[str, Any]
+) -> None:
+    inputs, _ = split_xy(splits["test"], params["features"])
+    working = inputs[inputs["workingday"] == 1]
+    by_hour = pd.Series(model.predict(working), index=working["hr"]).groupby(level=0).mean()
+    assert by_hour[[8, 17]].min() > 3 * by_hour[[2, 3, 4]].max()
+
+
+def test_rain_lowers_demand(
+    model: Pipeline, splits: dict[str, pd.DataFrame], params: dict[str, Any]
+) -> None:
+    inputs, _ = split_xy(splits["test"], params["features"])
+    clear = inputs.assign(weathersit=pd.Categorical(["clear"] * len(inputs)))
+    rainy = inputs.assign(weathersit=pd.Categorical(["light rain/snow"] * len(inputs)))
+    assert np.mean(model.predict(rainy)) < 0.9 * np.mean(model.predict(clear))
+
+
+def test_predictions_are_non_negative_counts(
+    model: Pipeline, splits: dict[str, pd.DataFrame], params: dict[str, Any]
+) -> None:
+    inputs, _ = split_xy(splits["production"], params["features"])
+    assert (model.predict(inputs) >= 0).all()

@@ -1,0 +1,56 @@
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gitml.features import split_xy
+from gitml.train import build_regressor, fit, resolve_device
+
+
+@pytest.mark.parametrize(
+    ("family", "requested", "gpu", "expected"),
+    [
+        ("hist_gradient_boosting", "auto", "H100", "cpu"),
+        ("xgboost", "auto", None, "cpu"),
+        ("xgboost", "auto", "H100", "cuda"),
+        ("xgboost", "cuda", "H100", "cuda"),
+        ("xgboost", "cpu", "H100", "cpu"),
+    ],
+)
+def test_resolve_device(family: str, requested: str, gpu: str | None, expected: str) -> None:
+    assert resolve_device(family, requested, gpu) == expected
+
+
+def test_cuda_without_gpu_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="no NVIDIA GPU"):
+        resolve_device("xgboost", "cuda", None)
+
+
+def test_unknown_device_and_family_are_errors() -> None:
+    with pytest.raises(ValueError, match=r"train\.device"):
+        resolve_device("xgboost", "tpu", None)
+    with pytest.raises(ValueError, match="unknown"):
+        build_regressor("svm", {}, 0, "cpu")
+
+
+@pytest.mark.parametrize("family", ["hist_gradient_boosting", "random_forest", "ridge", "xgboost"])
+def test_every_family_trains_and_predicts(
+    splits: dict[str, pd.DataFrame], params: dict[str, Any], family: str
+) -> None:
+    small = {**params["train"], "model": family, "device": "cpu"}
+    if family in ("random_forest", "xgboost"):
+        small["hyperparams"] = {family: {"n_estimators": 20}}
+    pipeline, record = fit(splits["train"], params["features"], small)
+    inputs, _ = split_xy(splits["test"], params["features"])
+    predictions = pipeline.predict(inputs)
+    assert predictions.shape == (len(inputs),) and np.isfinite(predictions).all()
+    assert record["model"] == family and record["device"] == "cpu"
+    assert record["train_rows"] == len(splits["train"])
+
+
+def test_training_is_seeded(splits: dict[str, pd.DataFrame], params: dict[str, Any]) -> None:
+    inputs, _ = split_xy(splits["test"], params["features"])
+    first, _ = fit(splits["train"], params["features"], params["train"])
+    second, _ = fit(splits["train"], params["features"], params["train"])
+    np.testing.assert_array_equal(first.predict(inputs), second.predict(inputs))
