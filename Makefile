@@ -8,7 +8,7 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 # uv from PATH, else bootstrapped from PyPI into .tools/ (the version pinned here).
 UV_VERSION := 0.13.9
-UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
+UV ?= $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 VENV := $(CURDIR)/.venv
 export PATH := $(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
@@ -33,10 +33,9 @@ setup: $(VENV)/.synced
 	@if [ -d .git ]; then pre-commit install --install-hooks >/dev/null; fi
 
 .PHONY: data
-## Seed the default DVC remote from the pinned source if needed, then dvc pull the data.
+## Pull the data (dvc pull data.dvc); seeds the bundled local remote on first use.
 data: setup
 	python -m gitml.data
-	dvc pull data.dvc
 
 .PHONY: run
 ## Install, pull the data and run the pipeline (dvc repro).

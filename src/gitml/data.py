@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 import yaml
+from dvc.repo import Repo
 
 from gitml.config import PROJ_ROOT
 
@@ -66,6 +67,15 @@ def tracked_md5(dvc_file: Path) -> str:
     return str(yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"])
 
 
+def default_remote_url(project: Path) -> str:
+    """URL of the project's default DVC remote (local paths come back absolute)."""
+    with Repo(project) as repo:
+        name = repo.config["core"].get("remote")
+        if not name:
+            raise SeedError(f"{project} has no default DVC remote (`dvc remote add -d NAME URL`)")
+        return str(repo.config["remote"][name]["url"])
+
+
 def _dvc(*args: str, cwd: Path) -> str:
     result = subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -82,11 +92,7 @@ def seed_remote(project: Path = PROJ_ROOT, cache_dir: Path = WHEEL_CACHE) -> str
     Raises:
         SeedError: when the data does not hash to what data.dvc records (nothing is pushed).
     """
-    remote = _dvc("remote", "default", cwd=project)
-    if not remote:
-        raise SeedError(f"{project} has no default DVC remote (`dvc remote add -d NAME URL`)")
-    urls = dict(line.split()[:2] for line in _dvc("remote", "list", cwd=project).splitlines())
-    url = urls[remote]  # local paths come back absolute, resolved against .dvc/
+    url = default_remote_url(project)
     with tempfile.TemporaryDirectory(prefix="gitml-seed-") as scratch:
         work = Path(scratch)
         _dvc("init", "--no-scm", "--quiet", cwd=work)
@@ -102,22 +108,43 @@ def seed_remote(project: Path = PROJ_ROOT, cache_dir: Path = WHEEL_CACHE) -> str
     return url
 
 
+def pull_data(project: Path = PROJ_ROOT, cache_dir: Path = WHEEL_CACHE) -> str:
+    """`dvc pull data.dvc`; if the bundled local remote is still empty, seed it first.
+
+    Returns:
+        What happened, for the log.
+
+    Raises:
+        SeedError: when the pull fails and the default remote is not a local directory
+            (a team's cloud remote is never seeded; its error, e.g. missing credentials,
+            is passed on).
+    """
+    try:
+        _dvc("pull", "--quiet", "data.dvc", cwd=project)
+        return "data pulled"
+    except SeedError as first_failure:
+        url = default_remote_url(project)
+        if "://" in url:
+            raise first_failure from None
+    seed_remote(project, cache_dir)
+    _dvc("pull", "--quiet", "data.dvc", cwd=project)
+    return f"seeded the local remote {url} from {WHEEL_REQUIREMENT}, then pulled"
+
+
 app = typer.Typer(add_completion=False)
 
 
 @app.command()
 def main(
-    project: Annotated[
-        Path, typer.Option(help="Project whose default remote to seed.")
-    ] = PROJ_ROOT,
+    project: Annotated[Path, typer.Option(help="Project to pull the data into.")] = PROJ_ROOT,
 ) -> None:
-    """Seed the default DVC remote with the example data (idempotent)."""
+    """Pull the data (dvc pull data.dvc), seeding the bundled local remote when it is empty."""
     try:
-        url = seed_remote(project.resolve())
+        outcome = pull_data(project.resolve())
     except SeedError as err:
-        typer.echo(f"seed: {err}", err=True)
+        typer.echo(f"data: {err}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"seed: example data is in the DVC remote {url}")
+    typer.echo(f"data: {outcome}")
 
 
 if __name__ == "__main__":
