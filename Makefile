@@ -66,7 +66,7 @@ test-fast: setup
 .PHONY: bench
 ## Print pipeline timings: cold `make run` in a fresh clone, no-op `dvc repro`, training.
 bench: setup
-	python benchmarks/pipeline.py
+	python -m benchmarks.pipeline
 
 .PHONY: clean
 ## Remove pipeline outputs and caches (keeps data and the environment).

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.conftest import clean_env, run
+from tests.e2e.clone import clean_env, run
 
 pytestmark = pytest.mark.slow
 

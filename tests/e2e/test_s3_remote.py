@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gitml.config import PROJ_ROOT
-from tests.e2e.conftest import run
+from tests.e2e.clone import run
 
 pytestmark = pytest.mark.slow
 
