@@ -69,10 +69,10 @@ class DataValidationError(ValueError):
 def describe_failures(failure_cases: pd.DataFrame, max_rows: int = 10) -> str:
     """Turn pandera's failure table into one line per fault, naming columns and CSV lines."""
     lines = []
-    for check in ("column_in_dataframe", "column_in_schema"):
-        names = failure_cases.loc[failure_cases["check"] == check, "failure_case"].tolist()
+    for presence in ("column_in_dataframe", "column_in_schema"):
+        names = failure_cases.loc[failure_cases["check"] == presence, "failure_case"].tolist()
         if names:
-            kind = "missing" if check == "column_in_dataframe" else "unexpected"
+            kind = "missing" if presence == "column_in_dataframe" else "unexpected"
             lines.append(f"  {kind} column(s): {names}")
     cases = failure_cases[
         ~failure_cases["check"].isin(["column_in_dataframe", "column_in_schema"])
