@@ -13,24 +13,27 @@ VENV := $(CURDIR)/.venv
 export PATH := $(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 PYTEST_ARGS ?=
+UV_SYNC_ARGS ?=
+# Modules that run before (or without) the project environment use the runner's python3.
+STDLIB_PYTHON ?= python3
+BASE ?= main
+# CML is in maintenance mode; 0.20.6 (2024) is its last release.
+CML_VERSION := 0.20.6
 
 .PHONY: help
 ## Show this help.
 help:
-	@awk '/^## /{doc=substr($$0,4)} /^[a-z][a-z-]*:/{if(doc){sub(":.*","",$$1); printf "  make %-10s %s\n",$$1,doc; doc=""}}' $(MAKEFILE_LIST)
+	@awk '/^## /{doc=substr($$0,4)} /^[a-z][a-z-]*:/{if(doc){sub(":.*","",$$1); printf "  make %-16s %s\n",$$1,doc; doc=""}}' $(MAKEFILE_LIST)
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
-$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --locked
-	touch $@
-
 .PHONY: setup
-## Install the locked environment (uv sync --locked) and the git hooks.
-setup: $(VENV)/.synced
-	@if [ -d .git ]; then pre-commit install --install-hooks >/dev/null; fi
+## Install the locked environment (uv sync --locked, plus UV_SYNC_ARGS) and the git hooks.
+setup: | $(UV)
+	$(UV) sync --locked $(UV_SYNC_ARGS)
+	@if [ -d .git ] && command -v pre-commit >/dev/null; then pre-commit install >/dev/null; fi
 
 .PHONY: data
 ## Pull the data (dvc pull data.dvc); seeds the bundled local remote on first use.
@@ -62,6 +65,45 @@ test: data lint
 ## Only the fast unit tests.
 test-fast: setup
 	pytest -m "not slow" $(PYTEST_ARGS)
+
+.PHONY: train-ci
+## CI training: pull data and main's outputs/run-cache from the DVC remote, reproduce the rest.
+train-ci: data
+	dvc repro --pull --allow-missing
+
+.PHONY: report
+## Write reports/pr/report.md (+ figures) comparing the workspace with BASE (default: main).
+report: setup
+	python -m gitml.report --base "$(BASE)"
+
+.PHONY: publish-outputs
+## Push data, pipeline outputs and the run-cache to the DVC remote (trusted runs on main only).
+publish-outputs: setup
+	dvc push --run-cache
+
+.PHONY: pick-runner
+## Choose the pull request's training runner (prints GitHub step outputs).
+pick-runner:
+	PYTHONPATH=src $(STDLIB_PYTHON) -m gitml.runner
+
+.PHONY: install-cml
+## Install the CML CLI from npm (GitHub runners; npm here does not serve it).
+install-cml:
+	npm install --global --ignore-scripts "@dvcorg/cml@$(CML_VERSION)"
+
+.PHONY: cloud-runner
+## Launch a one-job cloud GPU runner with CML (needs REPO_TOKEN and cloud credentials).
+cloud-runner:
+	cml runner launch --cloud="$(CML_CLOUD)" \
+	  --cloud-region="$(or $(CML_CLOUD_REGION),us-west)" \
+	  --cloud-type="$(or $(CML_CLOUD_TYPE),g4dn.xlarge)" \
+	  $(if $(CML_CLOUD_GPU),--cloud-gpu="$(CML_CLOUD_GPU)") \
+	  --labels=cml-gpu --single --idle-timeout=600
+
+.PHONY: comment
+## Post REPORT_DIR/report.md on its pull request with CML (the pr-comment workflow).
+comment:
+	PYTHONPATH=src $(STDLIB_PYTHON) -m gitml.comment
 
 .PHONY: bench
 ## Print pipeline timings: cold `make run` in a fresh clone, no-op `dvc repro`, training.

@@ -74,7 +74,11 @@ def evaluate(
     )  # fmt: skip
     plots = {
         "predictions": pd.DataFrame(
-            {"actual": actual.to_numpy(), "predicted": np.round(predicted, 2)}
+            {
+                "timestamp": test["timestamp"].dt.strftime("%Y-%m-%d %H:%M").to_numpy(),
+                "actual": actual.to_numpy(),
+                "predicted": np.round(predicted, 2),
+            }
         ),
         "error_by_hour": errors.groupby("hour", as_index=False).mean().round(3),
         "importance": pd.DataFrame(

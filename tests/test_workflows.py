@@ -1,0 +1,134 @@
+"""Rules the GitHub workflows must keep. GitHub cannot be reached from here, so they are checked
+statically: structure, pins, permissions, fork safety, and the linters."""
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gitml.config import PROJ_ROOT
+
+WORKFLOWS = sorted((PROJ_ROOT / ".github" / "workflows").glob("*.yml"))
+MAKE_TARGETS = set(re.findall(r"^([a-z][a-z-]*):", (PROJ_ROOT / "Makefile").read_text(), re.M))
+
+
+def load(path: Path) -> dict[str, Any]:
+    workflow = yaml.safe_load(path.read_text())
+    workflow["on"] = workflow.pop(True, workflow.get("on"))  # YAML 1.1 reads `on` as True
+    return dict(workflow)
+
+
+def steps(workflow: dict[str, Any]) -> list[dict[str, Any]]:
+    return [step for job in workflow["jobs"].values() for step in job.get("steps", [])]
+
+
+def by_name(name: str) -> dict[str, Any]:
+    return load(PROJ_ROOT / ".github" / "workflows" / name)
+
+
+def test_there_are_workflows() -> None:
+    assert {p.name for p in WORKFLOWS} >= {"pr.yml", "pr-comment.yml", "main.yml"}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_least_privilege_and_time_limits(path: Path) -> None:
+    workflow = load(path)
+    assert workflow["permissions"] == {}, "grant permissions per job, none at the top"
+    for name, job in workflow["jobs"].items():
+        assert "permissions" in job, f"job {name} must declare its permissions"
+        assert "timeout-minutes" in job, f"job {name} needs timeout-minutes"
+        assert "write-all" not in str(job["permissions"])
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_actions_pinned_by_sha_with_version_comment(path: Path) -> None:
+    uses = re.findall(r"uses:\s*(\S+)(.*)", path.read_text())
+    assert uses
+    for action, comment in uses:
+        assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", action), (
+            f"{action} is not SHA-pinned"
+        )
+        assert re.search(r"# v\d", comment), f"{action} needs a `# vX.Y.Z` comment"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflows_are_thin_and_call_make(path: Path) -> None:
+    for step in steps(load(path)):
+        if "run" in step:
+            command = step["run"].strip()
+            assert re.fullmatch(r"make( [a-z-]+)+", command), f"step runs logic: {command!r}"
+            assert set(command.split()[1:]) <= MAKE_TARGETS, f"unknown target in {command!r}"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_checkout_never_persists_credentials(path: Path) -> None:
+    for step in steps(load(path)):
+        if step.get("uses", "").startswith("actions/checkout@"):
+            assert step["with"]["persist-credentials"] is False
+
+
+def test_no_pull_request_target_anywhere() -> None:
+    for path in WORKFLOWS:
+        assert "pull_request_target" not in load(path)["on"]
+
+
+def test_pr_training_never_gives_forks_a_gpu_or_a_secret() -> None:
+    pr = by_name("pr.yml")
+    assert set(pr["on"]) == {"pull_request"}
+    jobs = pr["jobs"]
+    guard = jobs["pick-runner"]["if"]
+    assert "head.repo.full_name == github.repository" in guard and "safe-to-train" in guard
+    pick_env = jobs["pick-runner"]["steps"][-1]["env"]
+    assert (
+        pick_env["IS_FORK"]
+        == "${{ github.event.pull_request.head.repo.full_name != github.repository }}"
+    )
+    assert jobs["train"]["runs-on"] == "${{ fromJSON(needs.pick-runner.outputs.runs-on) }}"
+    assert jobs["launch-runner"]["if"] == "needs.pick-runner.outputs.kind == 'cloud'"
+    for job in jobs.values():  # PR jobs only read; the comment comes from pr-comment.yml
+        assert set(job["permissions"].values()) <= {"read"}
+
+
+def test_pr_training_uploads_the_report_with_full_history() -> None:
+    train = by_name("pr.yml")["jobs"]["train"]
+    checkout = train["steps"][0]
+    assert checkout["with"]["fetch-depth"] == 0
+    upload = train["steps"][-1]
+    assert upload["uses"].startswith("actions/upload-artifact@")
+    assert upload["with"]["name"] == "pr-report" and upload["with"]["path"] == "reports/pr/"
+
+
+def test_comment_workflow_treats_the_artifact_as_data() -> None:
+    comment = by_name("pr-comment.yml")
+    assert set(comment["on"]) == {"workflow_run"}
+    assert comment["on"]["workflow_run"]["workflows"] == ["pr"]
+    job = comment["jobs"]["comment"]
+    assert job["permissions"]["pull-requests"] == "write"
+    for step in job["steps"]:
+        if step.get("uses", "").startswith("actions/checkout@"):
+            assert "ref" not in step["with"] and "repository" not in step["with"]
+        if "run" in step:
+            assert step["run"].strip() in {"make install-cml", "make comment"}
+    download = next(s for s in job["steps"] if "download-artifact" in s.get("uses", ""))
+    assert download["with"]["run-id"] == "${{ github.event.workflow_run.id }}"
+    post = job["steps"][-1]["env"]
+    assert post["RUN_HEAD_SHA"] == "${{ github.event.workflow_run.head_sha }}"
+    assert post["CML_PUBLISH"] == "${{ vars.CML_PUBLISH }}"
+
+
+def test_runner_labels_are_declared_for_actionlint() -> None:
+    config = yaml.safe_load((PROJ_ROOT / ".github" / "actionlint.yaml").read_text())
+    assert {"gpu", "cml-gpu"} <= set(config["self-hosted-runner"]["labels"])
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["actionlint"], ["zizmor", "--offline", "--persona", "pedantic", ".github/workflows"]],
+    ids=["actionlint", "zizmor"],
+)
+def test_linters_report_nothing(command: list[str]) -> None:
+    result = subprocess.run(command, cwd=PROJ_ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
