@@ -82,9 +82,9 @@ def test_report_compares_a_commit_with_its_base(ran_clone: tuple[Path, str]) -> 
     params["train"]["hyperparams"]["hist_gradient_boosting"]["max_iter"] = 60
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     git = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
+    assert stages_run(dvc(clone, "repro")) == ["train", "evaluate"]
+    run(*git, "commit", "-qam", "fewer boosting rounds", cwd=clone)
     try:
-        assert stages_run(dvc(clone, "repro")) == ["train", "evaluate"]
-        run(*git, "commit", "-qam", "fewer boosting rounds", cwd=clone)
         env = clean_env()
         output = run("make", "report", "BASE=HEAD~1", cwd=clone, env=env)
         assert "Running stage" not in output  # the base is read from git, never retrained
