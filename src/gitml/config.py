@@ -17,6 +17,7 @@ ARTIFACTS_DIR = PROJ_ROOT / "artifacts"  # pipeline outputs, tracked by dvc.lock
 CLEAN_DATA = ARTIFACTS_DIR / "data" / "clean.parquet"
 SPLITS_DIR = ARTIFACTS_DIR / "data"
 MODEL_FILE = ARTIFACTS_DIR / "model" / "model.joblib"
+MLEM_MODEL = ARTIFACTS_DIR / "mlem" / "model"  # MLEM writes `model` and `model.mlem`
 REPORTS_DIR = PROJ_ROOT / "reports"
 METRICS_FILE = REPORTS_DIR / "metrics.json"
 TRAINING_FILE = REPORTS_DIR / "training.json"

@@ -1,0 +1,181 @@
+"""The prediction server: MLEM's FastAPI app (gitml.packaging) plus strict request models,
+a health route, a body-size limit and errors that name the field at fault.
+
+Settings come from the environment (GITML_*), so the same image runs anywhere:
+`python -m gitml.serve` is the image's entrypoint.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see real classes in the handlers.
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import uvicorn
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import (
+    BaseModel,
+    BaseSettings,
+    Extra,
+    Field,
+    confloat,
+    conint,
+    conlist,
+    create_model,
+    validator,
+)
+
+from gitml.config import MLEM_MODEL
+from gitml.packaging import build_app, model_hash
+from gitml.schema import FEATURES, Column
+
+
+class Settings(BaseSettings):
+    model_path: Path = MLEM_MODEL
+    model_version: str = ""  # e.g. the GTO version; defaults to the MLEM artifact hash
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_rows: int = 1000
+    max_body_bytes: int = 1 << 20  # ~1000 rows of ~170 bytes, with headroom
+
+    class Config:
+        env_prefix = "GITML_"
+
+
+def _field_type(spec: Column) -> Any:
+    bounds = {
+        key: value for key, value in (("ge", spec.low), ("le", spec.high)) if value is not None
+    }
+    if spec.kind == "int":
+        return conint(**{key: int(value) for key, value in bounds.items()})  # type: ignore[arg-type]
+    if spec.kind == "float":
+        return confloat(allow_inf_nan=False, **bounds)  # type: ignore[arg-type]
+    return Literal[spec.categories]  # type: ignore[valid-type]
+
+
+def _json_integer(value: Any) -> Any:
+    # JSON Schema counts 2.0 as an integer; pydantic 1 alone would also take 3.7, "3" and true.
+    if isinstance(value, str | bool) or (isinstance(value, float) and not value.is_integer()):
+        raise TypeError("must be a JSON integer")
+    return int(value) if isinstance(value, float) else value
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, str | bool):  # pydantic 1 would coerce "0.5" and true
+        raise TypeError("must be a JSON number")
+    return value
+
+
+def _nullable_in_openapi(schema: dict[str, Any], model: Any) -> None:
+    # pydantic 1 drops `null` from Optional fields; FastAPI 0.99 emits OpenAPI 3.1.
+    for name, spec in FEATURES.items():
+        if spec.nullable:
+            field = schema["properties"][name]
+            schema["properties"][name] = {
+                "title": field.pop("title", name),
+                "anyOf": [field, {"type": "null"}],
+            }
+
+
+def request_model(max_rows: int) -> type[BaseModel]:
+    """`{"data": {"values": [row, ...]}}` (MLEM's wire format), every field of a row checked."""
+    fields: dict[str, Any] = {}
+    for name, spec in FEATURES.items():
+        kind = _field_type(spec)
+        # a nullable field stays required: the key must be sent, its value may be null
+        fields[name] = (
+            Optional[kind] if spec.nullable else kind,  # noqa: UP045 (a runtime type)
+            Field(..., example=spec.example),
+        )
+    ints = [n for n, s in FEATURES.items() if s.kind == "int"]
+    floats = [n for n, s in FEATURES.items() if s.kind == "float"]
+    row = create_model(  # type: ignore[call-overload]
+        "PredictRow",
+        __config__=type(
+            "Config", (), {"extra": Extra.forbid, "schema_extra": _nullable_in_openapi}
+        ),
+        __validators__={
+            "ints": validator(*ints, pre=True, allow_reuse=True)(_json_integer),
+            "floats": validator(*floats, pre=True, allow_reuse=True)(_json_number),
+        },
+        **fields,
+    )
+    strict = type("Config", (), {"extra": Extra.forbid})
+    frame = create_model(
+        "PredictFrame",
+        __config__=strict,
+        values=(conlist(row, min_items=1, max_items=max_rows), ...),
+    )
+    return create_model("PredictRequest", __config__=strict, data=(frame, ...))  # type: ignore[no-any-return]
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 for a declared or streamed body over the limit, before parsing it."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)  # type: ignore[no-any-return]
+        detail = f"request body larger than {self.max_bytes} bytes"
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            response = JSONResponse({"error": detail, "detail": detail}, status_code=413)
+            return await response(scope, receive, send)  # type: ignore[no-any-return]
+        seen = 0
+
+        async def capped_receive() -> Any:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise HTTPException(status_code=413, detail=detail)
+            return message
+
+        return await self.app(scope, capped_receive, send)  # type: ignore[no-any-return]
+
+
+def _where(error: Any) -> str:
+    if error.get("type") == "value_error.jsondecode":
+        return "body (malformed JSON)"
+    return ".".join(str(part) for part in error["loc"] if part != "body") or "body"
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    summary = "; ".join(f"{_where(e)}: {e['msg']}" for e in errors[:10])
+    return JSONResponse(
+        status_code=422, content=jsonable_encoder({"error": summary, "detail": errors})
+    )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The served app: MLEM's routes (/predict, /interface.json, /docs, /openapi.json) + ours."""
+    app, _ = build_app(settings.model_path, request_model(settings.max_rows))
+    version = settings.model_version or model_hash(settings.model_path)
+    app.title = "gitml model server"
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    for route in app.routes:
+        if getattr(route, "path", None) == "/predict":
+            route.responses[413] = {"description": "Request body too large"}  # type: ignore[attr-defined]
+            route.responses[400] = {"description": "Request body is not UTF-8 JSON"}  # type: ignore[attr-defined]
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """Liveness and readiness: the model is loaded and has answered a warm-up prediction."""
+        return {"status": "ok", "model_version": version}
+
+    return app
+
+
+def main() -> None:
+    settings = Settings()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
