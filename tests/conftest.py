@@ -1,8 +1,15 @@
 """Shared fixtures: the real example data (pulled by `make data`) and the params."""
 
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pandas as pd
 import pytest
 
@@ -41,3 +48,65 @@ def clean_table(raw_path: Path, params: dict[str, Any]) -> pd.DataFrame:
 def splits(clean_table: pd.DataFrame, params: dict[str, Any]) -> dict[str, pd.DataFrame]:
     split = params["split"]
     return split_by_time(clean_table, split["production_from_month"], split["test_months"])
+
+
+@pytest.fixture(scope="session")
+def trained_model(splits: dict[str, pd.DataFrame], params: dict[str, Any]) -> Any:
+    """The pipeline trained with the committed params (seconds), independent of `make run`."""
+    from gitml.train import fit
+
+    pipeline, _ = fit(splits["train"], params["features"], params["train"])
+    return pipeline
+
+
+@pytest.fixture(scope="session")
+def packaged_model(
+    trained_model: Any, splits: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """That pipeline saved with MLEM, as the package stage does."""
+    from gitml.packaging import save_model
+    from gitml.schema import as_model_input
+
+    path = tmp_path_factory.mktemp("mlem") / "model"
+    save_model(trained_model, as_model_input(splits["train"].head(50)), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def server_url(packaged_model: Path) -> Iterator[str]:
+    """A real server process (`python -m gitml.serve`) on a free loopback port."""
+    port = free_port()
+    env = {**os.environ, "GITML_MODEL_PATH": str(packaged_model), "GITML_PORT": str(port)}
+    env["MLEM_NO_ANALYTICS"] = "true"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gitml.serve"], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, process, timeout=120)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            pytest.fail(f"the server exited with {process.returncode}:\n{output}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{url} was not healthy within {timeout} s")

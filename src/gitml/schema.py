@@ -57,7 +57,7 @@ INPUT_SCHEMA = pa.DataFrameSchema(
 
 def as_model_input(frame: pd.DataFrame) -> pd.DataFrame:
     """Feature columns in spec order, categories as plain strings (as the model was saved)."""
-    table = frame[list(FEATURES)].copy()
+    table = frame[list(FEATURES)].reset_index(drop=True)  # MLEM would record an index column
     for name, spec in FEATURES.items():
         if spec.kind == "category":
             table[name] = table[name].astype(str)

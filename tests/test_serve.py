@@ -1,0 +1,115 @@
+"""The HTTP API of a real server process: predictions, health, OpenAPI, and bad input."""
+
+import json
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from gitml.features import split_xy
+from gitml.schema import EXAMPLE_ROW, FEATURES, as_model_input
+from gitml.serve import request_model
+
+
+def rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    records = as_model_input(frame).astype(object).to_dict(orient="records")
+    return [
+        {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+        for r in records
+    ]
+
+
+def post(url: str, body: Any, **kwargs: Any) -> httpx.Response:
+    if isinstance(body, bytes | str):
+        return httpx.post(
+            f"{url}/predict",
+            content=body,
+            headers={"content-type": "application/json"},
+            timeout=30,
+            **kwargs,
+        )
+    return httpx.post(f"{url}/predict", json=body, timeout=30, **kwargs)
+
+
+@pytest.mark.parametrize("size", [1, 100])
+def test_predictions_equal_the_in_process_model(
+    server_url: str,
+    trained_model: Any,
+    splits: dict[str, pd.DataFrame],
+    params: dict[str, Any],
+    size: int,
+) -> None:
+    test = splits["test"].head(size)
+    response = post(server_url, {"data": {"values": rows(test)}})
+    assert response.status_code == 200, response.text
+    inputs, _ = split_xy(test, params["features"])
+    np.testing.assert_allclose(response.json(), trained_model.predict(inputs), rtol=1e-9)
+
+
+def test_missing_humidity_is_imputed(server_url: str) -> None:
+    response = post(server_url, {"data": {"values": [{**EXAMPLE_ROW, "hum": None}]}})
+    assert response.status_code == 200 and response.json()[0] > 0
+
+
+def test_health_reports_the_model_version(server_url: str, packaged_model: Any) -> None:
+    from gitml.packaging import model_hash
+
+    body = httpx.get(f"{server_url}/healthz").json()
+    assert body == {"status": "ok", "model_version": model_hash(packaged_model)}
+
+
+def test_openapi_documents_predict_and_health(server_url: str) -> None:
+    spec = httpx.get(f"{server_url}/openapi.json").json()
+    assert {"/predict", "/healthz"} <= set(spec["paths"])
+    row = spec["components"]["schemas"]["PredictRow"]
+    assert set(row["required"]) == set(FEATURES)
+
+
+def bad(**changes: Any) -> dict[str, Any]:
+    row = {**EXAMPLE_ROW, **changes}
+    return {"data": {"values": [{k: v for k, v in row.items() if v != "<drop>"}]}}
+
+
+BAD_REQUESTS: dict[str, tuple[Any, int, str]] = {
+    "missing column": (bad(temp="<drop>"), 422, "data.values.0.temp: field required"),
+    "extra column": (bad(price=3), 422, "data.values.0.price: extra fields not permitted"),
+    "string for a number": (bad(temp="warm"), 422, "data.values.0.temp: must be a JSON number"),
+    "numeric string": (bad(temp="0.5"), 422, "data.values.0.temp"),
+    "fractional hour": (bad(hr=3.7), 422, "data.values.0.hr: must be a JSON integer"),
+    "null where not allowed": (bad(temp=None), 422, "data.values.0.temp"),
+    "NaN": (json.dumps(bad(temp=float("nan"))), 422, "data.values.0.temp"),
+    "Infinity": (json.dumps(bad(windspeed=float("inf"))), 422, "data.values.0.windspeed"),
+    "out of range": (
+        bad(hr=24),
+        422,
+        "data.values.0.hr: ensure this value is less than or equal to 23",
+    ),
+    "unknown category": (bad(weathersit="tornado"), 422, "data.values.0.weathersit"),
+    "empty list": (
+        {"data": {"values": []}},
+        422,
+        "data.values: ensure this value has at least 1 items",
+    ),
+    "no data": ({}, 422, "data: field required"),
+    "malformed JSON": ('{"data": {"values": [', 422, "malformed JSON"),
+    "too many rows": ({"data": {"values": [EXAMPLE_ROW] * 1001}}, 422, "at most 1000 items"),
+    "oversized body": ("[" + " " * (2 << 20) + "]", 413, "request body larger than"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_input_is_a_4xx_naming_the_field(server_url: str, case: str) -> None:
+    body, status, words = BAD_REQUESTS[case]
+    response = post(server_url, body)
+    assert response.status_code == status, response.text
+    assert words in response.json()["error"]
+
+
+def test_request_model_mirrors_the_input_contract() -> None:
+    schema = request_model(max_rows=10).schema()
+    row = schema["definitions"]["PredictRow"]
+    assert row["properties"]["hr"]["maximum"] == FEATURES["hr"].high
+    assert row["properties"]["hum"]["anyOf"][1] == {"type": "null"}
+    assert row["additionalProperties"] is False
