@@ -105,6 +105,45 @@ cloud-runner:
 comment:
 	PYTHONPATH=src $(STDLIB_PYTHON) -m gitml.comment
 
+IMAGE ?= localhost/gitml-serving:latest
+IMAGE_CONTEXT := build/image
+MODEL_VERSION ?= $(shell git describe --tags --always 2>/dev/null || echo unversioned)
+GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+
+.PHONY: package
+## Run the pipeline up to the MLEM-packaged model (dvc repro package).
+package: data
+	dvc repro package
+
+.PHONY: image-context
+## Prepare build/image/: hashed serving wheels, the project wheel and the MLEM model.
+image-context: package
+	rm -rf $(IMAGE_CONTEXT)/dist $(IMAGE_CONTEXT)/model
+	mkdir -p $(IMAGE_CONTEXT)/wheels
+	$(UV) export --locked --no-default-groups --no-dev --no-emit-project --quiet \
+	  -o $(IMAGE_CONTEXT)/requirements.txt
+	python -m pip download --quiet --only-binary=:all: --no-deps --no-index \
+	  --find-links $(IMAGE_CONTEXT)/wheels -r $(IMAGE_CONTEXT)/requirements.txt \
+	  -d $(IMAGE_CONTEXT)/wheels 2>/dev/null \
+	|| python -m pip download --quiet --only-binary=:all: --no-deps \
+	  -r $(IMAGE_CONTEXT)/requirements.txt -d $(IMAGE_CONTEXT)/wheels
+	$(UV) build --quiet --wheel -o $(IMAGE_CONTEXT)/dist .
+	cp -r artifacts/mlem $(IMAGE_CONTEXT)/model
+
+.PHONY: image-tools
+## Install buildah and debootstrap when missing (Debian, as root).
+image-tools:
+	@command -v buildah >/dev/null && command -v debootstrap >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah debootstrap >/dev/null; \
+	  else echo "make image needs buildah and debootstrap: install them (apt-get install buildah debootstrap)"; exit 1; fi; }
+
+.PHONY: image
+## Build the serving image from the Dockerfile with buildah (no Docker daemon needed).
+image: image-tools image-context
+	python -m gitml.image build --context $(IMAGE_CONTEXT) --tag $(IMAGE) \
+	  --model-version "$(MODEL_VERSION)" --git-commit "$(GIT_COMMIT)"
+
 .PHONY: bench
 ## Print pipeline timings: cold `make run` in a fresh clone, no-op `dvc repro`, training.
 bench: setup

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from gitml.config import PARAMS_FILE, RAW_DATA, load_params
+from gitml.config import PARAMS_FILE, PROJ_ROOT, RAW_DATA, load_params
 from gitml.prepare import split_by_time
 from gitml.validate import clean, read_raw
 
@@ -72,9 +73,20 @@ def packaged_model(
     return path
 
 
+@dataclass
+class Served:
+    """A running server and the model it must agree with."""
+
+    url: str
+    model: Any
+    version: str
+
+
 @pytest.fixture(scope="session")
-def server_url(packaged_model: Path) -> Iterator[str]:
+def process_server(packaged_model: Path, trained_model: Any) -> Iterator[Served]:
     """A real server process (`python -m gitml.serve`) on a free loopback port."""
+    from gitml.packaging import model_hash
+
     port = free_port()
     env = {**os.environ, "GITML_MODEL_PATH": str(packaged_model), "GITML_PORT": str(port)}
     env["MLEM_NO_ANALYTICS"] = "true"
@@ -85,10 +97,45 @@ def server_url(packaged_model: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, process, timeout=120)
-        yield url
+        yield Served(url, trained_model, model_hash(packaged_model))
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def built_image() -> str:
+    """`make image`: the serving image built from the Dockerfile (the pipeline runs first)."""
+    result = subprocess.run(["make", "image"], cwd=PROJ_ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.fail(f"make image failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    from gitml.image import IMAGE
+
+    return IMAGE
+
+
+@pytest.fixture(scope="session")
+def image_server(built_image: str) -> Iterator[Served]:
+    """The image's own entrypoint, run in a container, on a free loopback port."""
+    from gitml.config import MLEM_MODEL
+    from gitml.image import image_config, start, stop
+    from gitml.packaging import load_model
+
+    port = free_port()
+    process = start(built_image, {"GITML_PORT": str(port)}, name="gitml-test-server")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, process, timeout=180)
+        labels = image_config(built_image)["Labels"]
+        yield Served(url, load_model(MLEM_MODEL), labels["org.opencontainers.image.version"])
+    finally:
+        stop(process, "gitml-test-server")
+
+
+@pytest.fixture(scope="session", params=["process", pytest.param("image", marks=pytest.mark.slow)])
+def served(request: pytest.FixtureRequest) -> Served:
+    """Every API test runs against the server process and against the built image."""
+    return request.getfixturevalue(f"{request.param}_server")  # type: ignore[no-any-return]
 
 
 def free_port() -> int:

@@ -1,6 +1,11 @@
-"""The HTTP API of a real server process: predictions, health, OpenAPI, and bad input."""
+"""The HTTP API, against a real server process and against the built image's entrypoint:
+predictions, health, OpenAPI, bad input, and a property-based fuzzer."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,6 +16,7 @@ import pytest
 from gitml.features import split_xy
 from gitml.schema import EXAMPLE_ROW, FEATURES, as_model_input
 from gitml.serve import request_model
+from tests.conftest import Served
 
 
 def rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -35,33 +41,27 @@ def post(url: str, body: Any, **kwargs: Any) -> httpx.Response:
 
 @pytest.mark.parametrize("size", [1, 100])
 def test_predictions_equal_the_in_process_model(
-    server_url: str,
-    trained_model: Any,
-    splits: dict[str, pd.DataFrame],
-    params: dict[str, Any],
-    size: int,
+    served: Served, splits: dict[str, pd.DataFrame], params: dict[str, Any], size: int
 ) -> None:
-    test = splits["test"].head(size)
-    response = post(server_url, {"data": {"values": rows(test)}})
+    test = splits["test"].sample(size, random_state=size)
+    response = post(served.url, {"data": {"values": rows(test)}})
     assert response.status_code == 200, response.text
     inputs, _ = split_xy(test, params["features"])
-    np.testing.assert_allclose(response.json(), trained_model.predict(inputs), rtol=1e-9)
+    np.testing.assert_allclose(response.json(), served.model.predict(inputs), rtol=1e-9)
 
 
-def test_missing_humidity_is_imputed(server_url: str) -> None:
-    response = post(server_url, {"data": {"values": [{**EXAMPLE_ROW, "hum": None}]}})
+def test_missing_humidity_is_imputed(served: Served) -> None:
+    response = post(served.url, {"data": {"values": [{**EXAMPLE_ROW, "hum": None}]}})
     assert response.status_code == 200 and response.json()[0] > 0
 
 
-def test_health_reports_the_model_version(server_url: str, packaged_model: Any) -> None:
-    from gitml.packaging import model_hash
-
-    body = httpx.get(f"{server_url}/healthz").json()
-    assert body == {"status": "ok", "model_version": model_hash(packaged_model)}
+def test_health_reports_the_model_version(served: Served) -> None:
+    body = httpx.get(f"{served.url}/healthz").json()
+    assert body == {"status": "ok", "model_version": served.version}
 
 
-def test_openapi_documents_predict_and_health(server_url: str) -> None:
-    spec = httpx.get(f"{server_url}/openapi.json").json()
+def test_openapi_documents_predict_and_health(served: Served) -> None:
+    spec = httpx.get(f"{served.url}/openapi.json").json()
     assert {"/predict", "/healthz"} <= set(spec["paths"])
     row = spec["components"]["schemas"]["PredictRow"]
     assert set(row["required"]) == set(FEATURES)
@@ -100,9 +100,9 @@ BAD_REQUESTS: dict[str, tuple[Any, int, str]] = {
 
 
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
-def test_bad_input_is_a_4xx_naming_the_field(server_url: str, case: str) -> None:
+def test_bad_input_is_a_4xx_naming_the_field(served: Served, case: str) -> None:
     body, status, words = BAD_REQUESTS[case]
-    response = post(server_url, body)
+    response = post(served.url, body)
     assert response.status_code == status, response.text
     assert words in response.json()["error"]
 
@@ -113,3 +113,16 @@ def test_request_model_mirrors_the_input_contract() -> None:
     assert row["properties"]["hr"]["maximum"] == FEATURES["hr"].high
     assert row["properties"]["hum"]["anyOf"][1] == {"type": "null"}
     assert row["additionalProperties"] is False
+
+
+def test_fuzzer_finds_no_server_error(served: Served, tmp_path: Path) -> None:
+    """schemathesis generates valid and invalid requests from the server's own OpenAPI document
+    and runs every check: no 5xx, responses conform to the documented schemas and codes."""
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "schemathesis"), "run", f"{served.url}/openapi.json",
+         "--checks", "all", "--max-examples", "60", "--seed", "1", "--no-color"],
+        capture_output=True, text=True, cwd=tmp_path, check=False,
+        env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "passed" in result.stdout

@@ -27,7 +27,7 @@ def test_make_run_produces_metrics_that_beat_the_baseline(ran_clone: tuple[Path,
     clone, output = ran_clone
     # evaluate's outputs are committed (metrics and plot data); training is deterministic, so
     # the rebuilt model hashes as in dvc.lock and DVC rightly skips evaluate.
-    assert stages_run(output) == ["validate", "prepare", "train"]
+    assert stages_run(output) == ["validate", "prepare", "train", "package"]
     metrics = json.loads((clone / "reports" / "metrics.json").read_text())
     assert metrics["model"]["mae"] < metrics["baseline"]["mae"]
     for output_file in ("artifacts/model/model.joblib", "reports/plots/importance.csv"):
@@ -55,7 +55,7 @@ def test_second_repro_is_a_no_op(ran_clone: tuple[Path, str]) -> None:
     ("section", "key", "value", "expected"),
     [
         ("evaluate", "importance_repeats", 3, ["evaluate"]),
-        ("train", "seed", 7, ["train", "evaluate"]),
+        ("train", "seed", 7, ["train", "evaluate", "package"]),
     ],
 )
 def test_a_param_change_reruns_only_its_dependants(
@@ -82,7 +82,7 @@ def test_report_compares_a_commit_with_its_base(ran_clone: tuple[Path, str]) -> 
     params["train"]["hyperparams"]["hist_gradient_boosting"]["max_iter"] = 60
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     git = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
-    assert stages_run(dvc(clone, "repro")) == ["train", "evaluate"]
+    assert stages_run(dvc(clone, "repro")) == ["train", "evaluate", "package"]
     run(*git, "commit", "-qam", "fewer boosting rounds", cwd=clone)
     try:
         env = clean_env()

@@ -1,0 +1,44 @@
+# syntax=docker/dockerfile:1
+# The serving image: MLEM's FastAPI server (gitml.serve) with the packaged model baked in.
+# Build context: build/image/, prepared by `make image-context` (locked serving wheels with
+# hashes, the project wheel, the MLEM model). On GitHub: `docker build -f Dockerfile build/image`;
+# here `make image` builds this same file with buildah on a locally made Debian base.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+FROM ${BASE_IMAGE} AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+RUN python3 -m venv /opt/venv
+# Only the serving dependency group, hash-checked, from wheels in the context: no network,
+# no compilers, and no dvc, evidently or test tools in the image. The files are COPYed, not
+# bind-mounted, so that their content is part of every builder's layer cache key.
+COPY requirements.txt /tmp/requirements.txt
+RUN --mount=type=bind,source=wheels,target=/tmp/wheels \
+    /opt/venv/bin/pip install --no-index --find-links /tmp/wheels --require-hashes \
+        -r /tmp/requirements.txt
+COPY dist/ /tmp/dist/
+RUN /opt/venv/bin/pip install --no-index --no-deps /tmp/dist/*.whl
+
+FROM ${BASE_IMAGE} AS runtime
+ARG MODEL_VERSION=unversioned
+ARG GIT_COMMIT=unknown
+LABEL org.opencontainers.image.title="gitml-serving" \
+      org.opencontainers.image.description="gitml model server (MLEM + FastAPI)" \
+      org.opencontainers.image.version="${MODEL_VERSION}" \
+      org.opencontainers.image.revision="${GIT_COMMIT}"
+RUN useradd --uid 10001 --user-group --home-dir /app --no-create-home app
+COPY --from=builder /opt/venv /opt/venv
+COPY model/ /app/model/
+WORKDIR /app
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    MLEM_NO_ANALYTICS=true \
+    GITML_MODEL_PATH=/app/model/model \
+    GITML_MODEL_VERSION=${MODEL_VERSION} \
+    GITML_HOST=0.0.0.0 \
+    GITML_PORT=8080
+USER 10001:10001
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['GITML_PORT'], timeout=2)"]
+ENTRYPOINT ["python", "-m", "gitml.serve"]
