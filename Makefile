@@ -144,10 +144,25 @@ image: image-tools image-context
 	python -m gitml.image build --context $(IMAGE_CONTEXT) --tag $(IMAGE) \
 	  --model-version "$(MODEL_VERSION)" --git-commit "$(GIT_COMMIT)"
 
+.PHONY: audit
+## pip-audit the serving dependencies (strict; justified ignores in .pip-audit-ignore).
+audit: setup
+	mkdir -p build/audit
+	$(UV) export --locked --no-default-groups --no-dev --no-emit-project --quiet \
+	  -o build/audit/requirements.txt
+	python -m gitml.audit --requirements build/audit/requirements.txt
+
 .PHONY: bench
 ## Print pipeline timings: cold `make run` in a fresh clone, no-op `dvc repro`, training.
 bench: setup
 	python -m benchmarks.pipeline
+
+.PHONY: bench-serving
+## Print serving req/s and p50/p99 (wrk on loopback) beside the in-process predict rate.
+bench-serving: package
+	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq wrk >/dev/null; \
+	  else echo "bench-serving needs wrk: apt-get install wrk"; exit 1; fi; }
+	python -m benchmarks.serving
 
 .PHONY: clean
 ## Remove pipeline outputs and caches (keeps data and the environment).

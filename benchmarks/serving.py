@@ -1,0 +1,95 @@
+"""Serving throughput and latency (a benchmark, not a test: it prints, never asserts).
+
+Starts `python -m gitml.serve` on loopback with the packaged model (artifacts/mlem, from
+`make package`), loads it with wrk (single rows, then batches of 100), and measures the same
+model's in-process predict rate, so the HTTP overhead shows as a ratio. Run with
+`make bench-serving` (GITML_BENCH_SECONDS sets each wrk run's length).
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+
+from gitml.config import MLEM_MODEL, split_path
+from gitml.packaging import load_model
+from gitml.schema import as_model_input
+
+SECONDS = int(os.environ.get("GITML_BENCH_SECONDS", "10"))
+PORT = int(os.environ.get("GITML_BENCH_PORT", "18080"))
+
+
+def rows(size: int) -> list[dict[str, object]]:
+    frame = as_model_input(pd.read_parquet(split_path("test")).head(size))
+    return json.loads(frame.to_json(orient="records"))
+
+
+def in_process_rate(model: object, size: int, seconds: float = 5.0) -> float:
+    """Rows per second through model.predict on DataFrames of `size` rows."""
+    frame = pd.DataFrame(rows(size))
+    calls, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        model.predict(frame)  # type: ignore[attr-defined]
+        calls += 1
+    return calls * size / (time.perf_counter() - started)
+
+
+def wrk(url: str, body: dict[str, object]) -> dict[str, float]:
+    """Requests/s and p50/p99 latency (ms) from a wrk run: 1 thread, 4 connections."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(body))}\n'
+                     'wrk.headers["Content-Type"] = "application/json"\n')  # fmt: skip
+    output = subprocess.run(
+        ["wrk", "-t1", "-c4", f"-d{SECONDS}s", "--latency", "-s", script.name, f"{url}/predict"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    Path(script.name).unlink()
+    if "Non-2xx" in output:
+        raise RuntimeError(f"the server answered errors under load:\n{output}")
+
+    def millis(label: str) -> float:
+        value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", output).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    return {"rps": rps, "p50": millis("50%"), "p99": millis("99%")}
+
+
+def main() -> None:
+    model = load_model(MLEM_MODEL)
+    env = {**os.environ, "GITML_PORT": str(PORT), "MLEM_NO_ANALYTICS": "true"}
+    server = subprocess.Popen([sys.executable, "-m", "gitml.serve"], env=env)
+    url = f"http://127.0.0.1:{PORT}"
+    try:
+        for _ in range(240):
+            try:
+                httpx.get(f"{url}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        single = wrk(url, {"data": {"values": rows(1)}})
+        batch = wrk(url, {"data": {"values": rows(100)}})
+    finally:
+        server.terminate()
+        server.wait()
+    local_single, local_batch = in_process_rate(model, 1), in_process_rate(model, 100)
+    print(f"{'':28s} {'req/s':>8s} {'rows/s':>9s} {'p50 ms':>7s} {'p99 ms':>7s}")
+    for label, run, size in (("HTTP, 1 row", single, 1), ("HTTP, 100 rows", batch, 100)):
+        rate = run["rps"] * size
+        print(f"{label:28s} {run['rps']:8.1f} {rate:9.0f} {run['p50']:7.1f} {run['p99']:7.1f}")
+    print(f"{'in-process, 1 row':28s} {'':8s} {local_single:9.0f}")
+    print(f"{'in-process, 100 rows':28s} {'':8s} {local_batch:9.0f}")
+    print(f"HTTP / in-process, single rows: {single['rps'] / local_single:.2f}"
+          f"  (batches of 100: {batch['rps'] * 100 / local_batch:.2f})")  # fmt: skip
+    print(f"(wrk -t1 -c4 -d{SECONDS}s; {os.cpu_count()} CPUs; server and load on one machine)")
+
+
+if __name__ == "__main__":
+    main()
