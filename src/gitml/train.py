@@ -96,6 +96,9 @@ def fit(
     inputs, target = split_xy(frame, features)
     started = time.perf_counter()
     pipeline.fit(inputs, target)
+    if device == "cuda":
+        # Serve anywhere: the image and the batch CLI predict on CPU, without a GPU warning.
+        pipeline[-1].set_params(device="cpu")
     record = {
         "model": train["model"],
         "device": device,
