@@ -58,7 +58,7 @@ format: setup
 
 .PHONY: test
 ## Install, pull the data, and run the whole suite: lint, unit and slow end-to-end tests.
-test: data lint
+test: data lint k8s-tools
 	pytest $(PYTEST_ARGS)
 
 .PHONY: test-fast
@@ -107,7 +107,11 @@ comment:
 
 IMAGE ?= localhost/gitml-serving:latest
 IMAGE_CONTEXT := build/image
-MODEL_VERSION ?= $(shell git describe --tags --always 2>/dev/null || echo unversioned)
+MODEL_NAME := bike-demand
+# The model version: the latest GTO version registered (git tags), else the commit.
+MODEL_VERSION ?= $(shell gto show $(MODEL_NAME)@latest --version 2>/dev/null || git describe --always 2>/dev/null || echo unversioned)
+ENV ?= staging
+SMOKE_URL ?= http://127.0.0.1:$(if $(filter production,$(ENV)),8082,8081)
 GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
 .PHONY: package
@@ -152,10 +156,110 @@ audit: setup
 	  -o build/audit/requirements.txt
 	python -m gitml.audit --requirements build/audit/requirements.txt
 
+.PHONY: register
+## Register the model at HEAD as the next GTO version (a git tag NAME@vX.Y.Z).
+register: setup
+	gto register $(MODEL_NAME) $(if $(VERSION),--version $(VERSION))
+
+.PHONY: assign
+## Record in git that VERSION (default: latest) is in ENV (a GTO stage tag).
+assign: setup
+	@# --force: a rollback assigns a stage to a version it held before, which GTO refuses without it
+	gto assign $(MODEL_NAME) --stage $(ENV) --version "$(or $(VERSION),$(MODEL_VERSION))" --force
+
+.PHONY: deploy
+## Deploy the packaged model to ENV (staging|production) on the local target (loopback ports).
+deploy: package
+	python -m gitml.deploy deploy --env $(ENV) --version "$(or $(VERSION),$(MODEL_VERSION))"
+
+.PHONY: smoke
+## Smoke-check ENV (or SMOKE_URL): health, version, golden predictions, latency.
+smoke: setup
+	python -m gitml.smoke --url $(SMOKE_URL) $(if $(VERSION),--version $(VERSION))
+
+.PHONY: promote
+## Deploy staging's exact release to production (local target).
+promote: setup
+	python -m gitml.deploy promote
+
+.PHONY: rollback
+## Return ENV (default production) to its previous release (local target).
+rollback: ENV = production
+rollback: setup
+	python -m gitml.deploy rollback --env $(ENV)
+
+.PHONY: status
+## Show what each local environment serves.
+status: setup
+	python -m gitml.deploy status
+
+.PHONY: k8s-tools
+## kubectl, whose built-in kustomize renders deploy/k8s (apt's kubernetes-client when missing).
+k8s-tools:
+	@command -v kubectl >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null; \
+	  else echo "kubectl is missing: install it (Debian: apt-get install kubernetes-client)" >&2; exit 1; fi; }
+
+.PHONY: k8s-render
+## Render the Kubernetes manifests of ENV (staging|production) with kustomize.
+k8s-render: k8s-tools
+	kubectl kustomize deploy/k8s/overlays/$(ENV)
+
 .PHONY: bench
 ## Print pipeline timings: cold `make run` in a fresh clone, no-op `dvc repro`, training.
 bench: setup
 	python -m benchmarks.pipeline
+
+.PHONY: register
+## Register the model at HEAD as the next GTO version (a git tag NAME@vX.Y.Z).
+register: setup
+	gto register $(MODEL_NAME) $(if $(VERSION),--version $(VERSION))
+
+.PHONY: assign
+## Record in git that VERSION (default: latest) is in ENV (a GTO stage tag).
+assign: setup
+	@# --force: a rollback assigns a stage to a version it held before, which GTO refuses without it
+	gto assign $(MODEL_NAME) --stage $(ENV) --version "$(or $(VERSION),$(MODEL_VERSION))" --force
+
+.PHONY: deploy
+## Deploy the packaged model to ENV (staging|production) on the local target (loopback ports).
+deploy: package
+	python -m gitml.deploy deploy --env $(ENV) --version "$(or $(VERSION),$(MODEL_VERSION))"
+
+.PHONY: smoke
+## Smoke-check ENV (or SMOKE_URL): health, version, golden predictions, latency.
+smoke: setup
+	python -m gitml.smoke --url $(SMOKE_URL) $(if $(VERSION),--version $(VERSION))
+
+.PHONY: promote
+## Deploy staging's exact release to production (local target).
+promote: setup
+	python -m gitml.deploy promote
+
+.PHONY: rollback
+## Return ENV (default production) to its previous release (local target).
+rollback: ENV = production
+rollback: setup
+	python -m gitml.deploy rollback --env $(ENV)
+
+.PHONY: status
+## Show what each local environment serves.
+status: setup
+	python -m gitml.deploy status
+
+.PHONY: k8s-tools
+## kubectl, whose built-in kustomize renders deploy/k8s (apt's kubernetes-client when missing).
+k8s-tools:
+	@command -v kubectl >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null; \
+	  else echo "kubectl is missing: install it (Debian: apt-get install kubernetes-client)" >&2; exit 1; fi; }
+
+.PHONY: k8s-render
+## Render the Kubernetes manifests of ENV (staging|production) with kustomize.
+k8s-render: k8s-tools
+	kubectl kustomize deploy/k8s/overlays/$(ENV)
 
 .PHONY: bench-serving
 ## Print serving req/s and p50/p99 (wrk on loopback) beside the in-process predict rate.

@@ -65,11 +65,14 @@ def packaged_model(
     trained_model: Any, splits: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """That pipeline saved with MLEM, as the package stage does."""
-    from gitml.packaging import save_model
+    from gitml.files import write_json
+    from gitml.packaging import GOLDEN_FILE, golden_cases, save_model
     from gitml.schema import as_model_input
 
     path = tmp_path_factory.mktemp("mlem") / "model"
     save_model(trained_model, as_model_input(splits["train"].head(50)), path)
+    golden = golden_cases(trained_model, as_model_input(splits["test"].head(20)))
+    write_json(path.parent / GOLDEN_FILE, golden)
     return path
 
 
@@ -80,6 +83,7 @@ class Served:
     url: str
     model: Any
     version: str
+    golden_dir: Path
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +101,7 @@ def process_server(packaged_model: Path, trained_model: Any) -> Iterator[Served]
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, process, timeout=120)
-        yield Served(url, trained_model, model_hash(packaged_model))
+        yield Served(url, trained_model, model_hash(packaged_model), packaged_model.parent)
     finally:
         process.terminate()
         process.wait(timeout=20)
@@ -127,7 +131,8 @@ def image_server(built_image: str) -> Iterator[Served]:
     try:
         wait_until_healthy(url, process, timeout=180)
         labels = image_config(built_image)["Labels"]
-        yield Served(url, load_model(MLEM_MODEL), labels["org.opencontainers.image.version"])
+        version = labels["org.opencontainers.image.version"]
+        yield Served(url, load_model(MLEM_MODEL), version, MLEM_MODEL.parent)
     finally:
         stop(process, "gitml-test-server")
 

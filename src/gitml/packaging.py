@@ -6,6 +6,7 @@ isort; keeping every MLEM call here means replacing it later touches one file.
 metadata records the input schema (columns and dtypes) the server decodes requests with.
 """
 
+import json
 import math
 import shutil
 import tempfile
@@ -25,9 +26,12 @@ from mlem.runtime.server import ServerInterface
 from pydantic import BaseModel, parse_obj_as
 
 from gitml.config import MLEM_MODEL, MODEL_FILE, SPLITS_DIR, split_path
+from gitml.files import write_json
 from gitml.schema import EXAMPLE_ROW, as_model_input
 
 SAMPLE_ROWS = 50
+GOLDEN_ROWS = 20
+GOLDEN_FILE = "golden.json"  # beside the model: requests and the predictions they must get
 RequestModels = dict[str, type[BaseModel]]
 
 
@@ -41,6 +45,12 @@ def save_model(model: Any, sample: pd.DataFrame, path: Path) -> None:
             produced.replace(path.parent / produced.name)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def golden_cases(model: Any, rows: pd.DataFrame) -> dict[str, Any]:
+    """Requests with the predictions the packaged model gives them: what smoke checks replay."""
+    records = json.loads(rows.to_json(orient="records"))  # JSON as a client sends it (NaN->null)
+    return {"rows": records, "predictions": [float(x) for x in model.predict(rows)]}
 
 
 def load_model(path: Path) -> Any:
@@ -128,8 +138,11 @@ def main(
 ) -> None:
     """Package the trained pipeline with MLEM, recording its input schema from sample rows."""
     sample = as_model_input(pd.read_parquet(split_path("train", splits_dir)).head(SAMPLE_ROWS))
-    save_model(joblib.load(model_path), sample, out)
-    typer.echo(f"package: {out} (+ .mlem), model hash {model_hash(out)}")
+    model = joblib.load(model_path)
+    save_model(model, sample, out)
+    golden = as_model_input(pd.read_parquet(split_path("test", splits_dir)).head(GOLDEN_ROWS))
+    write_json(out.parent / GOLDEN_FILE, golden_cases(model, golden))
+    typer.echo(f"package: {out} (+ .mlem, {GOLDEN_FILE}), model hash {model_hash(out)}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,299 @@
+"""The Kubernetes deployment targets in deploy/k8s: each overlay renders with `kubectl kustomize`,
+every rendered object is valid against the Kubernetes API schemas (kubernetes-validate, offline,
+strict), and the serving rules hold: zero-downtime rollouts, /healthz probes, bounded resources,
+a locked-down non-root container, and an image pinned by digest per environment."""
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "deploy" / "k8s"
+OVERLAYS = ("staging", "production")
+KUBERNETES_VERSION = "1.30.0"  # schemas bundled with kubernetes-validate: no network
+KINDS = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+UID = 10001
+PORT = 8080
+PINNED_IMAGE = re.compile(r"ghcr\.io/[a-z0-9._-]+/[a-z0-9._/-]+@sha256:[0-9a-f]{64}")
+QUANTITY_UNITS = {
+    "m": 1e-3,
+    "": 1.0,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "Ki": 2.0**10,
+    "Mi": 2.0**20,
+    "Gi": 2.0**30,
+}
+
+Doc = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    overlay: str
+    kustomization: Doc
+    docs: list[Doc]
+
+    def one(self, kind: str) -> Doc:
+        found = [doc for doc in self.docs if doc["kind"] == kind]
+        assert len(found) == 1, f"{self.overlay}: expected one {kind}, got {len(found)}"
+        return found[0]
+
+    @property
+    def deployment(self) -> Doc:
+        return self.one("Deployment")
+
+    @property
+    def pod(self) -> Doc:
+        return self.deployment["spec"]["template"]
+
+    @property
+    def container(self) -> Doc:
+        containers = self.pod["spec"]["containers"]
+        assert len(containers) == 1, f"{self.overlay}: expected one container"
+        return containers[0]
+
+
+def kustomize(directory: Path) -> list[Doc]:
+    kubectl = os.environ.get("KUBECTL", "kubectl")
+    if shutil.which(kubectl) is None:
+        pytest.fail(
+            f"{kubectl!r} not found: the deploy/k8s tests render the overlays with "
+            "`kubectl kustomize`; `make k8s-tools` installs it (Debian package kubernetes-client)."
+        )
+    result = subprocess.run(
+        [kubectl, "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"kubectl kustomize {directory} failed:\n{result.stderr}"
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
+    assert docs, f"kubectl kustomize {directory} rendered nothing"
+    return docs
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request: pytest.FixtureRequest) -> Rendered:
+    overlay = K8S / "overlays" / request.param
+    kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    return Rendered(request.param, kustomization, kustomize(overlay))
+
+
+@pytest.fixture(scope="module")
+def both() -> dict[str, Rendered]:
+    return {
+        name: Rendered(
+            name,
+            yaml.safe_load((K8S / "overlays" / name / "kustomization.yaml").read_text()),
+            kustomize(K8S / "overlays" / name),
+        )
+        for name in OVERLAYS
+    }
+
+
+def quantity(value: Any) -> float:
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)", str(value))
+    assert match and match.group(2) in QUANTITY_UNITS, f"unparsed quantity {value!r}"
+    return float(match.group(1)) * QUANTITY_UNITS[match.group(2)]
+
+
+def effective(rendered: Rendered, key: str) -> Any:
+    """A securityContext setting as the kubelet applies it: the container's, else the pod's."""
+    container = rendered.container.get("securityContext", {})
+    pod = rendered.pod["spec"].get("securityContext", {})
+    return container.get(key, pod.get(key))
+
+
+def assert_schema_valid(docs: list[Doc]) -> None:
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:  # a jsonschema ValidationError
+            name = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+            where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
+            pytest.fail(
+                f"{name} is not a valid Kubernetes {KUBERNETES_VERSION} object: "
+                f"{where}: {error.message}",
+                pytrace=False,
+            )
+
+
+def test_base_renders_valid_objects() -> None:
+    docs = kustomize(K8S / "base")
+    assert {doc["kind"] for doc in docs} == KINDS
+    assert_schema_valid(docs)
+
+
+def test_overlay_renders_valid_objects(rendered: Rendered) -> None:
+    kinds = [doc["kind"] for doc in rendered.docs]
+    assert sorted(kinds) == sorted(KINDS), kinds
+    assert_schema_valid(rendered.docs)
+    assert all(doc["metadata"]["name"] == "gitml-serving" for doc in rendered.docs)
+
+
+def test_rollout_never_drops_capacity(rendered: Rendered) -> None:
+    spec = rendered.deployment["spec"]
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    rolling = spec["strategy"]["rollingUpdate"]
+    assert rolling["maxUnavailable"] in (0, "0%")
+    assert isinstance(rolling["maxSurge"], int) and rolling["maxSurge"] >= 1
+    assert spec["minReadySeconds"] > 0
+    assert 0 < spec["revisionHistoryLimit"] <= 10
+
+
+def test_probes_hit_healthz_on_the_named_port(rendered: Rendered) -> None:
+    container = rendered.container
+    assert {"name": "http", "containerPort": PORT, "protocol": "TCP"} in container["ports"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert probe in container, f"{rendered.overlay}: no {probe}"
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}, probe
+        assert container[probe]["failureThreshold"] >= 1
+    startup = container["startupProbe"]
+    # Model import + warm-up takes ~5-20 s; the startup budget must cover it with room to spare.
+    budget = (
+        startup.get("initialDelaySeconds", 0)
+        + startup["periodSeconds"] * startup["failureThreshold"]
+    )
+    assert budget >= 60, f"startupProbe allows only {budget} s"
+    # A pod is taken out of rotation before the kubelet gives up on it and restarts it.
+    readiness, liveness = container["readinessProbe"], container["livenessProbe"]
+    assert (
+        readiness["periodSeconds"] * readiness["failureThreshold"]
+        <= liveness["periodSeconds"] * liveness["failureThreshold"]
+    )
+
+
+def test_resources_have_requests_and_limits(rendered: Rendered) -> None:
+    resources = rendered.container["resources"]
+    for resource in ("cpu", "memory"):
+        request = quantity(resources["requests"][resource])
+        limit = quantity(resources["limits"][resource])
+        assert 0 < request <= limit, f"{resource}: request {request} > limit {limit}"
+
+
+def test_container_runs_locked_down(rendered: Rendered) -> None:
+    assert effective(rendered, "runAsNonRoot") is True
+    assert effective(rendered, "runAsUser") == UID  # the image's USER 10001:10001
+    security = rendered.container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security.get("privileged", False) is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert "add" not in security["capabilities"]
+    assert effective(rendered, "seccompProfile") == {"type": "RuntimeDefault"}
+    # The read-only root needs somewhere writable: /tmp, from an emptyDir.
+    mounts = {mount["mountPath"]: mount["name"] for mount in rendered.container["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in rendered.pod["spec"]["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+
+
+def test_service_and_selectors_reach_the_pods(rendered: Rendered) -> None:
+    pod_labels = rendered.pod["metadata"]["labels"]
+    service = rendered.one("Service")["spec"]
+    assert service.get("type", "ClusterIP") == "ClusterIP"
+    assert service["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+    ]
+    port_names = {port["name"] for port in rendered.container["ports"]}
+    assert service["ports"][0]["targetPort"] in port_names
+    selectors = {
+        "Service": service["selector"],
+        "Deployment": rendered.deployment["spec"]["selector"]["matchLabels"],
+        "PodDisruptionBudget": rendered.one("PodDisruptionBudget")["spec"]["selector"][
+            "matchLabels"
+        ],
+    }
+    for kind, selector in selectors.items():
+        assert selector, f"{kind} selects everything"
+        assert selector.items() <= pod_labels.items(), f"{kind} selector misses the pods"
+
+
+def test_hpa_scales_the_deployment(rendered: Rendered) -> None:
+    hpa = rendered.one("HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    spec = hpa["spec"]
+    assert spec["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": rendered.deployment["metadata"]["name"],
+    }
+    assert 1 <= spec["minReplicas"] <= spec["maxReplicas"]
+    assert spec["minReplicas"] <= rendered.deployment["spec"]["replicas"] <= spec["maxReplicas"]
+    assert [metric["resource"]["name"] for metric in spec["metrics"]] == ["cpu"]
+    assert spec["metrics"][0]["resource"]["target"]["type"] == "Utilization"
+    # Utilization is relative to the request, so there must be one (checked above too).
+    assert "cpu" in rendered.container["resources"]["requests"]
+
+
+def test_pdb_lets_nodes_drain(rendered: Rendered) -> None:
+    pdb = rendered.one("PodDisruptionBudget")["spec"]
+    minimum = rendered.one("HorizontalPodAutoscaler")["spec"]["minReplicas"]
+    assert ("minAvailable" in pdb) != ("maxUnavailable" in pdb)
+    if "minAvailable" in pdb:
+        # At the HPA floor, a budget equal to the replica count would block every eviction.
+        assert 1 <= pdb["minAvailable"] < minimum
+    else:
+        assert pdb["maxUnavailable"] >= 1
+
+
+def test_overlay_pins_namespace_and_image_by_digest(rendered: Rendered) -> None:
+    namespace = f"gitml-{rendered.overlay}"
+    assert rendered.kustomization["namespace"] == namespace
+    assert {doc["metadata"].get("namespace") for doc in rendered.docs} == {namespace}
+    [image] = rendered.kustomization["images"]
+    assert image["name"] == "gitml-serving"
+    assert image["newName"].startswith("ghcr.io/")
+    assert "newTag" not in image
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", image["digest"]), image["digest"]
+    deployed = rendered.container["image"]
+    assert deployed == f"{image['newName']}@{image['digest']}"
+    assert PINNED_IMAGE.fullmatch(deployed), deployed
+
+
+def test_everything_is_marked_with_its_environment(rendered: Rendered) -> None:
+    for meta in [doc["metadata"] for doc in rendered.docs] + [rendered.pod["metadata"]]:
+        assert meta["labels"]["environment"] == rendered.overlay, meta.get("name")
+        assert meta["annotations"]["environment"] == rendered.overlay, meta.get("name")
+
+
+def test_model_version_and_scrape_annotations(rendered: Rendered) -> None:
+    annotations = rendered.pod["metadata"]["annotations"]
+    env = {var["name"]: var for var in rendered.container["env"]}
+    version = env["GITML_MODEL_VERSION"]
+    if "value" in version:
+        assert version["value"]
+    else:  # downward API: the pod annotation the release workflow sets
+        path = version["valueFrom"]["fieldRef"]["fieldPath"]
+        match = re.fullmatch(r"metadata\.annotations\['([^']+)'\]", path)
+        assert match, path
+        assert annotations.get(match.group(1)), f"{match.group(1)} is not set on the pod"
+    assert env["GITML_PORT"]["value"] == str(PORT)
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(PORT)
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_staging_and_production_differ(both: dict[str, Rendered]) -> None:
+    staging, production = both["staging"], both["production"]
+    assert staging.kustomization["namespace"] != production.kustomization["namespace"]
+    staging_hpa = staging.one("HorizontalPodAutoscaler")["spec"]
+    production_hpa = production.one("HorizontalPodAutoscaler")["spec"]
+    base_hpa = next(
+        doc for doc in kustomize(K8S / "base") if doc["kind"] == "HorizontalPodAutoscaler"
+    )["spec"]
+    assert (staging_hpa["minReplicas"], staging_hpa["maxReplicas"]) == (1, 2)
+    assert staging.deployment["spec"]["replicas"] == 1
+    assert production_hpa["minReplicas"] >= base_hpa["minReplicas"] >= 2
+    assert production_hpa["maxReplicas"] >= base_hpa["maxReplicas"]
+    assert production.deployment["spec"]["replicas"] >= 2
