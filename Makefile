@@ -23,7 +23,7 @@ CML_VERSION := 0.20.6
 .PHONY: help
 ## Show this help.
 help:
-	@awk '/^## /{doc=substr($$0,4)} /^[a-z][a-z-]*:/{if(doc){sub(":.*","",$$1); printf "  make %-16s %s\n",$$1,doc; doc=""}}' $(MAKEFILE_LIST)
+	@awk '/^## /{doc=substr($$0,4)} /^[a-z][a-z0-9-]*:/{if(doc){sub(":.*","",$$1); printf "  make %-16s %s\n",$$1,doc; doc=""}}' $(MAKEFILE_LIST)
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -193,6 +193,36 @@ rollback: setup
 status: setup
 	python -m gitml.deploy status
 
+.PHONY: release-version
+## Print the model version (GTO) as a GitHub step output.
+release-version: setup
+	@echo "version=$(MODEL_VERSION)" | tee -a "$${GITHUB_OUTPUT:-/dev/null}"
+
+.PHONY: release-from-tag
+## From a GTO stage tag (TAG=bike-demand#production#N): its stage, version and image digest.
+release-from-tag: setup
+	python -m gitml.registry from-tag --tag "$(TAG)" --image "$(REGISTRY_IMAGE)"
+
+.PHONY: push-tags
+## Push GTO's tags (versions, stages) to origin with GTO_PUSH_TOKEN.
+push-tags:
+	git push --tags "https://x-access-token:$${GTO_PUSH_TOKEN:?set GTO_PUSH_TOKEN}@github.com/$${GITHUB_REPOSITORY:?}.git"
+
+.PHONY: kubeconfig
+## Write KUBECONFIG_DATA (a secret) to the kubeconfig file kubectl reads.
+kubeconfig:
+	@umask 077; mkdir -p "$$HOME/.kube"; printf '%s' "$${KUBECONFIG_DATA:?set KUBECONFIG_DATA}" > "$$HOME/.kube/config"
+
+.PHONY: k8s-deploy
+## Deploy IMAGE_REF (name@sha256:...) and VERSION to the Kubernetes ENV; waits, undoes on failure.
+k8s-deploy: setup k8s-tools
+	python -m gitml.k8s apply --env $(ENV) --image "$(IMAGE_REF)" --version "$(VERSION)"
+
+.PHONY: k8s-rollback
+## Undo the last rollout of the Kubernetes ENV.
+k8s-rollback: k8s-tools
+	kubectl rollout undo deployment/gitml-serving -n gitml-$(ENV)
+
 .PHONY: k8s-tools
 ## kubectl, whose built-in kustomize renders deploy/k8s (apt's kubernetes-client when missing).
 k8s-tools:
@@ -210,56 +240,6 @@ k8s-render: k8s-tools
 ## Print pipeline timings: cold `make run` in a fresh clone, no-op `dvc repro`, training.
 bench: setup
 	python -m benchmarks.pipeline
-
-.PHONY: register
-## Register the model at HEAD as the next GTO version (a git tag NAME@vX.Y.Z).
-register: setup
-	gto register $(MODEL_NAME) $(if $(VERSION),--version $(VERSION))
-
-.PHONY: assign
-## Record in git that VERSION (default: latest) is in ENV (a GTO stage tag).
-assign: setup
-	@# --force: a rollback assigns a stage to a version it held before, which GTO refuses without it
-	gto assign $(MODEL_NAME) --stage $(ENV) --version "$(or $(VERSION),$(MODEL_VERSION))" --force
-
-.PHONY: deploy
-## Deploy the packaged model to ENV (staging|production) on the local target (loopback ports).
-deploy: package
-	python -m gitml.deploy deploy --env $(ENV) --version "$(or $(VERSION),$(MODEL_VERSION))"
-
-.PHONY: smoke
-## Smoke-check ENV (or SMOKE_URL): health, version, golden predictions, latency.
-smoke: setup
-	python -m gitml.smoke --url $(SMOKE_URL) $(if $(VERSION),--version $(VERSION))
-
-.PHONY: promote
-## Deploy staging's exact release to production (local target).
-promote: setup
-	python -m gitml.deploy promote
-
-.PHONY: rollback
-## Return ENV (default production) to its previous release (local target).
-rollback: ENV = production
-rollback: setup
-	python -m gitml.deploy rollback --env $(ENV)
-
-.PHONY: status
-## Show what each local environment serves.
-status: setup
-	python -m gitml.deploy status
-
-.PHONY: k8s-tools
-## kubectl, whose built-in kustomize renders deploy/k8s (apt's kubernetes-client when missing).
-k8s-tools:
-	@command -v kubectl >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null; \
-	  else echo "kubectl is missing: install it (Debian: apt-get install kubernetes-client)" >&2; exit 1; fi; }
-
-.PHONY: k8s-render
-## Render the Kubernetes manifests of ENV (staging|production) with kustomize.
-k8s-render: k8s-tools
-	kubectl kustomize deploy/k8s/overlays/$(ENV)
 
 .PHONY: bench-serving
 ## Print serving req/s and p50/p99 (wrk on loopback) beside the in-process predict rate.

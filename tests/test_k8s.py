@@ -297,3 +297,24 @@ def test_staging_and_production_differ(both: dict[str, Rendered]) -> None:
     assert production_hpa["minReplicas"] >= base_hpa["minReplicas"] >= 2
     assert production_hpa["maxReplicas"] >= base_hpa["maxReplicas"]
     assert production.deployment["spec"]["replicas"] >= 2
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_release_pins_digest_and_version_and_stays_valid(overlay: str) -> None:
+    from gitml.k8s import pin, render
+
+    image = "ghcr.io/team/gitml-serving@sha256:" + "ab" * 32
+    docs = pin(render(overlay), image, "v1.4.2")
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["annotations"]["gitml/model-version"] == "v1.4.2"
+    assert template["spec"]["containers"][0]["image"] == image
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_release_refuses_a_tag_instead_of_a_digest() -> None:
+    from gitml.k8s import pin, render
+
+    with pytest.raises(ValueError, match="by digest"):
+        pin(render("staging"), "ghcr.io/team/gitml-serving:latest", "v1")

@@ -12,7 +12,7 @@ import yaml
 from gitml.config import PROJ_ROOT
 
 WORKFLOWS = sorted((PROJ_ROOT / ".github" / "workflows").glob("*.yml"))
-MAKE_TARGETS = set(re.findall(r"^([a-z][a-z-]*):", (PROJ_ROOT / "Makefile").read_text(), re.M))
+MAKE_TARGETS = set(re.findall(r"^([a-z][a-z0-9-]*):", (PROJ_ROOT / "Makefile").read_text(), re.M))
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -59,7 +59,7 @@ def test_workflows_are_thin_and_call_make(path: Path) -> None:
     for step in steps(load(path)):
         if "run" in step:
             command = step["run"].strip()
-            assert re.fullmatch(r"make( [a-z-]+)+", command), f"step runs logic: {command!r}"
+            assert re.fullmatch(r"make( [a-z0-9-]+)+", command), f"step runs logic: {command!r}"
             assert set(command.split()[1:]) <= MAKE_TARGETS, f"unknown target in {command!r}"
 
 
@@ -132,3 +132,21 @@ def test_runner_labels_are_declared_for_actionlint() -> None:
 def test_linters_report_nothing(command: list[str]) -> None:
     result = subprocess.run(command, cwd=PROJ_ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_release_promotes_one_digest_through_gated_stages() -> None:
+    release = by_name("release.yml")
+    assert release["concurrency"] == {"group": "release", "cancel-in-progress": False}
+    jobs = release["jobs"]
+    push = next(s for s in jobs["build"]["steps"] if "build-push-action" in s.get("uses", ""))
+    assert push["with"]["provenance"] == "mode=max" and push["with"]["sbom"] is True
+    assert jobs["staging"]["environment"] == "staging"
+    assert jobs["production"]["environment"] == "production"
+    assert set(jobs["production"]["needs"]) == {"build", "staging"}  # staging's checks gate it
+    for stage in ("staging", "production"):
+        env = jobs[stage]["steps"][-1 if stage == "staging" else 2]["env"]
+        assert "needs.build.outputs.digest" in env["IMAGE_REF"]
+    assert "smoke" in jobs["staging"]["steps"][-1]["run"]
+    rollback = next(s for s in jobs["production"]["steps"] if "k8s-rollback" in s.get("run", ""))
+    assert rollback["if"] == "failure()"
+    assert "bike-demand#production#*" in release["on"]["push"]["tags"]

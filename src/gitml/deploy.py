@@ -134,10 +134,13 @@ def deploy(env: str, release: Path, version: str, state_dir: Path = STATE_DIR) -
     current = read_state(env, state_dir)
     log = state_dir / "logs" / f"{env}.log"
     candidate_port = free_port()
-    candidate = start_server(release, version, candidate_port, log)
+    serving = f"{env} still serves {current['version']}" if current else f"{env} is not deployed"
+    try:
+        candidate = start_server(release, version, candidate_port, log)
+    except DeployError as err:
+        raise DeployError(f"{err}; {serving}") from None
     failures = smoke(candidate_port, release, version)
     stop_server(candidate)
-    serving = f"{env} still serves {current['version']}" if current else f"{env} is not deployed"
     if failures:
         raise DeployError(f"{version} failed its smoke checks; {serving}: {failures}")
     if current:
