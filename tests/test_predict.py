@@ -1,0 +1,94 @@
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from gitml import predict
+from gitml.features import split_xy
+from gitml.schema import FEATURES
+
+
+@pytest.fixture
+def batch(splits: dict[str, pd.DataFrame], tmp_path: Path) -> tuple[pd.DataFrame, Path]:
+    frame = splits["production"].head(30)[["timestamp", *FEATURES]]
+    path = tmp_path / "rows.csv"
+    frame.to_csv(path, index=False)
+    return frame, path
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner(mix_stderr=False).invoke(predict.app, list(args))
+
+
+def test_batch_predictions_match_the_model(
+    batch: tuple[pd.DataFrame, Path],
+    packaged_model: Path,
+    trained_model: Any,
+    params: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    frame, path = batch
+    out = tmp_path / "predictions.csv"
+    result = invoke(
+        "--input",
+        str(path),
+        "--output",
+        str(out),
+        "--model",
+        str(packaged_model),
+        "--keep",
+        "timestamp",
+    )
+    assert result.exit_code == 0, result.stderr
+    written = pd.read_csv(out)
+    assert list(written.columns) == ["timestamp", "prediction"]
+    inputs, _ = split_xy(frame.assign(bikers=0), params["features"])
+    np.testing.assert_allclose(written["prediction"], trained_model.predict(inputs).round(3))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: f.assign(hr=f["hr"] + 30), "'hr'"),
+        (lambda f: f.assign(weathersit="tornado"), "'weathersit'"),
+        (lambda f: f.drop(columns="temp"), "missing column(s): ['temp']"),
+        (lambda f: f.head(0), "no rows"),
+    ],
+)
+def test_invalid_input_writes_nothing(
+    batch: tuple[pd.DataFrame, Path],
+    packaged_model: Path,
+    tmp_path: Path,
+    change: Any,
+    message: str,
+) -> None:
+    frame, path = batch
+    change(frame).to_csv(path, index=False)
+    out = tmp_path / "predictions.csv"
+    result = invoke(
+        "--input",
+        str(path),
+        "--output",
+        str(out),
+        "--model",
+        str(packaged_model),
+        "--keep",
+        "timestamp",
+    )
+    assert result.exit_code == 1
+    assert message in result.stderr
+    assert not out.exists()
+
+
+def test_unexpected_columns_must_be_kept_explicitly(
+    batch: tuple[pd.DataFrame, Path], packaged_model: Path, tmp_path: Path
+) -> None:
+    _, path = batch
+    result = invoke(
+        "--input", str(path), "--output", str(tmp_path / "o.csv"), "--model", str(packaged_model)
+    )
+    assert result.exit_code == 1
+    assert "unexpected column(s): ['timestamp'] (pass them with --keep)" in result.stderr
