@@ -53,8 +53,8 @@ lint: setup
 .PHONY: format
 ## Rewrite files with the formatter and the linter's safe fixes.
 format: setup
-	ruff format src tests
-	ruff check --fix src tests
+	ruff format src tests benchmarks
+	ruff check --fix src tests benchmarks
 
 .PHONY: test
 ## Install, pull the data, and run the whole suite: lint, unit and slow end-to-end tests.
@@ -251,5 +251,5 @@ bench-serving: package
 .PHONY: clean
 ## Remove pipeline outputs and caches (keeps data and the environment).
 clean:
-	rm -rf artifacts/data/*.parquet artifacts/model .pytest_cache .ruff_cache .mypy_cache
+	rm -rf artifacts/data/*.parquet artifacts/model artifacts/mlem build .pytest_cache .ruff_cache .mypy_cache
 	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +

@@ -19,8 +19,9 @@ def batch(splits: dict[str, pd.DataFrame], tmp_path: Path) -> tuple[pd.DataFrame
     return frame, path
 
 
-def invoke(*args: str) -> Any:
-    return CliRunner(mix_stderr=False).invoke(predict.app, list(args))
+def predict_csv(rows: Path, out: Path, model: Path, *extra: str) -> Any:
+    args = ["--input", str(rows), "--output", str(out), "--model", str(model), *extra]
+    return CliRunner(mix_stderr=False).invoke(predict.app, args)
 
 
 def test_batch_predictions_match_the_model(
@@ -32,16 +33,7 @@ def test_batch_predictions_match_the_model(
 ) -> None:
     frame, path = batch
     out = tmp_path / "predictions.csv"
-    result = invoke(
-        "--input",
-        str(path),
-        "--output",
-        str(out),
-        "--model",
-        str(packaged_model),
-        "--keep",
-        "timestamp",
-    )
+    result = predict_csv(path, out, packaged_model, "--keep", "timestamp")
     assert result.exit_code == 0, result.stderr
     written = pd.read_csv(out)
     assert list(written.columns) == ["timestamp", "prediction"]
@@ -68,16 +60,7 @@ def test_invalid_input_writes_nothing(
     frame, path = batch
     change(frame).to_csv(path, index=False)
     out = tmp_path / "predictions.csv"
-    result = invoke(
-        "--input",
-        str(path),
-        "--output",
-        str(out),
-        "--model",
-        str(packaged_model),
-        "--keep",
-        "timestamp",
-    )
+    result = predict_csv(path, out, packaged_model, "--keep", "timestamp")
     assert result.exit_code == 1
     assert message in result.stderr
     assert not out.exists()
@@ -87,8 +70,6 @@ def test_unexpected_columns_must_be_kept_explicitly(
     batch: tuple[pd.DataFrame, Path], packaged_model: Path, tmp_path: Path
 ) -> None:
     _, path = batch
-    result = invoke(
-        "--input", str(path), "--output", str(tmp_path / "o.csv"), "--model", str(packaged_model)
-    )
+    result = predict_csv(path, tmp_path / "o.csv", packaged_model)
     assert result.exit_code == 1
     assert "unexpected column(s): ['timestamp'] (pass them with --keep)" in result.stderr
