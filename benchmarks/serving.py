@@ -64,7 +64,9 @@ def wrk(url: str, body: dict[str, object]) -> dict[str, float]:
 
 def main() -> None:
     model = load_model(MLEM_MODEL)
+    # the server's environment as the image sets it (Dockerfile: OMP_NUM_THREADS=1)
     env = {**os.environ, "GITML_PORT": str(PORT), "MLEM_NO_ANALYTICS": "true"}
+    env.setdefault("OMP_NUM_THREADS", "1")
     server = subprocess.Popen([sys.executable, "-m", "gitml.serve"], env=env)
     url = f"http://127.0.0.1:{PORT}"
     try:

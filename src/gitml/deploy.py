@@ -72,6 +72,7 @@ def start_server(release: Path, version: str, port: int, log: Path) -> int:
     env = {
         **os.environ, "GITML_MODEL_PATH": str(release / "model"), "GITML_MODEL_VERSION": version,
         "GITML_PORT": str(port), "MLEM_NO_ANALYTICS": "true",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),  # as the image sets it
     }  # fmt: skip
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as output:
