@@ -135,15 +135,15 @@ image-context: package
 	cp -r artifacts/mlem $(IMAGE_CONTEXT)/model
 
 .PHONY: image-tools
-## Install buildah and debootstrap when missing (Debian, as root).
+## Docker if it works; else install buildah and debootstrap when missing (Debian, as root).
 image-tools:
-	@command -v buildah >/dev/null && command -v debootstrap >/dev/null || { \
+	@docker info >/dev/null 2>&1 || { command -v buildah && command -v debootstrap; } >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah debootstrap >/dev/null; \
 	  else echo "make image needs buildah and debootstrap: install them (apt-get install buildah debootstrap)"; exit 1; fi; }
 
 .PHONY: image
-## Build the serving image from the Dockerfile with buildah (no Docker daemon needed).
+## Build the serving image from the Dockerfile (docker, or buildah where there is no daemon).
 image: image-tools image-context
 	python -m gitml.image build --context $(IMAGE_CONTEXT) --tag $(IMAGE) \
 	  --model-version "$(MODEL_VERSION)" --git-commit "$(GIT_COMMIT)"

@@ -1,9 +1,10 @@
-"""Build and run the serving image from the real Dockerfile without a Docker daemon (buildah).
+"""Build and run the serving image from the real Dockerfile, with or without a Docker daemon.
 
-On GitHub the release workflow runs `docker build`; machines without Docker or a registry (this
-project's own CI among them) build the same Dockerfile with buildah, on a Debian 12 + Python
-3.11 base made once with debootstrap and cached as an OCI archive. A container runs the image's
-own entrypoint, user, working directory and environment, on the host network.
+Where Docker works (GitHub's runners, most laptops) it builds and runs the image. Machines
+without Docker or a registry (this project's own CI among them) build the same Dockerfile with
+buildah, on a Debian 12 + Python 3.11 base made once with debootstrap and cached as an OCI
+archive. Either way a container runs the image's own entrypoint, user, working directory and
+environment, on the host network.
 """
 
 import json
@@ -32,6 +33,13 @@ TRIMMED = ["var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/
 
 class ImageError(RuntimeError):
     """Building or running the image failed; the message says what to do."""
+
+
+def docker_available() -> bool:
+    """A working Docker daemon (GitHub's runners have one): then `docker` builds and runs."""
+    if os.environ.get("GITML_IMAGE_BACKEND") == "buildah" or shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
 
 
 def storage_driver() -> str:
@@ -103,23 +111,29 @@ def ensure_base(driver: str) -> str:
 
 
 def build(context: Path, tag: str, model_version: str, git_commit: str) -> str:
-    """`buildah bud` of the top-level Dockerfile with the local base as BASE_IMAGE."""
+    """`docker build` of the top-level Dockerfile, or `buildah bud` on the local base."""
     for needed in ("requirements.txt", "wheels", "dist", "model"):
         if not (context / needed).exists():
             raise ImageError(f"{context / needed} is missing: run `make image-context` first")
+    args = ["--build-arg", f"MODEL_VERSION={model_version}",
+            "--build-arg", f"GIT_COMMIT={git_commit}",
+            "-f", str(PROJ_ROOT / "Dockerfile"), "-t", tag, str(context)]  # fmt: skip
+    if docker_available():  # the default BASE_IMAGE comes from the registry
+        subprocess.run(["docker", "build", *args], check=True)
+        return tag
     driver = storage_driver()
     base = ensure_base(driver)
-    buildah(
-        driver, "bud", "--isolation", "chroot", "--layers", "--format", "docker", "--pull=never",
-        "--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"MODEL_VERSION={model_version}",
-        "--build-arg", f"GIT_COMMIT={git_commit}", "-f", str(PROJ_ROOT / "Dockerfile"),
-        "-t", tag, str(context), capture=False,
-    )  # fmt: skip
+    buildah(driver, "bud", "--isolation", "chroot", "--layers", "--format", "docker",
+            "--pull=never", "--build-arg", f"BASE_IMAGE={base}", *args, capture=False)  # fmt: skip
     return tag
 
 
 def image_config(tag: str, driver: str | None = None) -> dict[str, object]:
     """The image's Docker config: Entrypoint, Cmd, Env, User, Labels, Healthcheck."""
+    if docker_available():
+        inspected = subprocess.run(["docker", "image", "inspect", tag], capture_output=True,
+                                   text=True, check=True).stdout  # fmt: skip
+        return dict(json.loads(inspected)[0]["Config"])
     inspected = json.loads(buildah(driver or storage_driver(), "inspect", "--type", "image", tag))
     return dict(inspected["Docker"]["config"])
 
@@ -132,6 +146,15 @@ def start(
     `buildah run` applies the image's user, working directory and environment but not its
     entrypoint, so the entrypoint is read from the image and run as the command.
     """
+    env_args = [arg for key, value in env.items() for arg in ("--env", f"{key}={value}")]
+    if docker_available():
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+        override = ["--entrypoint", command[0]] if command else []
+        return subprocess.Popen(
+            ["docker", "run", "--rm", "--name", name, "--network", "host", *env_args, *override,
+             tag, *(command[1:] if command else [])],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )  # fmt: skip
     driver = storage_driver()
     if command is None:
         config = image_config(tag, driver)
@@ -139,7 +162,6 @@ def start(
     subprocess.run(["buildah", "--storage-driver", driver, "rm", name], capture_output=True,
                    check=False)  # fmt: skip
     container = buildah(driver, "from", "-q", "--pull=never", "--name", name, tag)
-    env_args = [arg for key, value in env.items() for arg in ("--env", f"{key}={value}")]
     return subprocess.Popen(
         ["buildah", "--storage-driver", driver, "run", "--isolation", "chroot", *env_args,
          container, "--", *command],
@@ -149,6 +171,8 @@ def start(
 
 def stop(process: subprocess.Popen[str], name: str) -> None:
     """Stop a container started by `start` and remove it."""
+    if docker_available():
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
     if process.poll() is None:
         os.killpg(process.pid, 15)
         try:
@@ -156,8 +180,9 @@ def stop(process: subprocess.Popen[str], name: str) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, 9)
             process.wait(timeout=10)
-    subprocess.run(["buildah", "--storage-driver", storage_driver(), "rm", name],
-                   capture_output=True, check=False)  # fmt: skip
+    if not docker_available():
+        subprocess.run(["buildah", "--storage-driver", storage_driver(), "rm", name],
+                       capture_output=True, check=False)  # fmt: skip
 
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -171,7 +196,7 @@ def build_command(
     git_commit: Annotated[str, typer.Option(envvar="GIT_COMMIT")] = "unknown",
 ) -> None:
     """Build the serving image from the top-level Dockerfile with buildah."""
-    for tool in ("buildah", "debootstrap"):
+    for tool in () if docker_available() else ("buildah", "debootstrap"):
         if shutil.which(tool) is None:
             typer.echo(
                 f"image: {tool} is not installed (as root: apt-get install {tool})", err=True
