@@ -1,7 +1,6 @@
 """Shared fixtures: the real example data (pulled by `make data`) and the params."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pandas as pd
 import pytest
 
 from gitml.config import PARAMS_FILE, PROJ_ROOT, RAW_DATA, load_params
+from gitml.deploy import free_port
 from gitml.prepare import split_by_time
 from gitml.validate import clean, read_raw
 
@@ -141,12 +141,6 @@ def image_server(built_image: str) -> Iterator[Served]:
 def served(request: pytest.FixtureRequest) -> Served:
     """Every API test runs against the server process and against the built image."""
     return request.getfixturevalue(f"{request.param}_server")  # type: ignore[no-any-return]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until_healthy(url: str, process: subprocess.Popen[str], timeout: float) -> None:

@@ -11,7 +11,6 @@ import pytest
 
 from gitml import deploy
 from gitml.config import PROJ_ROOT
-from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -19,8 +18,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An empty local target on spare ports; every server it starts is stopped afterwards."""
-    monkeypatch.setitem(deploy.PORTS, "staging", free_port())
-    monkeypatch.setitem(deploy.PORTS, "production", free_port())
+    monkeypatch.setitem(deploy.PORTS, "staging", deploy.free_port())
+    monkeypatch.setitem(deploy.PORTS, "production", deploy.free_port())
     state_dir = tmp_path / "deploy"
     yield state_dir
     for env in deploy.PORTS:

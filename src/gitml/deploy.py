@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -123,8 +124,7 @@ def smoke(port: int, release: Path, version: str) -> list[str]:
 
 
 def free_port() -> int:
-    import socket
-
+    """A TCP port on loopback that nothing listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

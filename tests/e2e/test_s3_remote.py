@@ -12,15 +12,10 @@ from pathlib import Path
 import pytest
 
 from gitml.config import PROJ_ROOT
+from gitml.deploy import free_port
 from tests.e2e.clone import run
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
