@@ -144,28 +144,24 @@ def data_line(base_ref: str, base_dvc: str | None, head_dvc: str) -> str:
 
 
 def build_report(parts: dict[str, str]) -> str:
-    """Assemble the sections in reading order."""
-    return (
-        "\n\n".join(
-            [
-                f"## Model report: this change vs `{parts['base']}`",
-                parts["stale"],
-                "### Metrics (test months)",
-                parts["metrics_diff"] or "_No metric changes._",
-                "#### Is the model's change larger than noise?",
-                parts["metrics"],
-                "Verdict: the change is *better* or *worse* only when the 95 % interval of the "
-                "paired day-block bootstrap over the test hours excludes zero.",
-                "### Params",
-                parts["params"] or "_No param changes._",
-                "### Plots (left: base, right: this change)",
-                parts["figures"],
-                "### Run",
-                parts["run"],
-            ]
-        ).replace("\n\n\n\n", "\n\n")
-        + "\n"
-    )
+    """Assemble the sections in reading order; empty parts (no stale warning) are left out."""
+    sections = [
+        f"## Model report: this change vs `{parts['base']}`",
+        parts["stale"],
+        "### Metrics (test months)",
+        parts["metrics_diff"] or "_No metric changes._",
+        "#### Is the model's change larger than noise?",
+        parts["metrics"],
+        "Verdict: the change is *better* or *worse* only when the 95 % interval of the "
+        "paired day-block bootstrap over the test hours excludes zero.",
+        "### Params",
+        parts["params"] or "_No param changes._",
+        "### Plots (left: base, right: this change)",
+        parts["figures"],
+        "### Run",
+        parts["run"],
+    ]
+    return "\n\n".join(section for section in sections if section) + "\n"
 
 
 def main(
