@@ -58,7 +58,7 @@ format: setup
 
 .PHONY: test
 ## Install, pull the data, and run the whole suite: lint, unit and slow end-to-end tests.
-test: data lint k8s-tools
+test: data lint k8s-tools monitor-tools
 	pytest $(PYTEST_ARGS)
 
 .PHONY: test-fast
@@ -235,6 +235,30 @@ k8s-tools:
 ## Render the Kubernetes manifests of ENV (staging|production) with kustomize.
 k8s-render: k8s-tools
 	kubectl kustomize deploy/k8s/overlays/$(ENV)
+
+PREDICTION_LOGS ?= .deploy/predictions/$(ENV)
+ACTUALS ?= .deploy/actuals/$(ENV)
+MONITOR_DIR ?= reports/monitor
+
+.PHONY: replay
+## Stream the held-out months (Oct-Dec) to local ENV as HTTP traffic; deploys it if down.
+replay: package
+	python -m gitml.deploy deploy --env $(ENV) --version "$(MODEL_VERSION)" --if-down
+	python -m gitml.replay --url $(SMOKE_URL) --actuals $(ACTUALS)
+
+.PHONY: monitor
+## Drift and quality of ENV's recent predictions vs training (evidently); exits 1 on alarm.
+monitor: data
+	dvc repro --pull --allow-missing train
+	python -m gitml.monitor --logs $(PREDICTION_LOGS) --actuals $(ACTUALS) --out $(MONITOR_DIR)
+
+.PHONY: monitor-tools
+## promtool, to check the alert rules (apt's prometheus package when missing).
+monitor-tools:
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "promtool is missing: install it (Debian: apt-get install prometheus)" >&2; exit 1; fi; }
 
 .PHONY: bench
 ## Print pipeline timings: cold `make run` in a fresh clone, no-op `dvc repro`, training.

@@ -68,13 +68,26 @@ def stage_release(model_dir: Path, version: str, state_dir: Path = STATE_DIR) ->
     return release
 
 
-def start_server(release: Path, version: str, port: int, log: Path) -> int:
-    """Start `python -m gitml.serve` for a release, detached; return its process id."""
+def prediction_log_dir(env: str, state_dir: Path = STATE_DIR) -> Path:
+    """Where an environment's server appends its prediction log (what `make monitor` reads)."""
+    return state_dir / "predictions" / env
+
+
+def start_server(
+    release: Path, version: str, port: int, log: Path, predictions: Path | None = None
+) -> int:
+    """Start `python -m gitml.serve` for a release, detached; return its process id.
+    `predictions`: the prediction log directory (None: a candidate, whose only traffic is
+    the smoke check, logs nothing).
+    """
     env = {
         **os.environ, "GITML_MODEL_PATH": str(release / "model"), "GITML_MODEL_VERSION": version,
         "GITML_PORT": str(port), "MLEM_NO_ANALYTICS": "true",
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),  # as the image sets it
     }  # fmt: skip
+    env.pop("GITML_PREDICTION_LOG_DIR", None)
+    if predictions is not None:
+        env["GITML_PREDICTION_LOG_DIR"] = str(predictions)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as output:
         process = subprocess.Popen([sys.executable, "-m", "gitml.serve"], env=env, stdout=output,
@@ -123,6 +136,13 @@ def smoke(port: int, release: Path, version: str) -> list[str]:
     return [] if passed(checks) else [f"{c.name}: {c.detail}" for c in checks if not c.ok]
 
 
+def healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"{url(port)}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on now."""
     with socket.socket() as sock:
@@ -147,14 +167,17 @@ def deploy(env: str, release: Path, version: str, state_dir: Path = STATE_DIR) -
     if current:
         stop_server(current["pid"])
     try:
-        pid = start_server(release, version, PORTS[env], log)
+        pid = start_server(release, version, PORTS[env], log, prediction_log_dir(env, state_dir))
         failures = smoke(PORTS[env], release, version)
         if failures:
             stop_server(pid)
             raise DeployError(f"{version} failed its smoke checks in {env}: {failures}")
     except DeployError as err:
         if current:  # automatic rollback to what served before
-            pid = start_server(Path(current["release"]), current["version"], PORTS[env], log)
+            pid = start_server(
+                Path(current["release"]), current["version"], PORTS[env], log,
+                prediction_log_dir(env, state_dir),
+            )  # fmt: skip
             write_json(state_file(env, state_dir), {**current, "pid": pid})
             raise DeployError(f"{err}; rolled back {env} to {current['version']}") from None
         raise
@@ -201,8 +224,14 @@ def deploy_command(
     env: Annotated[str, typer.Option(help="staging or production.")],
     version: Annotated[str, typer.Option(help="Version the release is known by.")],
     model_dir: Annotated[Path, typer.Option(help="Packaged model directory.")] = MLEM_MODEL.parent,
+    if_down: Annotated[
+        bool, typer.Option(help="Only if the environment does not answer.")
+    ] = False,
 ) -> None:
     """Deploy a packaged model to an environment."""
+    if if_down and healthy(PORTS.get(env, 0)):
+        typer.echo(f"deploy: {env} already serves on {url(PORTS[env])}; left as it is")
+        return
     _report(lambda: deploy(env, stage_release(model_dir, version), version))
 
 

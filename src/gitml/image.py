@@ -139,14 +139,20 @@ def image_config(tag: str, driver: str | None = None) -> dict[str, object]:
 
 
 def start(
-    tag: str, env: dict[str, str], name: str, command: list[str] | None = None
+    tag: str,
+    env: dict[str, str],
+    name: str,
+    command: list[str] | None = None,
+    volumes: dict[Path, str] | None = None,
 ) -> subprocess.Popen[str]:
-    """Run the image's own entrypoint (or `command`) in a new container on the host network.
+    """Run the image's own entrypoint (or `command`) in a new container on the host network,
+    with host directories mounted as `volumes` ({host path: container path}).
 
     `buildah run` applies the image's user, working directory and environment but not its
     entrypoint, so the entrypoint is read from the image and run as the command.
     """
     env_args = [arg for key, value in env.items() for arg in ("--env", f"{key}={value}")]
+    env_args += [a for host, ctr in (volumes or {}).items() for a in ("--volume", f"{host}:{ctr}")]
     if docker_available():
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
         override = ["--entrypoint", command[0]] if command else []

@@ -10,6 +10,7 @@ import json
 import math
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
@@ -18,7 +19,7 @@ import joblib
 import pandas as pd
 import typer
 import yaml
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from mlem.api import load_meta, save
 from mlem.contrib.fastapi import FastAPIServer
 from mlem.runtime.interface import ModelInterface
@@ -32,7 +33,10 @@ from gitml.schema import EXAMPLE_ROW, as_model_input
 SAMPLE_ROWS = 50
 GOLDEN_ROWS = 20
 GOLDEN_FILE = "golden.json"  # beside the model: requests and the predictions they must get
+REQUEST_ID_HEADER = "X-Request-ID"  # the caller's id for a request, or one made up here
 RequestModels = dict[str, type[BaseModel]]
+# Called after each successful predict with (request id, rows as sent, predictions).
+PredictHook = Callable[[str, list[dict[str, Any]], list[float]], None]
 
 
 def save_model(model: Any, sample: pd.DataFrame, path: Path) -> None:
@@ -75,6 +79,7 @@ class StrictFastAPIServer(FastAPIServer):
 
     type: ClassVar[str] = "gitml_fastapi"
     request_models: ClassVar[RequestModels] = {}
+    on_predict: ClassVar[PredictHook | None] = None
 
     @classmethod
     def _create_handler_executor(  # type: ignore[no-untyped-def]
@@ -88,13 +93,19 @@ class StrictFastAPIServer(FastAPIServer):
         response_model = response_serializer.get_model()
         decode = arg_serializers["data"].deserialize
 
-        def handler(model: request_model):  # type: ignore[valid-type]
-            frame = decode({"values": [row.dict() for row in model.data.values]})  # type: ignore[attr-defined]
-            values = middlewares.on_request({"data": frame})
+        on_predict = cls.on_predict
+
+        def handler(model: request_model, request: Request, reply: Response):  # type: ignore[valid-type]
+            rows = [row.dict() for row in model.data.values]  # type: ignore[attr-defined]
+            values = middlewares.on_request({"data": decode({"values": rows})})
             result = middlewares.on_response(values, executor(**values))
             response = response_serializer.serialize(result)
             if not all(math.isfinite(x) for x in response):
                 raise RuntimeError("the model returned a non-finite prediction")
+            request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+            reply.headers[REQUEST_ID_HEADER] = request_id
+            if on_predict is not None:
+                on_predict(request_id, rows, response)
             return parse_obj_as(response_model, response)
 
         handler.__name__ = method_name
@@ -106,14 +117,18 @@ class StrictFastAPIServer(FastAPIServer):
         return app
 
 
-def build_app(path: Path, request_model: type[BaseModel]) -> tuple[FastAPI, Callable[..., Any]]:
-    """MLEM's FastAPI app for the model at `path`, validating `predict` with `request_model`.
+def build_app(
+    path: Path, request_model: type[BaseModel], on_predict: PredictHook | None = None
+) -> tuple[FastAPI, Callable[..., Any]]:
+    """MLEM's FastAPI app for the model at `path`, validating `predict` with `request_model`
+    and handing every answered request to `on_predict` (the prediction log).
 
     Returns:
         The app, and the in-process predict function of the same interface (used to warm up).
     """
     meta = load_meta(str(path), load_value=True)
     StrictFastAPIServer.request_models = {"predict": request_model}
+    StrictFastAPIServer.on_predict = on_predict
     server = StrictFastAPIServer()
     interface = ServerInterface.create(server, ModelInterface.from_model(meta))
     app = server.app_init(interface)

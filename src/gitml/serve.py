@@ -1,5 +1,6 @@
 """The prediction server: MLEM's FastAPI app (gitml.packaging) plus strict request models,
-a health route, a body-size limit and errors that name the field at fault.
+a health route, Prometheus metrics, the prediction log, a body-size limit and errors that name
+the field at fault.
 
 Settings come from the environment (GITML_*), so the same image runs anywhere:
 `python -m gitml.serve` is the image's entrypoint.
@@ -7,6 +8,7 @@ Settings come from the environment (GITML_*), so the same image runs anywhere:
 
 # No `from __future__ import annotations`: FastAPI must see real classes in the handlers.
 
+import sys
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -28,7 +30,9 @@ from pydantic import (
 )
 
 from gitml.config import MLEM_MODEL
-from gitml.packaging import build_app, model_hash
+from gitml.metrics import MetricsMiddleware, ServerMetrics
+from gitml.packaging import PredictHook, build_app, model_hash
+from gitml.predlog import PredictionLog
 from gitml.schema import FEATURES, Column
 
 
@@ -39,6 +43,9 @@ class Settings(BaseSettings):
     port: int = 8080
     max_rows: int = 1000
     max_body_bytes: int = 1 << 20  # ~1000 rows of ~170 bytes, with headroom
+    # Where every answered row is appended (gitml.predlog); unset: no prediction log.
+    prediction_log_dir: Optional[Path] = None  # noqa: UP045 (pydantic 1 reads it at runtime)
+    instance: str = ""  # the log file's name; default host-pid (a pod name is unique)
 
     class Config:
         env_prefix = "GITML_"
@@ -152,13 +159,39 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
     )
 
 
+def prediction_hook(log: PredictionLog | None, metrics: ServerMetrics) -> PredictHook:
+    """Count every predicted row and log it; a failed log write is counted and reported, but
+    the caller still gets its answer (the GitmlPredictionLogFailing alert says so).
+    """
+
+    def on_predict(request_id: str, rows: list[dict[str, Any]], predictions: list[float]) -> None:
+        metrics.predictions.inc(len(rows))
+        if log is None:
+            return
+        try:
+            log.append(request_id, rows, predictions)
+        except OSError as err:
+            metrics.log_errors.inc()
+            print(f"prediction log: {err}", file=sys.stderr, flush=True)
+
+    return on_predict
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The served app: MLEM's routes (/predict, /interface.json, /docs, /openapi.json) + ours."""
-    app, _ = build_app(settings.model_path, request_model(settings.max_rows))
     version = settings.model_version or model_hash(settings.model_path)
+    metrics = ServerMetrics(version)
+    log = None
+    if settings.prediction_log_dir is not None:
+        log = PredictionLog(settings.prediction_log_dir, version, settings.instance)
+    app, _ = build_app(
+        settings.model_path, request_model(settings.max_rows), prediction_hook(log, metrics)
+    )
     app.title = "gitml model server"
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts 413s too
+    app.add_api_route("/metrics", metrics.endpoint, include_in_schema=False)  # type: ignore[arg-type]
     for route in app.routes:
         if getattr(route, "path", None) == "/predict":
             route.responses[413] = {"description": "Request body too large"}  # type: ignore[attr-defined]

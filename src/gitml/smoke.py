@@ -16,7 +16,8 @@ import numpy as np
 import typer
 
 from gitml.config import MLEM_MODEL, load_params
-from gitml.packaging import GOLDEN_FILE
+from gitml.packaging import GOLDEN_FILE, REQUEST_ID_HEADER
+from gitml.predlog import SYNTHETIC_PREFIX
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,11 @@ def run_checks(
     if version:
         checks.append(Check("version", served_version == version,
                             f"serves {served_version!r}, expected {version!r}"))  # fmt: skip
-    response = httpx.post(f"{url}/predict", json={"data": {"values": golden["rows"]}}, timeout=30)
+    # synthetic requests are marked, so monitoring can tell them from traffic
+    headers = {REQUEST_ID_HEADER: f"{SYNTHETIC_PREFIX}golden"}
+    response = httpx.post(
+        f"{url}/predict", json={"data": {"values": golden["rows"]}}, headers=headers, timeout=30
+    )
     if response.status_code != 200:
         checks.append(Check("golden", False, f"{response.status_code} {response.text[:200]}"))
     else:
@@ -55,7 +60,7 @@ def run_checks(
     latencies = []
     for row in golden["rows"][:1] * int(settings["latency_requests"]):
         started = time.perf_counter()
-        httpx.post(f"{url}/predict", json={"data": {"values": [row]}}, timeout=30)
+        httpx.post(f"{url}/predict", json={"data": {"values": [row]}}, headers=headers, timeout=30)
         latencies.append((time.perf_counter() - started) * 1000)
     p95 = float(np.percentile(latencies, 95))
     limit = float(settings["max_p95_latency_ms"])

@@ -1,0 +1,74 @@
+"""Service health as Prometheus metrics (prometheus-client), served on GET /metrics.
+
+Names match the alert rules in deploy/prometheus/alerts.yml; the Kubernetes pods carry the
+`prometheus.io/scrape` annotations that point a Prometheus at this endpoint.
+"""
+
+import time
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.requests import Request
+from starlette.responses import Response
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class ServerMetrics:
+    """The server's metrics in their own registry (one per app, so tests never collide)."""
+
+    def __init__(self, model_version: str) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "gitml_requests", "HTTP requests answered.", ["route", "method", "status"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "gitml_request_duration_seconds", "Time to answer an HTTP request.",
+            ["route", "method"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.predictions = Counter("gitml_predictions", "Rows predicted.", registry=self.registry)
+        self.log_errors = Counter(
+            "gitml_prediction_log_errors", "Prediction-log writes that failed.",
+            registry=self.registry,
+        )  # fmt: skip
+        info = Gauge("gitml_model_info", "The model version served.", ["version"],
+                     registry=self.registry)  # fmt: skip
+        info.labels(version=model_version).set(1)
+
+    def endpoint(self, request: Request) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class MetricsMiddleware:
+    """ASGI middleware: count and time every HTTP request by route template and status."""
+
+    def __init__(self, app: Any, metrics: ServerMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)  # type: ignore[no-any-return]
+        started, status = time.perf_counter(), 500
+
+        async def send_status(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            # the matched route's template, not the raw path: unknown paths share one label
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"]
+            self.metrics.latency.labels(route, method).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(route, method, str(status)).inc()
