@@ -252,6 +252,24 @@ monitor: data
 	dvc repro --pull --allow-missing train
 	python -m gitml.monitor --logs $(PREDICTION_LOGS) --actuals $(ACTUALS) --out $(MONITOR_DIR)
 
+.PHONY: fetch-logs
+## Copy the prediction log from PREDICTION_LOGS_URL (and ACTUALS_URL) with dvc get-url.
+fetch-logs: setup
+	@# URLs are read from the environment (or the command line), never pasted into the script.
+	@# dvc get-url copies into an existing folder: fetch beside it, then swap, so a failed copy
+	@# leaves the previous one in place.
+	rm -rf "$(PREDICTION_LOGS).fetch"
+	dvc get-url "$${PREDICTION_LOGS_URL:?set PREDICTION_LOGS_URL to where the prediction log is shipped (s3://, gs://, azure://, https:// or a folder)}" "$(PREDICTION_LOGS).fetch"
+	rm -rf "$(PREDICTION_LOGS)" && mv "$(PREDICTION_LOGS).fetch" "$(PREDICTION_LOGS)"
+	if [ -n "$${ACTUALS_URL:-}" ]; then \
+	  rm -rf "$(ACTUALS).fetch" && dvc get-url "$$ACTUALS_URL" "$(ACTUALS).fetch" \
+	  && rm -rf "$(ACTUALS)" && mv "$(ACTUALS).fetch" "$(ACTUALS)"; fi
+
+.PHONY: monitor-issue
+## Open, update or close ENV's monitoring issue from MONITOR_DIR/summary.json (gh, GH_TOKEN).
+monitor-issue:
+	PYTHONPATH=src $(STDLIB_PYTHON) -m gitml.notify --env "$(ENV)" --reports $(MONITOR_DIR)
+
 .PHONY: monitor-tools
 ## promtool, to check the alert rules (apt's prometheus package when missing).
 monitor-tools:
@@ -271,6 +289,11 @@ bench-serving: package
 	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq wrk >/dev/null; \
 	  else echo "bench-serving needs wrk: apt-get install wrk"; exit 1; fi; }
 	python -m benchmarks.serving
+
+.PHONY: bench-monitor
+## Backtest the monitoring alarm on every window of the data: false-alarm and detection rates.
+bench-monitor: package
+	python -m benchmarks.monitor_windows
 
 .PHONY: clean
 ## Remove pipeline outputs and caches (keeps data and the environment).

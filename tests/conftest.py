@@ -84,15 +84,19 @@ class Served:
     model: Any
     version: str
     golden_dir: Path
+    log_dir: Path  # where the server appends its prediction log
 
 
 @pytest.fixture(scope="session")
-def process_server(packaged_model: Path, trained_model: Any) -> Iterator[Served]:
+def process_server(
+    packaged_model: Path, trained_model: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
     """A real server process (`python -m gitml.serve`) on a free loopback port."""
     from gitml.packaging import model_hash
 
-    port = free_port()
-    env = {**os.environ, "GITML_MODEL_PATH": str(packaged_model), "GITML_PORT": str(port)}
+    port, log_dir = free_port(), tmp_path_factory.mktemp("predictions")
+    env = {**os.environ, "GITML_MODEL_PATH": str(packaged_model), "GITML_PORT": str(port),
+           "GITML_PREDICTION_LOG_DIR": str(log_dir)}  # fmt: skip
     env["MLEM_NO_ANALYTICS"] = "true"
     process = subprocess.Popen(
         [sys.executable, "-m", "gitml.serve"], env=env,
@@ -101,7 +105,9 @@ def process_server(packaged_model: Path, trained_model: Any) -> Iterator[Served]
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, process, timeout=120)
-        yield Served(url, trained_model, model_hash(packaged_model), packaged_model.parent)
+        yield Served(
+            url, trained_model, model_hash(packaged_model), packaged_model.parent, log_dir
+        )
     finally:
         process.terminate()
         process.wait(timeout=20)
@@ -119,20 +125,26 @@ def built_image() -> str:
 
 
 @pytest.fixture(scope="session")
-def image_server(built_image: str) -> Iterator[Served]:
-    """The image's own entrypoint, run in a container, on a free loopback port."""
+def image_server(built_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The image's own entrypoint, run in a container, on a free loopback port, its prediction
+    log on a mounted host directory (as a volume would be)."""
     from gitml.config import MLEM_MODEL
     from gitml.image import image_config, start, stop
     from gitml.packaging import load_model
 
-    port = free_port()
-    process = start(built_image, {"GITML_PORT": str(port)}, name="gitml-test-server")
+    port, log_dir = free_port(), tmp_path_factory.mktemp("image-predictions")
+    log_dir.chmod(0o777)  # the image's user (uid 10001) writes there
+    config = image_config(built_image)
+    container_dir = next(
+        e.split("=", 1)[1] for e in config["Env"] if e.startswith("GITML_PREDICTION_LOG_DIR=")
+    )
+    process = start(built_image, {"GITML_PORT": str(port)}, name="gitml-test-server",
+                    volumes={log_dir: container_dir})  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, process, timeout=180)
-        labels = image_config(built_image)["Labels"]
-        version = labels["org.opencontainers.image.version"]
-        yield Served(url, load_model(MLEM_MODEL), version, MLEM_MODEL.parent)
+        version = config["Labels"]["org.opencontainers.image.version"]
+        yield Served(url, load_model(MLEM_MODEL), version, MLEM_MODEL.parent, log_dir)
     finally:
         stop(process, "gitml-test-server")
 

@@ -1,10 +1,12 @@
 """The Kubernetes deployment targets in deploy/k8s: each overlay renders with `kubectl kustomize`,
 every rendered object is valid against the Kubernetes API schemas (kubernetes-validate, offline,
 strict), and the serving rules hold: zero-downtime rollouts, /healthz probes, bounded resources,
-a locked-down non-root container, and an image pinned by digest per environment."""
+a locked-down non-root container, an image pinned by digest per environment, and a prediction
+log on shared storage, one file per pod."""
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -19,7 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("staging", "production")
 KUBERNETES_VERSION = "1.30.0"  # schemas bundled with kubernetes-validate: no network
-KINDS = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+KINDS = {
+    "Deployment",
+    "Service",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+    "PersistentVolumeClaim",
+}
+PREDICTIONS_CLAIM = "gitml-predictions"
 UID = 10001
 PORT = 8080
 PINNED_IMAGE = re.compile(r"ghcr\.io/[a-z0-9._-]+/[a-z0-9._/-]+@sha256:[0-9a-f]{64}")
@@ -102,6 +111,18 @@ def both() -> dict[str, Rendered]:
     }
 
 
+def dockerfile_env(name: str) -> str:
+    """The value the Dockerfile's `ENV` gives `name`: what the image the pods run sees."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        if line.startswith("ENV "):
+            for word in shlex.split(line[4:]):
+                key, _, value = word.partition("=")
+                if key == name:
+                    return value
+    pytest.fail(f"the Dockerfile sets no ENV {name}")
+
+
 def quantity(value: Any) -> float:
     match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)", str(value))
     assert match and match.group(2) in QUANTITY_UNITS, f"unparsed quantity {value!r}"
@@ -139,7 +160,9 @@ def test_overlay_renders_valid_objects(rendered: Rendered) -> None:
     kinds = [doc["kind"] for doc in rendered.docs]
     assert sorted(kinds) == sorted(KINDS), kinds
     assert_schema_valid(rendered.docs)
-    assert all(doc["metadata"]["name"] == "gitml-serving" for doc in rendered.docs)
+    for doc in rendered.docs:
+        expected = PREDICTIONS_CLAIM if doc["kind"] == "PersistentVolumeClaim" else "gitml-serving"
+        assert doc["metadata"]["name"] == expected, doc["kind"]
 
 
 def test_rollout_never_drops_capacity(rendered: Rendered) -> None:
@@ -280,8 +303,39 @@ def test_model_version_and_scrape_annotations(rendered: Rendered) -> None:
         assert annotations.get(match.group(1)), f"{match.group(1)} is not set on the pod"
     assert env["GITML_PORT"]["value"] == str(PORT)
     assert annotations["prometheus.io/scrape"] == "true"
-    assert annotations["prometheus.io/port"] == str(PORT)
+    # The scrape target is the port the server listens on, declared as a container port.
+    container_ports = {port["containerPort"] for port in rendered.container["ports"]}
+    assert int(annotations["prometheus.io/port"]) in container_ports
+    assert annotations["prometheus.io/port"] == env["GITML_PORT"]["value"]
     assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_prediction_log_is_mounted_from_the_shared_claim(rendered: Rendered) -> None:
+    log_dir = dockerfile_env("GITML_PREDICTION_LOG_DIR")
+    assert log_dir.startswith("/"), log_dir
+    env = {var["name"]: var for var in rendered.container["env"]}
+    if "GITML_PREDICTION_LOG_DIR" in env:  # an override must still point at the mount
+        assert env["GITML_PREDICTION_LOG_DIR"].get("value") == log_dir
+    [mount] = [m for m in rendered.container["volumeMounts"] if m["mountPath"] == log_dir]
+    assert not mount.get("readOnly", False)
+    assert "subPath" not in mount  # every pod sees the whole tree; GITML_INSTANCE separates
+    [volume] = [v for v in rendered.pod["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert volume["persistentVolumeClaim"]["claimName"] == PREDICTIONS_CLAIM
+    claim = rendered.one("PersistentVolumeClaim")
+    assert claim["metadata"]["name"] == PREDICTIONS_CLAIM
+    spec = claim["spec"]
+    assert spec["accessModes"] == ["ReadWriteMany"]  # all replicas, on any node
+    assert 0 < quantity(spec["resources"]["requests"]["storage"]) <= quantity("50Gi")
+    # commonLabels must not become a claim selector: a selector blocks dynamic provisioning.
+    assert "selector" not in spec
+
+
+def test_each_pod_writes_its_own_log_file(rendered: Rendered) -> None:
+    env = {var["name"]: var for var in rendered.container["env"]}
+    assert env["GITML_INSTANCE"] == {
+        "name": "GITML_INSTANCE",
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+    }
 
 
 def test_staging_and_production_differ(both: dict[str, Rendered]) -> None:

@@ -3,8 +3,10 @@ predictions, health, OpenAPI, bad input, and a property-based fuzzer."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +14,13 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gitml.features import split_xy
+from gitml.metrics import ServerMetrics
+from gitml.predlog import PredictionLog, read_predictions
 from gitml.schema import EXAMPLE_ROW, FEATURES, as_model_input
-from gitml.serve import request_model
+from gitml.serve import prediction_hook, request_model
 from tests.conftest import Served
 
 
@@ -126,3 +131,72 @@ def test_fuzzer_finds_no_server_error(served: Served, tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:]
     assert "passed" in result.stdout
+
+
+def logged(served: Served, request_id: str) -> pd.DataFrame:
+    frame = read_predictions(served.log_dir)
+    return frame[frame["request_id"] == request_id].sort_values("row")
+
+
+def test_every_answered_row_is_logged_with_its_prediction(
+    served: Served, splits: dict[str, pd.DataFrame]
+) -> None:
+    request_id = f"test-{uuid.uuid4().hex}"
+    sent = rows(splits["test"].head(3))
+    response = post(served.url, {"data": {"values": sent}}, headers={"X-Request-ID": request_id})
+    assert response.status_code == 200 and response.headers["X-Request-ID"] == request_id
+    log = logged(served, request_id)
+    assert log["prediction"].tolist() == response.json()
+    assert set(log["model_version"]) == {served.version}
+    pd.testing.assert_frame_equal(
+        log[list(FEATURES)].reset_index(drop=True),
+        pd.DataFrame(sent).astype(log[list(FEATURES)].dtypes.to_dict()),
+    )
+
+
+def test_a_rejected_request_is_not_logged(served: Served) -> None:
+    request_id = f"test-{uuid.uuid4().hex}"
+    response = post(served.url, bad(hr=99), headers={"X-Request-ID": request_id})
+    assert response.status_code == 422
+    assert logged(served, request_id).empty
+
+
+def scrape(url: str) -> tuple[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
+    text = httpx.get(f"{url}/metrics").text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    return text, samples
+
+
+def test_metrics_count_requests_errors_and_rows(served: Served) -> None:
+    ok = ("gitml_requests_total", (("method", "POST"), ("route", "/predict"), ("status", "200")))
+    rejected = (ok[0], (*ok[1][:2], ("status", "422")))
+    rows_predicted = ("gitml_predictions_total", ())
+    timed = ("gitml_request_duration_seconds_count", (("method", "POST"), ("route", "/predict")))
+    _, before = scrape(served.url)
+    assert post(served.url, {"data": {"values": [EXAMPLE_ROW] * 4}}).status_code == 200
+    assert post(served.url, bad(hr=99)).status_code == 422
+    text, after = scrape(served.url)
+    assert after[ok] - before.get(ok, 0) == 1
+    assert after[rejected] - before.get(rejected, 0) == 1
+    assert after[rows_predicted] - before.get(rows_predicted, 0) == 4
+    assert after[timed] - before.get(timed, 0) == 2
+    assert after[("gitml_model_info", (("version", served.version),))] == 1
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: run `make monitor-tools` (Debian package prometheus)"
+    lint = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                          text=True)  # fmt: skip
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+def test_a_failing_prediction_log_is_counted_not_fatal(tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    metrics = ServerMetrics("v1")
+    hook = prediction_hook(PredictionLog(blocked, "v1"), metrics)
+    hook("r", [EXAMPLE_ROW], [1.0])  # must not raise: the caller still gets its answer
+    assert metrics.log_errors._value.get() == 1
+    assert metrics.predictions._value.get() == 1

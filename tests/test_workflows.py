@@ -30,7 +30,13 @@ def by_name(name: str) -> dict[str, Any]:
 
 
 def test_there_are_workflows() -> None:
-    assert {p.name for p in WORKFLOWS} >= {"pr.yml", "pr-comment.yml", "main.yml"}
+    assert {p.name for p in WORKFLOWS} >= {
+        "pr.yml",
+        "pr-comment.yml",
+        "main.yml",
+        "release.yml",
+        "monitor.yml",
+    }
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
@@ -150,3 +156,69 @@ def test_release_promotes_one_digest_through_gated_stages() -> None:
     rollback = next(s for s in jobs["production"]["steps"] if "k8s-rollback" in s.get("run", ""))
     assert rollback["if"] == "failure()"
     assert "bike-demand#production#*" in release["on"]["push"]["tags"]
+
+
+GITHUB_HOSTED = {"ubuntu-latest", "ubuntu-24.04", "ubuntu-22.04"}
+
+
+def test_monitor_runs_daily_and_on_demand_per_environment() -> None:
+    monitor = by_name("monitor.yml")
+    assert set(monitor["on"]) == {"schedule", "workflow_dispatch"}
+    [schedule] = monitor["on"]["schedule"]
+    minute, hour, *every = schedule["cron"].split()
+    assert minute.isdigit() and hour.isdigit() and every == ["*", "*", "*"], "once a day"
+    env_input = monitor["on"]["workflow_dispatch"]["inputs"]["env"]
+    assert env_input["type"] == "choice" and set(env_input["options"]) == {"production", "staging"}
+    # A scheduled run has no inputs: it watches production.
+    assert monitor["env"]["ENV"] == "${{ inputs.env || 'production' }}"
+    assert monitor["concurrency"] == {"group": "monitor", "cancel-in-progress": False}
+
+
+def test_monitor_job_is_github_hosted_reads_only_and_uses_the_environment() -> None:
+    monitor = by_name("monitor.yml")
+    job = monitor["jobs"]["monitor"]
+    assert job["runs-on"] in GITHUB_HOSTED, "the monitor never runs on a self-hosted runner"
+    assert "self-hosted" not in str(job["runs-on"])
+    assert job["permissions"] == {"contents": "read"}
+    assert job["environment"]["name"] == "${{ inputs.env || 'production' }}"
+    runs = [step for step in job["steps"] if "run" in step]
+    assert [step["run"] for step in runs] == ["make fetch-logs", "make monitor"]
+    fetch, judge = runs
+    assert fetch["env"]["PREDICTION_LOGS_URL"] == "${{ vars.PREDICTION_LOGS_URL }}"
+    assert fetch["env"]["ACTUALS_URL"] == "${{ vars.ACTUALS_URL }}"
+    for step in runs:  # read-only credentials, as pr.yml and release.yml pass them
+        assert step["env"]["AWS_ACCESS_KEY_ID"] == "${{ secrets.DVC_READ_AWS_ACCESS_KEY_ID }}"
+    # exit 1 is an alarm: the job goes on to upload the reports, the notify job decides
+    assert judge["continue-on-error"] is True
+    # make fetch-logs writes where make monitor reads (both from the workflow's env)
+    assert {"PREDICTION_LOGS", "ACTUALS"} <= set(monitor["env"])
+    upload = job["steps"][-1]
+    assert upload["uses"].startswith("actions/upload-artifact@")
+    assert upload["if"] == "always()"
+    assert upload["with"]["name"] == "monitor-report"
+    assert upload["with"]["path"].rstrip("/") == "reports/monitor"
+
+
+def test_notify_job_may_only_write_issues() -> None:
+    jobs = by_name("monitor.yml")["jobs"]
+    notify = jobs["notify"]
+    assert notify["needs"] == "monitor"
+    assert notify["runs-on"] in GITHUB_HOSTED
+    writes = {scope for scope, level in notify["permissions"].items() if level == "write"}
+    assert writes == {"issues"}
+    assert set(notify["permissions"].values()) <= {"read", "write"}
+    assert "environment" not in notify and "secrets." not in str(notify)
+    download = next(s for s in notify["steps"] if "download-artifact" in s.get("uses", ""))
+    assert download["with"]["name"] == "monitor-report"
+    assert download["with"]["path"].rstrip("/") == "reports/monitor"
+    issue = notify["steps"][-1]
+    assert issue["run"] == "make monitor-issue"
+    assert issue["env"] == {"GH_TOKEN": "${{ github.token }}"}
+    for name, job in jobs.items():  # only the notify job writes anything
+        if name != "notify":
+            assert set(job["permissions"].values()) <= {"read"}, name
+
+
+def test_monitor_variables_are_declared_for_actionlint() -> None:
+    config = yaml.safe_load((PROJ_ROOT / ".github" / "actionlint.yaml").read_text())
+    assert {"PREDICTION_LOGS_URL", "ACTUALS_URL"} <= set(config["config-variables"])

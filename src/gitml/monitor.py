@@ -158,6 +158,36 @@ def verdict(findings: dict[str, Any], alarm_on: list[str]) -> list[str]:
     return [name for name in alarm_on if findings[name]["detected"]]
 
 
+def judge(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    expected_error: float,
+    categorical: list[str],
+    settings: dict[str, Any],
+) -> tuple[Any, dict[str, Any], list[str]]:
+    """Drift and quality of `current`: the drift snapshot, the findings, the alarms raised."""
+    snapshot, findings = drift(reference, current, categorical, settings)
+    findings["quality"] = quality(current, expected_error, settings)
+    return snapshot, findings, verdict(findings, list(settings["alarm_on"]))
+
+
+def time_windows(split: pd.DataFrame, days: int) -> list[pd.DataFrame]:
+    """Consecutive whole windows of `days` days of a split (the backtest's unit)."""
+    start, step = split["timestamp"].min().normalize(), pd.Timedelta(days=days)
+    windows = []
+    while start + step <= split["timestamp"].max() + pd.Timedelta(hours=1):
+        windows.append(split[(split["timestamp"] >= start) & (split["timestamp"] < start + step)])
+        start += step
+    return windows
+
+
+def as_logged(model: Any, window: pd.DataFrame, target: str) -> pd.DataFrame:
+    """A window of a split as the prediction log would hold it, actuals joined."""
+    frame = labelled_predictions(model, window, target)
+    frame["ts"] = window["timestamp"].dt.tz_localize(UTC).to_numpy()
+    return frame
+
+
 def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
@@ -246,9 +276,9 @@ def run(
     reference = labelled_predictions(model, train, target)
     held_out = labelled_predictions(model, test, target)
     categorical = list(params_features["categorical"])
-    drift_snapshot, findings = drift(reference, current, categorical, params_monitor)
-    findings["quality"] = quality(current, relative_error(held_out), params_monitor)
-    alarms = verdict(findings, list(params_monitor["alarm_on"]))
+    drift_snapshot, findings, alarms = judge(
+        reference, current, relative_error(held_out), categorical, params_monitor
+    )
     summary = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "window": {"from": current["ts"].min().isoformat(), "to": current["ts"].max().isoformat()},

@@ -1,11 +1,12 @@
 """The prediction log: every served row, its prediction, the model version and the time.
 
-Append-only JSON lines, one file per UTC day and server instance:
-`<dir>/<YYYY-MM-DD>/<instance>.jsonl`. Each request is written with one `write(2)` on a file
-opened with O_APPEND, so records reach the OS before the response leaves: a crash or restart
-loses nothing already answered, and a restarted server (new instance name) never touches an
-old file. Actuals (the true outcome, known later) are JSON lines too, keyed by the same
-`request_id` and `row`; `read_predictions` joins them in.
+Append-only JSON lines, one file per UTC day and server process:
+`<dir>/<YYYY-MM-DD>/<instance>.<start time>.jsonl` (instance: the pod or host name). Each
+request is written with one `write(2)` on a file opened with O_APPEND before its response
+leaves, so a crash or restart loses nothing that was answered, and a restarted server starts a
+new file. A final line without its newline is a write cut short by a crash, whose request was
+never answered: it is skipped. Actuals (the true outcome, known later) are JSON lines too,
+keyed by the same `request_id` and `row`; `read_predictions` joins them in.
 
 Monitoring (gitml.monitor) reads both back; a malformed line is an error naming file and line.
 """
@@ -36,8 +37,8 @@ class LogError(ValueError):
 
 
 def default_instance() -> str:
-    """Host and process: unique per running server, so no two processes share a file."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+    """The host name: in Kubernetes, the pod's name."""
+    return socket.gethostname()
 
 
 class PredictionLog:
@@ -45,7 +46,9 @@ class PredictionLog:
 
     def __init__(self, directory: Path, model_version: str, instance: str = "") -> None:
         self.directory, self.model_version = directory, model_version
-        self.instance = instance or default_instance()
+        # the start time makes each process's files its own, even after a restart in place
+        started = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        self.file_name = f"{instance or default_instance()}.{started}.jsonl"
         self._lock = threading.Lock()
         self._day = ""
         self._fd: int | None = None
@@ -76,7 +79,7 @@ class PredictionLog:
             folder = self.directory / day
             folder.mkdir(parents=True, exist_ok=True)
             flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-            self._fd, self._day = os.open(folder / f"{self.instance}.jsonl", flags, 0o644), day
+            self._fd, self._day = os.open(folder / self.file_name, flags, 0o644), day
         return self._fd
 
     def close(self) -> None:
@@ -90,7 +93,7 @@ def _read_jsonl(files: list[Path], required: list[str]) -> pd.DataFrame:
     for path in files:
         with open(path, encoding="utf-8") as handle:
             for number, line in enumerate(handle, start=1):
-                if not line.strip():
+                if not line.strip() or not line.endswith("\n"):  # empty, or cut short by a crash
                     continue
                 try:
                     record = json.loads(line)

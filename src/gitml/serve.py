@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1 << 20  # ~1000 rows of ~170 bytes, with headroom
     # Where every answered row is appended (gitml.predlog); unset: no prediction log.
     prediction_log_dir: Optional[Path] = None  # noqa: UP045 (pydantic 1 reads it at runtime)
-    instance: str = ""  # the log file's name; default host-pid (a pod name is unique)
+    instance: str = ""  # the log files' name prefix; default the host (a pod's) name
 
     class Config:
         env_prefix = "GITML_"

@@ -1,0 +1,157 @@
+"""The prediction log: append-only, one file per day and instance, nothing lost on restart,
+read back with clear errors for malformed or empty logs."""
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from gitml.predlog import (
+    SYNTHETIC_PREFIX,
+    LogError,
+    PredictionLog,
+    read_actuals,
+    read_predictions,
+    write_actuals,
+)
+from gitml.schema import EXAMPLE_ROW
+
+NOON = datetime(2026, 11, 23, 12, tzinfo=UTC)
+
+
+def row(**changes: object) -> dict[str, object]:
+    return {**EXAMPLE_ROW, **changes}
+
+
+def test_rows_come_back_as_sent_with_prediction_version_and_time(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, "v1.2.3", instance="pod-a")
+    log.append("req-1", [row(hr=7), row(hr=8, hum=None)], [10.5, 20.25], now=NOON)
+    frame = read_predictions(tmp_path)
+    assert [p.name.split(".")[0] for p in (tmp_path / "2026-11-23").iterdir()] == ["pod-a"]
+    assert frame["hr"].tolist() == [7, 8]
+    assert frame["prediction"].tolist() == [10.5, 20.25]
+    assert frame["row"].tolist() == [0, 1]
+    assert set(frame["request_id"]) == {"req-1"} and set(frame["model_version"]) == {"v1.2.3"}
+    assert frame["hum"].isna().tolist() == [False, True]
+    assert frame["ts"].tolist() == [pd.Timestamp(NOON)] * 2
+
+
+def test_a_restarted_server_starts_its_own_file_and_loses_nothing(tmp_path: Path) -> None:
+    first = PredictionLog(tmp_path, "v1", instance="pod-1")
+    first.append("a", [row()], [1.0], now=NOON)
+    first.close()  # the process ends; the pod (and its name) stays
+    PredictionLog(tmp_path, "v1", instance="pod-1").append("b", [row()], [2.0], now=NOON)
+    PredictionLog(tmp_path, "v2", instance="pod-2").append("c", [row()], [3.0], now=NOON)
+    assert len(list(tmp_path.rglob("*.jsonl"))) == 3
+    assert sorted(read_predictions(tmp_path)["request_id"]) == ["a", "b", "c"]
+
+
+def test_a_line_cut_short_by_a_crash_is_skipped(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, "v1", instance="pod")
+    log.append("answered", [row()], [1.0], now=NOON)
+    (path,) = tmp_path.rglob("*.jsonl")
+    with open(path, "a") as handle:
+        handle.write('{"ts": "2026-11-23T12:00:01+00:00", "request_id": "never-answ')
+    assert read_predictions(tmp_path)["request_id"].tolist() == ["answered"]
+
+
+def test_a_new_day_starts_a_new_file(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, "v1", instance="pod")
+    log.append("today", [row()], [1.0], now=NOON)
+    log.append("tomorrow", [row()], [1.0], now=NOON + timedelta(days=1))
+    assert sorted(p.parent.name for p in tmp_path.rglob("*.jsonl")) == [
+        "2026-11-23",
+        "2026-11-24",
+    ]
+
+
+def test_concurrent_requests_never_interleave_lines(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, "v1", instance="pod")
+    batch = [row(hr=h % 24) for h in range(50)]
+
+    def client(n: int) -> None:
+        for i in range(20):
+            log.append(f"{n}-{i}", batch, [float(i)] * len(batch), now=NOON)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    frame = read_predictions(tmp_path)  # would raise on a torn line
+    assert len(frame) == 8 * 20 * 50
+    assert frame.groupby("request_id")["row"].nunique().eq(50).all()
+
+
+def test_the_window_selects_by_time_and_smoke_checks_are_not_traffic(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, "v1", instance="pod")
+    log.append("old", [row()], [1.0], now=NOON - timedelta(days=30))
+    log.append("new", [row()], [1.0], now=NOON)
+    log.append(f"{SYNTHETIC_PREFIX}golden", [row()], [1.0], now=NOON)
+    frame = read_predictions(tmp_path, since=NOON - timedelta(days=14), until=NOON + timedelta(1))
+    assert frame["request_id"].tolist() == ["new"]
+    with pytest.raises(LogError, match="no prediction records between"):
+        read_predictions(tmp_path, since=NOON + timedelta(days=1))
+
+
+def test_actuals_are_joined_by_request_and_row_the_latest_winning(tmp_path: Path) -> None:
+    PredictionLog(tmp_path / "log", "v1", instance="pod").append(
+        "r", [row(), row()], [1.0, 2.0], now=NOON
+    )
+    write_actuals(tmp_path / "actuals" / "a.jsonl", [("r", 0, 5.0), ("r", 0, 6.0)])
+    frame = read_predictions(tmp_path / "log", tmp_path / "actuals")
+    assert frame["actual"].iloc[0] == 6.0 and pd.isna(frame["actual"].iloc[1])
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", r"\.jsonl:2: not a JSON line"),
+        ("[1, 2]", r"\.jsonl:2: expected a JSON object"),
+        ('{"ts": "2026-11-23T12:00:00+00:00"}', r"\.jsonl:2: missing field\(s\) \['request_id'"),
+    ],
+)
+def test_a_malformed_line_names_file_and_line(tmp_path: Path, line: str, message: str) -> None:
+    PredictionLog(tmp_path, "v1", instance="2").append("ok", [row()], [1.0], now=NOON)
+    (path,) = tmp_path.rglob("*.jsonl")
+    with open(path, "a") as handle:
+        handle.write(line + "\n")
+    with pytest.raises(LogError, match=message):
+        read_predictions(tmp_path)
+
+
+def test_features_outside_the_input_contract_name_the_column(tmp_path: Path) -> None:
+    PredictionLog(tmp_path, "v1", instance="pod").append("x", [row(hr=30)], [1.0], now=NOON)
+    with pytest.raises(LogError, match="input contract: hr: in_range"):
+        read_predictions(tmp_path)
+
+
+def test_a_non_numeric_prediction_or_time_is_an_error(tmp_path: Path) -> None:
+    record = {"ts": "yesterday", "request_id": "x", "row": 0, "model_version": "v1",
+              **EXAMPLE_ROW, "prediction": 1.0}  # fmt: skip
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(LogError, match="'ts' is not an ISO 8601 time"):
+        read_predictions(tmp_path)
+    record.update(ts=NOON.isoformat(), prediction="many")
+    (tmp_path / "d" / "a.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(LogError, match="'prediction' is not a number"):
+        read_predictions(tmp_path)
+
+
+def test_an_empty_or_missing_log_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(LogError, match="no such log directory"):
+        read_predictions(tmp_path / "nowhere")
+    (tmp_path / "2026-11-23").mkdir()
+    (tmp_path / "2026-11-23" / "pod.jsonl").write_text("\n")
+    with pytest.raises(LogError, match=r"no prediction records \(1 log files\)"):
+        read_predictions(tmp_path)
+
+
+def test_a_non_numeric_actual_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_text('{"request_id": "r", "row": 0, "actual": "lots"}\n')
+    with pytest.raises(LogError, match="'actual' is not a number"):
+        read_actuals(tmp_path)
