@@ -250,7 +250,8 @@ replay: package
 ## Drift and quality of ENV's recent predictions vs training (evidently); exits 1 on alarm.
 monitor: data
 	dvc repro --pull --allow-missing train
-	python -m gitml.monitor --logs $(PREDICTION_LOGS) --actuals $(ACTUALS) --out $(MONITOR_DIR)
+	python -m gitml.monitor --logs $(PREDICTION_LOGS) --actuals $(ACTUALS) --out $(MONITOR_DIR) \
+	  --env $(ENV)
 
 .PHONY: fetch-logs
 ## Copy the prediction log from PREDICTION_LOGS_URL (and ACTUALS_URL) with dvc get-url.
@@ -271,12 +272,13 @@ monitor-issue:
 	PYTHONPATH=src $(STDLIB_PYTHON) -m gitml.notify --env "$(ENV)" --reports $(MONITOR_DIR)
 
 .PHONY: monitor-tools
-## promtool, to check the alert rules (apt's prometheus package when missing).
+## promtool and a Pushgateway, for the alerting tests (Debian's packages when missing).
 monitor-tools:
-	@command -v promtool >/dev/null || { \
+	@{ command -v promtool && command -v prometheus-pushgateway; } >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
-	  else echo "promtool is missing: install it (Debian: apt-get install prometheus)" >&2; exit 1; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends prometheus prometheus-pushgateway >/dev/null; \
+	  else echo "install promtool and the Pushgateway (Debian: apt-get install prometheus prometheus-pushgateway)" >&2; exit 1; fi; }
 
 .PHONY: bench
 ## Print pipeline timings: cold `make run` in a fresh clone, no-op `dvc repro`, training.

@@ -5,19 +5,25 @@ import json
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import joblib
 import pandas as pd
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gitml.config import PROJ_ROOT, load_params
+from gitml.deploy import free_port
 from gitml.monitor import (
     as_logged,
     judge,
     labelled_predictions,
+    push_verdict,
     relative_error,
     run,
     time_windows,
@@ -183,3 +189,56 @@ def test_the_command_rejects_empty_or_malformed_logs(
     assert result.returncode == 2, result.stderr
     assert pd.Series([result.stderr]).str.contains(message).all(), result.stderr
     assert not (out / "summary.json").exists()
+
+
+@pytest.fixture
+def pushgateway() -> Iterator[str]:
+    """A real Prometheus Pushgateway on a free loopback port."""
+    binary = shutil.which("prometheus-pushgateway")
+    assert binary, "the Pushgateway is missing: run `make monitor-tools`"
+    address = f"127.0.0.1:{free_port()}"
+    process = subprocess.Popen([binary, f"--web.listen-address={address}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(f"http://{address}/-/ready", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield address
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_the_verdict_reaches_a_pushgateway_per_environment(pushgateway: str) -> None:
+    summary = {"alarm": True, "data_drift": {"share": 0.25},
+               "generated_at": "2026-11-23T05:17:00+00:00"}  # fmt: skip
+    push_verdict(summary, pushgateway, "staging")
+    push_verdict({**summary, "alarm": False}, pushgateway, "production")
+    scraped = {
+        (s.name, s.labels.get("environment")): s.value
+        for family in text_string_to_metric_families(
+            httpx.get(f"http://{pushgateway}/metrics").text
+        )
+        for s in family.samples
+        if s.labels.get("job") == "gitml-monitor"
+    }
+    assert scraped[("gitml_monitor_alarm", "staging")] == 1
+    assert scraped[("gitml_monitor_alarm", "production")] == 0
+    assert scraped[("gitml_monitor_drift_share", "staging")] == 0.25
+    assert (
+        scraped[("gitml_monitor_last_run_timestamp_seconds", "staging")]
+        == datetime.fromisoformat(summary["generated_at"]).timestamp()
+    )
+
+
+def test_an_unreachable_pushgateway_is_an_error() -> None:
+    summary = {
+        "alarm": False,
+        "data_drift": {"share": 0.0},
+        "generated_at": "2026-11-23T05:17:00+00:00",
+    }
+    with pytest.raises(OSError):
+        push_verdict(summary, f"127.0.0.1:{free_port()}", "production")

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional
 import joblib
 import pandas as pd
 import typer
-from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 
 from gitml.config import MODEL_FILE, REPORTS_DIR, SPLITS_DIR, load_params, split_path
 from gitml.files import write_atomic, write_json
@@ -237,20 +237,23 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_prometheus(summary: dict[str, Any], path: Path) -> None:
-    """The verdict as gauges for a node-exporter textfile collector (alert GitmlDriftDetected)."""
+def verdict_metrics(summary: dict[str, Any]) -> CollectorRegistry:
+    """The verdict as gauges (alerts GitmlDriftDetected and GitmlMonitorStale read them)."""
     registry = CollectorRegistry()
     for name, doc, value in (
         ("gitml_monitor_alarm", "1 when drift or degradation needs action.", summary["alarm"]),
         ("gitml_monitor_drift_share", "Features drifted.", summary["data_drift"]["share"]),
-        (
-            "gitml_monitor_last_run_timestamp_seconds",
-            "When the monitor last completed.",
-            datetime.fromisoformat(summary["generated_at"]).timestamp(),
-        ),
-    ):
+        ("gitml_monitor_last_run_timestamp_seconds", "When the monitor last completed.",
+         datetime.fromisoformat(summary["generated_at"]).timestamp()),
+    ):  # fmt: skip
         Gauge(name, doc, registry=registry).set(float(value))
-    write_atomic(path, lambda tmp: write_to_textfile(str(tmp), registry))
+    return registry
+
+
+def push_verdict(summary: dict[str, Any], gateway: str, env: str) -> None:
+    """Replace this environment's verdict on a Pushgateway (for a job that runs in CI)."""
+    push_to_gateway(gateway, job="gitml-monitor", grouping_key={"environment": env},
+                    registry=verdict_metrics(summary), timeout=10)  # fmt: skip
 
 
 def run(
@@ -297,7 +300,8 @@ def run(
         snapshot = quality_report(reference, current, categorical)
         write_atomic(out / "quality.html", lambda tmp: snapshot.save_html(str(tmp)))
     write_atomic(out / "summary.md", lambda tmp: tmp.write_text(markdown(summary)))
-    write_prometheus(summary, out / "monitor.prom")
+    registry = verdict_metrics(summary)  # for a node-exporter textfile collector
+    write_atomic(out / "monitor.prom", lambda tmp: write_to_textfile(str(tmp), registry))
     write_json(out / "summary.json", summary)  # last: its presence says the run completed
     return summary
 
@@ -317,6 +321,12 @@ def main(
         typer.Option(help="Judge the last DAYS days (default: monitor.window_days)."),
     ] = None,
     out: Annotated[Path, typer.Option(help="Where the reports go.")] = MONITOR_DIR,
+    pushgateway: Annotated[
+        str, typer.Option(envvar="PUSHGATEWAY_URL", help="Also push the verdict there.")
+    ] = "",
+    env: Annotated[str, typer.Option(help="The environment, as the Pushgateway labels it.")] = (
+        "production"
+    ),
 ) -> None:
     """Compare production's recent predictions with the training reference; exit 1 on alarm."""
     settings = load_params("monitor")
@@ -338,6 +348,15 @@ def main(
         raise typer.Exit(2) from None
     typer.echo(markdown(summary))
     typer.echo(f"monitor: reports in {out}/")
+    if pushgateway:
+        try:
+            push_verdict(summary, pushgateway, env)
+        except OSError as err:
+            typer.echo(
+                f"monitor: could not push to PUSHGATEWAY_URL={pushgateway}: {err}", err=True
+            )
+            raise typer.Exit(2) from None
+        typer.echo(f"monitor: verdict pushed to {pushgateway} (environment={env})")
     if summary["alarm"]:
         raise typer.Exit(1)
 

@@ -3,11 +3,13 @@
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from gitml.deploy import free_port
 from tests.e2e.clone import clean_env, run
 
 pytestmark = pytest.mark.slow
@@ -106,3 +108,29 @@ def test_report_compares_a_commit_with_its_base(ran_clone: tuple[Path, str]) -> 
     finally:
         run(*git, "reset", "-q", "--hard", "HEAD~1", cwd=clone)
         dvc(clone, "checkout")
+
+
+def test_replay_then_monitor_flags_the_unseen_season(ran_clone: tuple[Path, str]) -> None:
+    """The README's monitoring loop: `make replay` streams Oct-Dec to local staging as HTTP
+    traffic, `make monitor` judges the logged window and asks for action."""
+    clone, _ = ran_clone
+    env = clean_env()
+    env["GITML_STAGING_PORT"], env["GITML_PRODUCTION_PORT"] = str(free_port()), str(free_port())
+    try:
+        replayed = run("make", "replay", cwd=clone, env=env)
+        assert re.search(r"replay: 2203 hours of production sent", replayed), replayed
+        monitor = subprocess.run(["make", "monitor"], cwd=clone, env=env, capture_output=True,
+                                 text=True, check=False)  # fmt: skip
+    finally:
+        run(str(clone / ".venv" / "bin" / "python"), "-m", "gitml.deploy", "stop", "--env",
+            "staging", cwd=clone, env=env)  # fmt: skip
+    assert monitor.returncode != 0, "an alarm must fail `make monitor`"
+    assert "Action needed" in monitor.stdout, monitor.stdout + monitor.stderr
+    reports = clone / "reports" / "monitor"
+    summary = json.loads((reports / "summary.json").read_text())
+    assert summary["alarm"] and summary["alarms"] == ["quality"]
+    assert summary["rows"] == 2203 and summary["quality"]["labelled_rows"] == 2203
+    assert {"temp", "atemp"} <= set(summary["data_drift"]["drifted_features"])
+    assert (reports / "drift.html").stat().st_size > 100_000
+    assert (reports / "quality.html").stat().st_size > 100_000
+    assert run("git", "status", "--porcelain", cwd=clone) == ""  # logs and reports: not tracked
