@@ -111,7 +111,10 @@ MODEL_NAME := bike-demand
 # The model version: the latest GTO version registered (git tags), else the commit.
 MODEL_VERSION ?= $(shell gto show $(MODEL_NAME)@latest --version 2>/dev/null || git describe --always 2>/dev/null || echo unversioned)
 ENV ?= staging
-SMOKE_URL ?= http://127.0.0.1:$(if $(filter production,$(ENV)),8082,8081)
+# The local environments' ports (gitml.deploy reads the same variables).
+STAGING_PORT := $(or $(GITML_STAGING_PORT),8081)
+PRODUCTION_PORT := $(or $(GITML_PRODUCTION_PORT),8082)
+SMOKE_URL ?= http://127.0.0.1:$(if $(filter production,$(ENV)),$(PRODUCTION_PORT),$(STAGING_PORT))
 GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
 .PHONY: package

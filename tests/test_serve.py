@@ -200,3 +200,12 @@ def test_a_failing_prediction_log_is_counted_not_fatal(tmp_path: Path) -> None:
     hook("r", [EXAMPLE_ROW], [1.0])  # must not raise: the caller still gets its answer
     assert metrics.log_errors._value.get() == 1
     assert metrics.predictions._value.get() == 1
+
+
+def test_a_long_request_id_is_capped_before_it_is_echoed_and_logged(served: Served) -> None:
+    response = post(
+        served.url, {"data": {"values": [EXAMPLE_ROW]}}, headers={"X-Request-ID": "x" * 300}
+    )
+    assert response.status_code == 200
+    assert response.headers["X-Request-ID"] == "x" * 128
+    assert len(logged(served, "x" * 128)) == 1

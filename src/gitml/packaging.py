@@ -102,7 +102,8 @@ class StrictFastAPIServer(FastAPIServer):
             response = response_serializer.serialize(result)
             if not all(math.isfinite(x) for x in response):
                 raise RuntimeError("the model returned a non-finite prediction")
-            request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+            # the caller's id, capped: it is echoed and logged, never trusted to be short
+            request_id = request.headers.get(REQUEST_ID_HEADER, "")[:128] or uuid.uuid4().hex
             reply.headers[REQUEST_ID_HEADER] = request_id
             if on_predict is not None:
                 on_predict(request_id, rows, response)
