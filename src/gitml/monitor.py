@@ -268,6 +268,8 @@ def run(
     splits_dir: Path = SPLITS_DIR,
 ) -> dict[str, Any]:
     """Judge the logged window [since, until) and write the reports; returns the summary."""
+    for stale in ("summary.json", "drift.html", "quality.html"):  # a failed run leaves no verdict
+        (out / stale).unlink(missing_ok=True)
     current = read_predictions(logs, actuals, since, until)
     if len(current) < params_monitor["min_rows"]:
         raise LogError(
@@ -292,9 +294,6 @@ def run(
         "alarm_on": list(params_monitor["alarm_on"]),
         **findings,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in ("drift.html", "quality.html"):
-        (out / stale).unlink(missing_ok=True)
     write_atomic(out / "drift.html", lambda tmp: drift_snapshot.save_html(str(tmp)))
     if "error_ratio" in findings["quality"]:
         snapshot = quality_report(reference, current, categorical)
@@ -343,7 +342,6 @@ def main(
             load_params("features"),
         )
     except (LogError, ValueError, FileNotFoundError) as err:
-        (out / "summary.json").unlink(missing_ok=True)
         typer.echo(f"monitor: {err}", err=True)
         raise typer.Exit(2) from None
     typer.echo(markdown(summary))
