@@ -68,6 +68,14 @@ def stage_release(model_dir: Path, version: str, state_dir: Path = STATE_DIR) ->
     return release
 
 
+def healthy(port: int) -> bool:
+    """The server on `port` answers /healthz with 200."""
+    try:
+        return httpx.get(f"{url(port)}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def prediction_log_dir(env: str, state_dir: Path = STATE_DIR) -> Path:
     """Where an environment's server appends its prediction log (what `make monitor` reads)."""
     return state_dir / "predictions" / env
@@ -96,11 +104,8 @@ def start_server(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise DeployError(f"release {version} exited with {process.returncode} (log: {log})")
-        try:
-            if httpx.get(f"{url(port)}/healthz", timeout=2).status_code == 200:
-                return process.pid
-        except httpx.TransportError:
-            pass
+        if healthy(port):
+            return process.pid
         time.sleep(0.5)
     stop_server(process.pid)
     raise DeployError(
@@ -134,13 +139,6 @@ def smoke(port: int, release: Path, version: str) -> list[str]:
     golden = json.loads((release / GOLDEN_FILE).read_text())
     checks = run_checks(url(port), golden, version, load_params("smoke"))
     return [] if passed(checks) else [f"{c.name}: {c.detail}" for c in checks if not c.ok]
-
-
-def healthy(port: int) -> bool:
-    try:
-        return httpx.get(f"{url(port)}/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def free_port() -> int:
