@@ -19,6 +19,11 @@ STDLIB_PYTHON ?= python3
 BASE ?= main
 # CML is in maintenance mode; 0.20.6 (2024) is its last release.
 CML_VERSION := 0.20.6
+# System packages (buildah, kubectl, promtool): root installs them, any other user through
+# passwordless sudo (GitHub-hosted runners run jobs as `runner`, which has it).
+SUDO := $(if $(filter 0,$(shell id -u)),,$(if $(shell sudo -n true 2>/dev/null && echo yes),sudo -n))
+CAN_APT := $(if $(shell command -v apt-get),$(if $(filter 0,$(shell id -u)),yes,$(SUDO)))
+APT_INSTALL = $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 
 .PHONY: help
 ## Show this help.
@@ -33,7 +38,8 @@ $(CURDIR)/.tools/bin/uv:
 ## Install the locked environment (uv sync --locked, plus UV_SYNC_ARGS) and the git hooks.
 setup: | $(UV)
 	$(UV) sync --locked $(UV_SYNC_ARGS)
-	@if [ -d .git ] && command -v pre-commit >/dev/null; then pre-commit install >/dev/null; fi
+	@# No git hooks in CI: a runner's pushes (GTO tags) must not run `dvc push`.
+	@if [ -d .git ] && [ -z "$${CI:-}" ] && command -v pre-commit >/dev/null; then pre-commit install >/dev/null; fi
 
 .PHONY: data
 ## Pull the data (dvc pull data.dvc); seeds the bundled local remote on first use.
@@ -69,7 +75,9 @@ test-fast: setup
 .PHONY: train-ci
 ## CI training: pull data and main's outputs/run-cache from the DVC remote, reproduce the rest.
 train-ci: data
-	dvc repro --pull --allow-missing
+	@# No --allow-missing: an output the remote lacks (a fresh fork's bundled remote holds only
+	@# the data) is rebuilt, not a "missing cache files" failure.
+	dvc repro --pull
 
 .PHONY: report
 ## Write reports/pr/report.md (+ figures) comparing the workspace with BASE (default: main).
@@ -87,9 +95,10 @@ pick-runner:
 	PYTHONPATH=src $(STDLIB_PYTHON) -m gitml.runner
 
 .PHONY: install-cml
-## Install the CML CLI from npm (GitHub runners; npm here does not serve it).
+## Install the CML CLI from npm, unless this version is already on PATH.
 install-cml:
-	npm install --global --ignore-scripts "@dvcorg/cml@$(CML_VERSION)"
+	@if [ "$$(cml --version 2>/dev/null)" = "$(CML_VERSION)" ]; then echo "cml $(CML_VERSION) is installed"; \
+	else $(SUDO) npm install --global --ignore-scripts "@dvcorg/cml@$(CML_VERSION)"; fi
 
 .PHONY: cloud-runner
 ## Launch a one-job cloud GPU runner with CML (needs REPO_TOKEN and cloud credentials).
@@ -141,8 +150,7 @@ image-context: package
 ## Docker if it works; else install buildah and debootstrap when missing (Debian, as root).
 image-tools:
 	@docker info >/dev/null 2>&1 || { command -v buildah && command -v debootstrap; } >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah debootstrap >/dev/null; \
+	  if [ -n "$(CAN_APT)" ]; then $(APT_INSTALL) buildah debootstrap >/dev/null; \
 	  else echo "make image needs buildah and debootstrap: install them (apt-get install buildah debootstrap)"; exit 1; fi; }
 
 .PHONY: image
@@ -159,16 +167,21 @@ audit: setup
 	  -o build/audit/requirements.txt
 	python -m gitml.audit --requirements build/audit/requirements.txt
 
+# PUSH=true: also push the tag to origin (CI: with GITHUB_TOKEN, retrying when a concurrent
+# run took the same version number). Without a git identity, tags are made as GitHub's bot.
+PUSH ?=
+
 .PHONY: register
-## Register the model at HEAD as the next GTO version (a git tag NAME@vX.Y.Z).
+## Register the model at HEAD as the next GTO version (a git tag NAME@vX.Y.Z); PUSH=true pushes it.
 register: setup
-	gto register $(MODEL_NAME) $(if $(VERSION),--version $(VERSION))
+	python -m gitml.registry register --name $(MODEL_NAME) $(if $(VERSION),--version $(VERSION)) \
+	  $(if $(filter true,$(PUSH)),--push)
 
 .PHONY: assign
-## Record in git that VERSION (default: latest) is in ENV (a GTO stage tag).
+## Record in git that VERSION (default: latest) is in ENV (a GTO stage tag); PUSH=true pushes it.
 assign: setup
-	@# --force: a rollback assigns a stage to a version it held before, which GTO refuses without it
-	gto assign $(MODEL_NAME) --stage $(ENV) --version "$(or $(VERSION),$(MODEL_VERSION))" --force
+	python -m gitml.registry assign --name $(MODEL_NAME) --stage $(ENV) \
+	  --version "$(or $(VERSION),$(MODEL_VERSION))" $(if $(filter true,$(PUSH)),--push)
 
 .PHONY: deploy
 ## Deploy the packaged model to ENV (staging|production) on the local target (loopback ports).
@@ -178,7 +191,7 @@ deploy: package
 .PHONY: smoke
 ## Smoke-check ENV (or SMOKE_URL): health, version, golden predictions, latency.
 smoke: setup
-	python -m gitml.smoke --url $(SMOKE_URL) $(if $(VERSION),--version $(VERSION))
+	python -m gitml.smoke --url "$(SMOKE_URL)" $(if $(VERSION),--version $(VERSION))
 
 .PHONY: promote
 ## Deploy staging's exact release to production (local target).
@@ -197,24 +210,24 @@ status: setup
 	python -m gitml.deploy status
 
 .PHONY: release-version
-## Print the model version (GTO) as a GitHub step output.
+## Print the model version (GTO) and the registry image name as GitHub step outputs.
 release-version: setup
-	@echo "version=$(MODEL_VERSION)" | tee -a "$${GITHUB_OUTPUT:-/dev/null}"
+	python -m gitml.registry release-info --name $(MODEL_NAME) --version "$(MODEL_VERSION)"
 
 .PHONY: release-from-tag
 ## From a GTO stage tag (TAG=bike-demand#production#N): its stage, version and image digest.
 release-from-tag: setup
-	python -m gitml.registry from-tag --tag "$(TAG)" --image "$(REGISTRY_IMAGE)"
+	python -m gitml.registry from-tag --tag "$(TAG)"
 
-.PHONY: push-tags
-## Push GTO's tags (versions, stages) to origin with GTO_PUSH_TOKEN.
-push-tags:
-	git push --tags "https://x-access-token:$${GTO_PUSH_TOKEN:?set GTO_PUSH_TOKEN}@github.com/$${GITHUB_REPOSITORY:?}.git"
+.PHONY: deploy-preflight
+## Before a deploy job changes anything: are the cluster secret and the smoke URL of ENV set?
+deploy-preflight:
+	PYTHONPATH=src $(STDLIB_PYTHON) -m gitml.preflight --env $(ENV)
 
 .PHONY: kubeconfig
 ## Write KUBECONFIG_DATA (a secret) to the kubeconfig file kubectl reads.
 kubeconfig:
-	@umask 077; mkdir -p "$$HOME/.kube"; printf '%s' "$${KUBECONFIG_DATA:?set KUBECONFIG_DATA}" > "$$HOME/.kube/config"
+	@umask 077; mkdir -p "$$HOME/.kube"; printf '%s' "$${KUBECONFIG_DATA:?set the secret KUBECONFIG (passed as KUBECONFIG_DATA)}" > "$$HOME/.kube/config"
 
 .PHONY: k8s-deploy
 ## Deploy IMAGE_REF (name@sha256:...) and VERSION to the Kubernetes ENV; waits, undoes on failure.
@@ -222,16 +235,20 @@ k8s-deploy: setup k8s-tools
 	python -m gitml.k8s apply --env $(ENV) --image "$(IMAGE_REF)" --version "$(VERSION)"
 
 .PHONY: k8s-rollback
-## Undo the last rollout of the Kubernetes ENV.
-k8s-rollback: k8s-tools
-	kubectl rollout undo deployment/gitml-serving -n gitml-$(ENV)
+## Return the Kubernetes ENV to REVISION (what k8s-deploy printed as previous-revision).
+k8s-rollback: setup k8s-tools
+	python -m gitml.k8s rollback --env $(ENV) --to-revision "$(REVISION)"
+
+.PHONY: golden
+## The golden cases of the packaged model at HEAD (pulled from the DVC remote, else rebuilt).
+golden: data
+	dvc repro --pull package
 
 .PHONY: k8s-tools
 ## kubectl, whose built-in kustomize renders deploy/k8s (apt's kubernetes-client when missing).
 k8s-tools:
 	@command -v kubectl >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null; \
+	  if [ -n "$(CAN_APT)" ]; then $(APT_INSTALL) kubernetes-client >/dev/null; \
 	  else echo "kubectl is missing: install it (Debian: apt-get install kubernetes-client)" >&2; exit 1; fi; }
 
 .PHONY: k8s-render
@@ -252,25 +269,17 @@ replay: package
 .PHONY: monitor
 ## Drift and quality of ENV's recent predictions vs training (evidently); exits 1 on alarm.
 monitor: data
-	dvc repro --pull --allow-missing train
+	dvc repro --pull train
 	python -m gitml.monitor --logs $(PREDICTION_LOGS) --actuals $(ACTUALS) --out $(MONITOR_DIR) \
 	  --env $(ENV)
 
 .PHONY: fetch-logs
-## Copy the prediction log from PREDICTION_LOGS_URL (and ACTUALS_URL) with dvc get-url.
+## Copy ENV's prediction log from PREDICTION_LOGS_URL (and ACTUALS_URL); unset: says so, exit 0.
 fetch-logs: setup
-	@# URLs are read from the environment (or the command line), never pasted into the script.
-	@# dvc get-url copies into an existing folder: fetch beside it, then swap, so a failed copy
-	@# leaves the previous one in place.
-	rm -rf "$(PREDICTION_LOGS).fetch"
-	dvc get-url "$${PREDICTION_LOGS_URL:?set PREDICTION_LOGS_URL to where the prediction log is shipped (s3://, gs://, azure://, https:// or a folder)}" "$(PREDICTION_LOGS).fetch"
-	rm -rf "$(PREDICTION_LOGS)" && mv "$(PREDICTION_LOGS).fetch" "$(PREDICTION_LOGS)"
-	if [ -n "$${ACTUALS_URL:-}" ]; then \
-	  rm -rf "$(ACTUALS).fetch" && dvc get-url "$$ACTUALS_URL" "$(ACTUALS).fetch" \
-	  && rm -rf "$(ACTUALS)" && mv "$(ACTUALS).fetch" "$(ACTUALS)"; fi
+	python -m gitml.fetch_logs --env $(ENV) --logs $(PREDICTION_LOGS) --actuals $(ACTUALS)
 
 .PHONY: monitor-issue
-## Open, update or close ENV's monitoring issue from MONITOR_DIR/summary.json (gh, GH_TOKEN).
+## Open, update or close ENV's monitoring issue from MONITOR_DIR/summary.json (GITHUB_TOKEN).
 monitor-issue:
 	PYTHONPATH=src $(STDLIB_PYTHON) -m gitml.notify --env "$(ENV)" --reports $(MONITOR_DIR)
 
@@ -278,9 +287,7 @@ monitor-issue:
 ## promtool and a Pushgateway, for the alerting tests (Debian's packages when missing).
 monitor-tools:
 	@{ command -v promtool && command -v prometheus-pushgateway; } >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      --no-install-recommends prometheus prometheus-pushgateway >/dev/null; \
+	  if [ -n "$(CAN_APT)" ]; then $(APT_INSTALL) prometheus prometheus-pushgateway >/dev/null; \
 	  else echo "install promtool and the Pushgateway (Debian: apt-get install prometheus prometheus-pushgateway)" >&2; exit 1; fi; }
 
 .PHONY: bench
@@ -291,7 +298,7 @@ bench: setup
 .PHONY: bench-serving
 ## Print serving req/s and p50/p99 (wrk on loopback) beside the in-process predict rate.
 bench-serving: package
-	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq wrk >/dev/null; \
+	@command -v wrk >/dev/null || { if [ -n "$(CAN_APT)" ]; then $(APT_INSTALL) wrk >/dev/null; \
 	  else echo "bench-serving needs wrk: apt-get install wrk"; exit 1; fi; }
 	python -m benchmarks.serving
 

@@ -62,12 +62,23 @@ def test_without_actuals_url_only_the_log_is_fetched(tmp_path: Path) -> None:
     assert contents(logs) == LOG_TREE and not actuals.exists()
 
 
-def test_unset_url_fails_naming_it(tmp_path: Path) -> None:
-    logs = tmp_path / "predictions"
-    result = make(f"PREDICTION_LOGS={logs}")
-    assert result.returncode != 0
-    assert "PREDICTION_LOGS_URL" in result.stderr
+def test_unset_url_is_a_notice_not_a_failure(tmp_path: Path) -> None:
+    logs, out = tmp_path / "predictions", tmp_path / "github-output"
+    result = make(f"PREDICTION_LOGS={logs}", f"GITHUB_OUTPUT={out}")
+    assert result.returncode == 0, result.stderr
+    assert "::notice" in result.stdout and "PREDICTION_LOGS_URL" in result.stdout
+    assert out.read_text() == "configured=false\n"
     assert not logs.exists()
+
+
+def test_env_in_the_url_names_the_environment(tmp_path: Path) -> None:
+    tree(tmp_path / "bucket" / "staging", LOG_TREE)
+    logs, out = tmp_path / "out" / "predictions", tmp_path / "github-output"
+    result = make(f"PREDICTION_LOGS_URL={tmp_path / 'bucket' / '{env}'}", "ENV=staging",
+                  f"PREDICTION_LOGS={logs}", f"GITHUB_OUTPUT={out}")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert contents(logs) == LOG_TREE
+    assert out.read_text() == "configured=true\n"
 
 
 def test_a_failed_fetch_keeps_the_previous_copy(tmp_path: Path) -> None:

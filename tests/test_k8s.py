@@ -4,6 +4,7 @@ strict), and the serving rules hold: zero-downtime rollouts, /healthz probes, bo
 a locked-down non-root container, an image pinned by digest per environment, and a prediction
 log on shared storage, one file per pod."""
 
+import json
 import os
 import re
 import shlex
@@ -16,6 +17,9 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from typer.testing import CliRunner
+
+from gitml import k8s
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
@@ -372,3 +376,57 @@ def test_release_refuses_a_tag_instead_of_a_digest() -> None:
 
     with pytest.raises(ValueError, match="by digest"):
         pin(render("staging"), "ghcr.io/team/gitml-serving:latest", "v1")
+
+
+# --- apply and rollback, against the cluster stand-in of the workflow harness ----------------
+
+STANDIN_BIN = ROOT / "tests" / "workflows" / "bin"
+DIGEST = "ghcr.io/acme/bike-demand@sha256:" + "1" * 64
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """kubectl is the stand-in (tests/workflows/bin/kubectl): a recorded cluster."""
+    monkeypatch.setenv("PATH", f"{STANDIN_BIN}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("GITML_RECORDINGS", str(tmp_path))
+    return tmp_path
+
+
+def kubectl_calls(cluster: Path, verb: str) -> list[list[str]]:
+    lines = (cluster / "kubectl.jsonl").read_text().splitlines()
+    return [c for c in (json.loads(line)["argv"] for line in lines) if c[:2] == verb.split()]
+
+
+def test_an_unready_rollout_returns_to_the_revision_that_served(cluster: Path) -> None:
+    assert k8s.apply(k8s.pin(k8s.render("production"), DIGEST, "v1"), "1s") is None
+    (cluster / "unready-gitml-production").touch()
+    with pytest.raises(RuntimeError, match="rolled back to revision 1"):
+        k8s.apply(k8s.pin(k8s.render("production"), DIGEST, "v2"), "1s")
+    assert kubectl_calls(cluster, "rollout undo") == [
+        ["rollout", "undo", "deployment/gitml-serving", "-n", "gitml-production",
+         "--to-revision=1"]
+    ]  # fmt: skip
+    assert json.loads((cluster / "cluster.json").read_text())["gitml-production"]["current"] == 1
+
+
+def test_an_unready_first_deploy_has_nothing_to_roll_back_to(cluster: Path) -> None:
+    (cluster / "unready-gitml-staging").touch()
+    with pytest.raises(RuntimeError, match="first deploy, no revision"):
+        k8s.apply(k8s.pin(k8s.render("staging"), DIGEST, "v1"), "1s")
+    assert kubectl_calls(cluster, "rollout undo") == []
+
+
+def test_a_ready_deploy_reports_the_revision_it_replaced(cluster: Path) -> None:
+    k8s.apply(k8s.pin(k8s.render("staging"), DIGEST, "v1"), "1s")
+    assert k8s.apply(k8s.pin(k8s.render("staging"), DIGEST, "v2"), "1s") == 1
+
+
+def test_rollback_without_a_known_revision_changes_nothing(cluster: Path) -> None:
+    result = CliRunner().invoke(k8s.app, ["rollback", "--env", "production"])
+    assert result.exit_code == 1 and "no revision" in result.output
+    assert not (cluster / "kubectl.jsonl").exists()
+
+
+def test_pods_can_pull_a_private_ghcr_image(rendered: Rendered) -> None:
+    pod = rendered.one("Deployment")["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "ghcr-pull"}]

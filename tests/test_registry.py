@@ -1,6 +1,12 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from gitml.registry import stage_assignment
+from gitml import registry
+from gitml.registry import BOT, git_environment, image_name, record, stage_assignment
 
 
 def test_a_stage_tag_names_stage_and_version() -> None:
@@ -20,3 +26,88 @@ def test_a_stage_tag_names_stage_and_version() -> None:
 def test_other_refs_are_refused(ref: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="does not assign"):
         stage_assignment(ref)
+
+
+# --- recording tags in origin, as a release job does ------------------------------------------
+
+
+def git(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                            check=True)  # fmt: skip
+    return result.stdout.strip()
+
+
+@pytest.fixture
+def runner_env(tmp_path: Path) -> dict[str, str]:
+    """A runner's environment: a fresh HOME, so git has no identity."""
+    home = tmp_path / "home"
+    home.mkdir()
+    gto = str(Path(sys.executable).parent)
+    return {"HOME": str(home), "PATH": f"{gto}{os.pathsep}{os.environ['PATH']}",
+            "GIT_CONFIG_NOSYSTEM": "1"}  # fmt: skip
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Path:
+    bare, seed = tmp_path / "origin.git", tmp_path / "seed"
+    git("init", "-q", "--bare", "-b", "main", str(bare), cwd=tmp_path)
+    git("init", "-q", "-b", "main", str(seed), cwd=tmp_path)
+    identity = ["-c", "user.name=Dana", "-c", "user.email=dana@example.com"]
+    git(*identity, "commit", "-q", "--allow-empty", "-m", "one", cwd=seed)
+    git("push", "-q", str(bare), "main", cwd=seed)
+    return bare
+
+
+def checkout(origin: Path, name: str, env: dict[str, str]) -> Path:
+    path = origin.parent / name
+    git("clone", "-q", str(origin), str(path), cwd=origin.parent, env=env)
+    return path
+
+
+def test_tags_are_made_as_the_bot_when_git_has_no_identity(
+    origin: Path, runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = checkout(origin, "job", runner_env)
+    monkeypatch.chdir(work)
+    tag = record(["register", "model"], "model", push=True, env=runner_env)
+    assert tag == "model@v0.0.1"
+    assert git("tag", "--list", cwd=origin) == "model@v0.0.1"  # pushed
+    tagger = git("for-each-ref", "--format=%(taggername) %(taggeremail)", f"refs/tags/{tag}",
+                 cwd=origin)  # fmt: skip
+    assert tagger == f"{BOT[0]} <{BOT[1]}>"
+
+
+def test_a_number_taken_by_a_concurrent_run_is_retried_not_lost(
+    origin: Path, runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = checkout(origin, "first", runner_env), checkout(origin, "second", runner_env)
+    monkeypatch.chdir(first)
+    record(["register", "model"], "model", push=True, env=runner_env)
+    monkeypatch.chdir(second)  # a later merge, whose run looked at origin just before that push
+    identity = ["-c", "user.name=Dana", "-c", "user.email=dana@example.com"]
+    git(*identity, "commit", "-q", "--allow-empty", "-m", "two", cwd=second, env=runner_env)
+    real_fetch, fetches = registry.fetch_tags, []
+
+    def stale_first_fetch(name: str, env: dict[str, str]) -> None:
+        fetches.append(name)
+        if len(fetches) > 1:
+            real_fetch(name, env)
+
+    monkeypatch.setattr(registry, "fetch_tags", stale_first_fetch)
+    assert record(["register", "model"], "model", push=True, env=runner_env) == "model@v0.0.2"
+    assert sorted(git("tag", "--list", cwd=origin).split()) == ["model@v0.0.1", "model@v0.0.2"]
+    assert len(fetches) == 2
+
+
+def test_the_job_token_reaches_git_as_a_header(runner_env: dict[str, str]) -> None:
+    env = git_environment({**runner_env, "GITHUB_TOKEN": "ghs_x",
+                           "GITHUB_SERVER_URL": "https://ghe.example"}, has_identity=True)  # fmt: skip
+    assert env["GIT_CONFIG_KEY_0"] == "http.https://ghe.example/.extraheader"
+    assert env["GIT_CONFIG_VALUE_0"] == "AUTHORIZATION: basic eC1hY2Nlc3MtdG9rZW46Z2hzX3g="
+    assert "GIT_COMMITTER_NAME" not in env  # a person's identity is kept
+
+
+@pytest.mark.parametrize(("repository", "image"), [("Acme/Bike-Demand", "ghcr.io/acme/bike-demand"),
+                                                   ("team/proj", "ghcr.io/team/proj")])  # fmt: skip
+def test_the_image_name_is_lowercase(repository: str, image: str) -> None:
+    assert image_name({"GITHUB_REPOSITORY": repository}) == image

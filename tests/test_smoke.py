@@ -1,8 +1,11 @@
 import json
+from pathlib import Path
 from typing import Any
 
+from typer.testing import CliRunner
+
 from gitml.config import load_params
-from gitml.smoke import passed, run_checks
+from gitml.smoke import app, passed, run_checks
 from tests.conftest import Served
 
 
@@ -35,3 +38,15 @@ def test_an_unreachable_server_fails_health_only() -> None:
         "http://127.0.0.1:9", {"rows": [], "predictions": []}, "", load_params("smoke")
     )
     assert [(c.name, c.ok) for c in checks] == [("health", False)]
+
+
+def test_the_command_refuses_an_empty_url_naming_the_variable(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["--url", "", "--golden", str(tmp_path / "g.json")])
+    assert result.exit_code == 1
+    assert "SMOKE_URL" in result.output and "STAGING_URL or PRODUCTION_URL" in result.output
+
+
+def test_the_command_says_where_golden_cases_come_from(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["--url", "http://127.0.0.1:9", "--golden",
+                                      str(tmp_path / "missing.json")])  # fmt: skip
+    assert result.exit_code == 1 and "make golden" in result.output

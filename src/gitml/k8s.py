@@ -1,11 +1,13 @@
 """Deploy to Kubernetes: render an overlay of deploy/k8s, pin the released image digest and
 model version, apply it, and wait for the rolling update; a rollout that does not become ready
-is undone, so the previous ReplicaSet keeps serving (maxUnavailable 0 never drops capacity).
+is rolled back to the revision that served before (read before applying, so a rollback is
+never an undo of an undo), and maxUnavailable 0 never drops capacity meanwhile.
 
 `kubectl` must reach the cluster (KUBECONFIG); no kustomize binary is needed: kubectl's own
 renders the overlay and the pins are applied to the rendered objects, so nothing is committed.
 """
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +21,7 @@ OVERLAYS = PROJ_ROOT / "deploy" / "k8s" / "overlays"
 DEPLOYMENT = "gitml-serving"
 CONTAINER = "server"
 VERSION_ANNOTATION = "gitml/model-version"
+REVISION_PATH = r"jsonpath={.metadata.annotations.deployment\.kubernetes\.io/revision}"
 
 
 def kubectl(*args: str, stdin: str | None = None) -> str:
@@ -54,9 +57,32 @@ def pin(docs: list[dict[str, Any]], image: str, version: str) -> list[dict[str, 
     return docs
 
 
-def apply(docs: list[dict[str, Any]], timeout: str) -> None:
-    """Apply, wait for the rollout; undo it when it does not become ready in time."""
-    namespace = next(d["metadata"]["namespace"] for d in docs if d["kind"] == "Deployment")
+def namespace_of(docs: list[dict[str, Any]]) -> str:
+    return str(next(d["metadata"]["namespace"] for d in docs if d["kind"] == "Deployment"))
+
+
+def current_revision(namespace: str) -> int | None:
+    """The Deployment's revision now serving, or None before its first deploy."""
+    try:
+        out = kubectl("get", "deployment", DEPLOYMENT, "-n", namespace, "-o", REVISION_PATH)
+    except RuntimeError as err:
+        if "NotFound" in str(err):
+            return None
+        raise
+    return int(out) if out.strip() else None
+
+
+def rollback(namespace: str, revision: int) -> None:
+    """Back to one known revision (never a blind `undo`, which a second call would undo)."""
+    kubectl("rollout", "undo", f"deployment/{DEPLOYMENT}", "-n", namespace,
+            f"--to-revision={revision}")  # fmt: skip
+
+
+def apply(docs: list[dict[str, Any]], timeout: str) -> int | None:
+    """Apply, wait for the rollout; roll back to the revision that served before when it does
+    not become ready in time. Returns that revision (None on a first deploy)."""
+    namespace = namespace_of(docs)
+    previous = current_revision(namespace)
     kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
     try:
         kubectl(
@@ -68,8 +94,11 @@ def apply(docs: list[dict[str, Any]], timeout: str) -> None:
             f"--timeout={timeout}",
         )
     except RuntimeError as err:
-        kubectl("rollout", "undo", f"deployment/{DEPLOYMENT}", "-n", namespace)
-        raise RuntimeError(f"{err}; rolled back to the previous ReplicaSet") from None
+        if previous is None:
+            raise RuntimeError(f"{err}; first deploy, no revision to roll back to") from None
+        rollback(namespace, previous)
+        raise RuntimeError(f"{err}; rolled back to revision {previous}") from None
+    return previous
 
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -93,13 +122,36 @@ def apply_command(
     version: Annotated[str, typer.Option(envvar="VERSION", help="Model version.")],
     timeout: Annotated[str, typer.Option(help="Rollout deadline.")] = "10m",
 ) -> None:
-    """Deploy IMAGE to ENV and wait for it; a failed rollout is undone."""
+    """Deploy IMAGE to ENV and wait for it; a failed rollout is rolled back. Prints the
+    revision that served before as `previous-revision` (a GitHub step output)."""
     try:
-        apply(pin(render(env), image, version), timeout)
+        previous = apply(pin(render(env), image, version), timeout)
     except (RuntimeError, ValueError) as err:
         typer.echo(f"k8s: {err}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"k8s: {env} runs {image} ({version})")
+    line = f"previous-revision={previous or ''}"
+    if "GITHUB_OUTPUT" in os.environ:
+        with open(os.environ["GITHUB_OUTPUT"], "a") as outputs:
+            outputs.write(line + "\n")
+    typer.echo(f"k8s: {env} runs {image} ({version}); {line}")
+
+
+@app.command("rollback")
+def rollback_command(
+    env: Annotated[str, typer.Option(help="staging or production.")],
+    to_revision: Annotated[str, typer.Option(help="The revision to return to.")] = "",
+) -> None:
+    """Return ENV to a known revision (k8s apply's previous-revision)."""
+    if not to_revision.strip().isdigit():
+        typer.echo(f"k8s: no revision to return {env} to (a first deploy has none); "
+                   "the Deployment stays as it is", err=True)  # fmt: skip
+        raise typer.Exit(1)
+    try:
+        rollback(namespace_of(render(env)), int(to_revision))
+    except (RuntimeError, ValueError) as err:
+        typer.echo(f"k8s: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"k8s: {env} rolled back to revision {to_revision}")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,18 @@
 """Keep one GitHub issue per environment open while the monitor raises an alarm.
 
-Reads the monitor's `summary.json` and `summary.md` (gitml.monitor) and, through the `gh` CLI
-(preinstalled on GitHub-hosted runners; token in GH_TOKEN), acts on the open issue labelled
-`monitoring` whose title names the environment:
+Reads the monitor's `summary.json` and `summary.md` (gitml.monitor) and, through GitHub's REST
+API (the job token in GITHUB_TOKEN, `permissions: issues: write`), acts on the open issue
+labelled `monitoring` whose title names the environment:
 
     alarm,   no issue open  -> create it (the label too): the summary and a link to the run
     alarm,   issue open     -> comment the new summary on it; it stays open
     healthy, issue open     -> comment "healthy again" with the summary, and close it
     healthy, no issue open  -> nothing
 
-`plan` decides, from the summary and the open issues, which `gh` commands to run; it is pure,
-and tested case by case. `main` is the thin part: it reads the files, asks `gh` for the open
-issues, writes the body to a file and runs the plan. GitHub cannot be reached from the tests,
-so the `gh` executable is the boundary: the tests put a stand-in `gh` on PATH that records its
-arguments and answers `issue list` with canned JSON.
+`plan` decides, from the summary and the open issues, which actions to take; it is pure, and
+tested case by case. `notify` is the thin part: it reads the files, lists the open issues and
+carries out the plan. The API is reached at GITHUB_API_URL, which GitHub Actions sets (also on
+GitHub Enterprise hosts); the tests serve it on loopback.
 
 Standard library only: the notify job runs it with the runner's python3 and no environment
 installed (`make monitor-issue`).
@@ -22,24 +21,28 @@ installed (`make monitor-issue`).
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 LABEL = "monitoring"
 LABEL_COLOR = "D93F0B"
 LABEL_DESCRIPTION = "Drift or degradation found by the monitor workflow"
-BODY_FILE = "body.md"  # inside a temporary directory that main() creates
-
-Command = list[str]
+PAGE = 100  # the most GitHub returns per page
 
 
 class NotifyError(RuntimeError):
     """The issue cannot be updated; the message says why."""
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # label | create | comment | close
+    number: int = 0  # the issue, for comment and close
 
 
 def title(env: str) -> str:
@@ -89,88 +92,105 @@ def matching(open_issues: list[dict[str, Any]], env: str) -> list[int]:
     return sorted(int(issue["number"]) for issue in open_issues if issue["title"] == title(env))
 
 
-def plan(
-    summary: dict[str, Any],
-    open_issues: list[dict[str, Any]],
-    env: str,
-    body_file: str = BODY_FILE,
-) -> list[Command]:
-    """The `gh` commands to run, in order; `body_file` holds `body(...)` when they run."""
+def plan(summary: dict[str, Any], open_issues: list[dict[str, Any]], env: str) -> list[Action]:
+    """The actions to take, in order."""
     numbers = matching(open_issues, env)
     if summary["alarm"]:
         if numbers:  # one issue per environment: the oldest carries the story
-            return [["gh", "issue", "comment", str(numbers[0]), "--body-file", body_file]]
-        return [
-            ["gh", "label", "create", LABEL, "--force",
-             "--color", LABEL_COLOR, "--description", LABEL_DESCRIPTION],
-            ["gh", "issue", "create", "--title", title(env), "--label", LABEL,
-             "--body-file", body_file],
-        ]  # fmt: skip
-    commands: list[Command] = []
+            return [Action("comment", numbers[0])]
+        return [Action("label"), Action("create")]
+    actions: list[Action] = []
     for number in numbers:  # healthy: close every copy (a race could have opened two)
-        commands.append(["gh", "issue", "comment", str(number), "--body-file", body_file])
-        commands.append(["gh", "issue", "close", str(number)])
-    return commands
+        actions += [Action("comment", number), Action("close", number)]
+    return actions
 
 
-def list_command(env: str) -> Command:
-    """`gh issue list` of the open monitoring issues titled for `env`."""
-    return [
-        "gh", "issue", "list", "--label", LABEL, "--state", "open",
-        "--search", f'in:title "{title(env)}"', "--json", "number,title",
-    ]  # fmt: skip
+class GitHub:
+    """The few REST calls the plan needs, for one repository."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        for name in ("GITHUB_TOKEN", "GITHUB_REPOSITORY"):
+            if not env.get(name):
+                raise NotifyError(
+                    f"environment variable {name} is not set: the workflow passes "
+                    "`GITHUB_TOKEN: ${{ github.token }}` (permissions: issues: write)"
+                )
+        self.repository = env["GITHUB_REPOSITORY"]
+        self.api = env.get("GITHUB_API_URL") or "https://api.github.com"
+        self.token = env["GITHUB_TOKEN"]
+
+    def call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+        request = urllib.request.Request(
+            f"{self.api}/repos/{self.repository}{path}", method=method,
+            data=None if payload is None else json.dumps(payload).encode(),
+            headers={"Authorization": f"Bearer {self.token}",
+                     "Accept": "application/vnd.github+json",
+                     "X-GitHub-Api-Version": "2022-11-28"},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                data = response.read()
+        except urllib.error.HTTPError as err:
+            raise NotifyError(self.explain(method, path, err)) from None
+        except (urllib.error.URLError, TimeoutError) as err:
+            raise NotifyError(f"{self.api} cannot be reached: {err}") from None
+        return json.loads(data) if data else None
+
+    def explain(self, method: str, path: str, err: urllib.error.HTTPError) -> str:
+        detail = err.read().decode(errors="replace")[:300]
+        if err.code == 410:
+            return (
+                f"issues are disabled in {self.repository}, so the monitor cannot report: "
+                "enable them (Settings > General > Features > Issues)"
+            )
+        if err.code in (401, 403):
+            return (
+                f"{method} {path} was refused ({err.code}): the token needs "
+                f"`permissions: issues: write` on {self.repository}: {detail}"
+            )
+        return f"{method} {path} failed ({err.code}): {detail}"
+
+    def open_issues(self) -> list[dict[str, Any]]:
+        issues: list[dict[str, Any]] = []
+        for page in range(1, 100):
+            batch = self.call(
+                "GET", f"/issues?labels={LABEL}&state=open&per_page={PAGE}&page={page}"
+            )
+            issues += [{"number": int(i["number"]), "title": str(i["title"])} for i in batch
+                       if "pull_request" not in i]  # fmt: skip
+            if len(batch) < PAGE:
+                return issues
+        return issues
+
+    def carry_out(self, action: Action, env_name: str, text: str) -> str:
+        if action.kind == "label":
+            try:
+                self.call("POST", "/labels", {"name": LABEL, "color": LABEL_COLOR,
+                                              "description": LABEL_DESCRIPTION})  # fmt: skip
+            except NotifyError as err:
+                if "already_exists" not in str(err):
+                    raise
+            return f"label {LABEL}"
+        if action.kind == "create":
+            new = {"title": title(env_name), "body": text, "labels": [LABEL]}
+            issue = self.call("POST", "/issues", new)
+            return f"opened issue #{issue['number']}"
+        if action.kind == "comment":
+            self.call("POST", f"/issues/{action.number}/comments", {"body": text})
+            return f"commented on issue #{action.number}"
+        self.call("PATCH", f"/issues/{action.number}", {"state": "closed"})
+        return f"closed issue #{action.number}"
 
 
-def gh(command: Command, env: Mapping[str, str]) -> str:
-    result = subprocess.run(
-        command, capture_output=True, text=True, env=dict(env), check=False, timeout=120
-    )
-    if result.returncode != 0:
-        detail = (result.stderr or result.stdout).strip()
-        raise NotifyError(f"{' '.join(command[:3])} failed (exit {result.returncode}): {detail}")
-    return result.stdout
-
-
-def open_issues(env_name: str, env: Mapping[str, str]) -> list[dict[str, Any]]:
-    output = gh(list_command(env_name), env)
-    try:
-        issues = json.loads(output or "[]")
-        return [{"number": int(i["number"]), "title": str(i["title"])} for i in issues]
-    except (ValueError, TypeError, KeyError) as err:
-        raise NotifyError(f"gh issue list answered something unexpected: {err}") from None
-
-
-def gh_environment(env: Mapping[str, str]) -> dict[str, str]:
-    """The environment `gh` runs with; the checks name each missing setting."""
-    if shutil.which("gh", path=env.get("PATH")) is None:
-        raise NotifyError(
-            "the gh CLI is not on PATH (GitHub-hosted runners have it; "
-            "elsewhere install it from https://cli.github.com)"
-        )
-    if not env.get("GH_TOKEN"):
-        raise NotifyError(
-            "environment variable GH_TOKEN is not set: the workflow passes "
-            "`GH_TOKEN: ${{ github.token }}` (permissions: issues: write)"
-        )
-    out = dict(env)
-    if env.get("GITHUB_REPOSITORY") and not env.get("GH_REPO"):
-        out["GH_REPO"] = env["GITHUB_REPOSITORY"]  # no need for a git remote
-    return out
-
-
-def notify(reports: Path, env_name: str, env: Mapping[str, str]) -> list[Command]:
-    """Read, decide and act; returns the commands that ran."""
+def notify(reports: Path, env_name: str, env: Mapping[str, str]) -> list[Action]:
+    """Read, decide and act; returns the actions taken."""
     summary, markdown = load_summary(reports)
-    gh_env = gh_environment(env)
-    issues = open_issues(env_name, gh_env)
-    with tempfile.TemporaryDirectory(prefix="gitml-notify-") as tmp:
-        body_file = Path(tmp) / BODY_FILE
-        body_file.write_text(body(summary, markdown, run_url(env)))
-        commands = plan(summary, issues, env_name, str(body_file))
-        for command in commands:
-            output = gh(command, gh_env).strip()
-            print(f"notify: {' '.join(command[1:4])}" + (f": {output}" if output else ""))
-    return commands
+    github = GitHub(env)
+    actions = plan(summary, github.open_issues(), env_name)
+    text = body(summary, markdown, run_url(env))
+    for action in actions:
+        print(f"notify: {github.carry_out(action, env_name, text)}")
+    return actions
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -183,11 +203,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     try:
-        commands = notify(args.reports, args.env, os.environ)
-    except (NotifyError, OSError, subprocess.TimeoutExpired) as err:
+        actions = notify(args.reports, args.env, os.environ)
+    except (NotifyError, OSError) as err:
         print(f"notify: {err}", file=sys.stderr)
         raise SystemExit(1) from None
-    if not commands:
+    if not actions:
         print(f"notify: {args.env} is healthy and no monitoring issue is open; nothing to do")
 
 

@@ -67,7 +67,8 @@ def choose(env: dict[str, str], online_label_sets: list[set[str]] | None) -> Cho
 def online_runners(repository: str, token: str) -> list[set[str]]:
     """Label sets of the repository's self-hosted runners that are online."""
     request = urllib.request.Request(
-        f"https://api.github.com/repos/{repository}/actions/runners?per_page=100",
+        f"{os.environ.get('GITHUB_API_URL') or 'https://api.github.com'}/repos/{repository}"
+        "/actions/runners?per_page=100",
         headers={"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json"},
     )
     with urllib.request.urlopen(request, timeout=20) as response:

@@ -84,6 +84,14 @@ def main(
     version: Annotated[str, typer.Option(help="Model version it must serve ('' = any).")] = "",
 ) -> None:
     """Run the smoke checks against URL; exit 1 if any fails."""
+    if not url.strip():
+        typer.echo("smoke: no URL to check: set SMOKE_URL (in the release workflow, the "
+                   "variable STAGING_URL or PRODUCTION_URL)", err=True)  # fmt: skip
+        raise typer.Exit(1)
+    if not golden_path.is_file():
+        typer.echo(f"smoke: no golden cases at {golden_path}: `make golden` pulls or rebuilds "
+                   "the packaged model's", err=True)  # fmt: skip
+        raise typer.Exit(1)
     checks = run_checks(url, json.loads(golden_path.read_text()), version, load_params("smoke"))
     for check in checks:
         typer.echo(f"smoke: {'ok ' if check.ok else 'FAIL'} {check.name:8s} {check.detail}")
