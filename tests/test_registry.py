@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from gitml import registry
+from gitml.config import PROJ_ROOT
 from gitml.registry import BOT, git_environment, image_name, record, stage_assignment
 
 
@@ -111,3 +112,32 @@ def test_the_job_token_reaches_git_as_a_header(runner_env: dict[str, str]) -> No
                                                    ("team/proj", "ghcr.io/team/proj")])  # fmt: skip
 def test_the_image_name_is_lowercase(repository: str, image: str) -> None:
     assert image_name({"GITHUB_REPOSITORY": repository}) == image
+
+
+def test_a_projects_pre_push_hook_never_blocks_a_tag_push(
+    origin: Path, runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = checkout(origin, "job", runner_env)
+    hook = work / ".git" / "hooks" / "pre-push"  # as `make setup` installs dvc's outside CI
+    hook.write_text("#!/bin/sh\necho 'dvc push: no credentials' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    monkeypatch.chdir(work)
+    assert record(["register", "model"], "model", push=True, env=runner_env) == "model@v0.0.1"
+    assert git("tag", "--list", cwd=origin) == "model@v0.0.1"
+
+
+def test_make_knows_the_registered_version_not_a_tag_name(
+    origin: Path, runner_env: dict[str, str]
+) -> None:
+    work = checkout(origin, "job", runner_env)
+    subprocess.run(["git", "-c", "user.name=D", "-c", "user.email=d@e", "tag", "-a",
+                    "model@v1.2.3", "-m", "r"], cwd=work, check=True)  # fmt: skip
+    result = subprocess.run(
+        ["make", "-s", "-f", str(PROJ_ROOT / "Makefile"), "release-version", "MODEL_NAME=model",
+         f"VENV={PROJ_ROOT / '.venv'}", "UV=/bin/true"],
+        cwd=work, env={**runner_env, "GITHUB_REPOSITORY": "Team/Proj", "CI": "true"},
+        capture_output=True,
+        text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "version=v1.2.3\nimage=ghcr.io/team/proj" in result.stdout

@@ -83,3 +83,13 @@ def test_report_orders_sections_and_drops_empty_warning() -> None:
     positions = [report.index(f"\n{word}\n") for word in order]
     assert positions == sorted(positions)
     assert "WARNING" not in report
+
+
+def test_a_diff_table_without_rows_is_no_table() -> None:
+    from gitml.report import rows_or_nothing
+
+    header = "| Path   | Metric   | main   | workspace   | Change   |\n|--------|----------|"
+    assert rows_or_nothing(header + "\n") == ""
+    assert rows_or_nothing("") == ""
+    table = header + "\n| reports/metrics.json | mae | 36.2 | 35.9 | -0.3 |"
+    assert rows_or_nothing(table) == table

@@ -279,3 +279,18 @@ def test_notify_job_may_only_write_issues() -> None:
 def test_monitor_variables_are_declared_for_actionlint() -> None:
     config = yaml.safe_load((PROJ_ROOT / ".github" / "actionlint.yaml").read_text())
     assert {"PREDICTION_LOGS_URL", "ACTUALS_URL"} <= set(config["config-variables"])
+
+
+def test_no_permission_is_granted_that_nothing_uses() -> None:
+    for path in WORKFLOWS:
+        for name, job in load(path)["jobs"].items():
+            # provenance and SBOM come from build-push-action; no attestation API is called
+            assert not {"id-token", "attestations"} & set(job["permissions"]), (path.name, name)
+
+
+def test_every_cloud_the_readme_offers_gets_its_credentials() -> None:
+    launch = by_name("pr.yml")["jobs"]["launch-runner"]["steps"][-1]["env"]
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AZURE_CLIENT_ID",
+                 "AZURE_CLIENT_SECRET", "AZURE_SUBSCRIPTION_ID", "AZURE_TENANT_ID",
+                 "GOOGLE_APPLICATION_CREDENTIALS_DATA"):  # fmt: skip
+        assert name in launch and "secrets.CML_" in launch[name], name

@@ -50,6 +50,11 @@ def command_output(*cmd: str, cwd: Path = PROJ_ROOT) -> str:
     return result.stdout.strip()
 
 
+def rows_or_nothing(table: str) -> str:
+    """A markdown table from `dvc ... diff --md`, or "" when it has a header but no rows."""
+    return table if len([line for line in table.splitlines() if line.strip()]) > 2 else ""
+
+
 def verdict(low: float, high: float, higher_is_better: bool) -> str:
     """Better, worse, or within noise, from a confidence interval of new - old."""
     if low <= 0 <= high:
@@ -198,8 +203,8 @@ def main(
             else ""
         ),
         "metrics": metrics_table(comparison, base),
-        "metrics_diff": command_output("dvc", "metrics", "diff", base, "--md"),
-        "params": command_output("dvc", "params", "diff", base, "--md"),
+        "metrics_diff": rows_or_nothing(command_output("dvc", "metrics", "diff", base, "--md")),
+        "params": rows_or_nothing(command_output("dvc", "params", "diff", base, "--md")),
         "figures": "\n\n".join(f"![{p.stem}](figures/{p.name})" for p in figures),
         "run": "\n".join(
             [

@@ -113,10 +113,13 @@ class FakeGitHub:
                 return self.rfile.read(length) if length else b""
 
             def _git(self, method: str, raw: bytes) -> None:
-                """git's smart HTTP protocol, through git's own CGI program."""
+                """git's smart HTTP protocol, through git's own CGI program. As on GitHub, the
+                repository answers with and without `.git` (actions/checkout leaves it off)."""
                 url = urlsplit(self.path)
+                owner, repo, rest = url.path.lstrip("/").split("/", 2)
+                path = f"/{owner}/{repo.removesuffix('.git')}.git/{rest}"
                 env = {**os.environ, "GIT_PROJECT_ROOT": str(fake.git_root),
-                       "GIT_HTTP_EXPORT_ALL": "1", "PATH_INFO": url.path,
+                       "GIT_HTTP_EXPORT_ALL": "1", "PATH_INFO": path,
                        "QUERY_STRING": url.query, "REQUEST_METHOD": method,
                        "CONTENT_TYPE": self.headers.get("Content-Type", ""),
                        "CONTENT_LENGTH": str(len(raw)), "REMOTE_USER": "x-access-token",
@@ -136,7 +139,7 @@ class FakeGitHub:
             def _route(self, method: str) -> None:
                 url = urlsplit(self.path)
                 raw = self._body()
-                if ".git/" in url.path:
+                if re.search(r"/(info/refs|git-upload-pack|git-receive-pack)$", url.path):
                     fake.state.calls.append(Call(method, url.path, None, ""))
                     return self._git(method, raw)
                 body = json.loads(raw) if raw else None

@@ -178,7 +178,12 @@ class Runner:
         command = [ACT, event, "-W", str(checkout / ".github" / "workflows" / workflow),
                    "-e", str(event_file), "-P", "ubuntu-latest=-self-hosted",
                    "--action-offline-mode", "--github-instance", self.github.host,
-                   "--actor", "octocat", "--artifact-server-path", str(self.base / "act-artifacts")]  # fmt: skip
+                   "--actor", "octocat",
+                   # GitHub's cache service is not stood in for: each job misses the cache, as a
+                   # cold run does, and installs from PyPI. (act's own artifact and cache servers
+                   # would bind the machine's network address; the stand-in actions need neither.)
+                   "--no-cache-server", "--cache-server-addr", "127.0.0.1",
+                   "--artifact-server-addr", "127.0.0.1"]  # fmt: skip
         if job:
             command += ["-j", job]
         for name, sha in action_pins().items():

@@ -7,6 +7,7 @@ version v0.0.1: a release of another version fails its smoke check there."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -111,7 +112,11 @@ def team(fork: Fork) -> Iterator[Team]:
     fork.runner.give_to_runner(remote)
     config = fork.clone / ".dvc" / "config"
     config.write_text(config.read_text().replace("url = ../.dvc-storage", f"url = {remote}"))
-    fork.git("commit", "-qam", "Use the team's DVC remote")
+    # This team's staging shares two busy cores with the test suite: a looser latency budget.
+    params = fork.clone / "params.yaml"
+    params.write_text(re.sub(r"max_p95_latency_ms: \d+", "max_p95_latency_ms: 5000",
+                             params.read_text()))  # fmt: skip
+    fork.git("commit", "-qam", "Use the team's DVC remote; staging latency budget")
     fork.git("push", "-q", "origin", "main")
     head = fork.git("rev-parse", "HEAD")
     main = fork.runner.act(fork.clone, "push", events.push("refs/heads/main", "0" * 40, head,
