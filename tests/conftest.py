@@ -17,6 +17,7 @@ from gitml.config import PARAMS_FILE, PROJ_ROOT, RAW_DATA, load_params
 from gitml.deploy import free_port
 from gitml.prepare import split_by_time
 from gitml.validate import clean, read_raw
+from tests import fake_github
 
 
 @pytest.fixture(scope="session")
@@ -168,3 +169,20 @@ def wait_until_healthy(url: str, process: subprocess.Popen[str], timeout: float)
             pass
         time.sleep(0.5)
     pytest.fail(f"{url} was not healthy within {timeout} s")
+
+
+@pytest.fixture
+def github_api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[fake_github.FakeGitHub]:
+    """The GitHub API stand-in (tests/fake_github.py), reachable from this process and from
+    the processes it starts; urllib's process-wide opener is rebuilt so it sees the proxy."""
+    import urllib.request
+
+    directory = tmp_path / "fake-github"
+    directory.mkdir()
+    for github in fake_github.serve(directory):
+        for name, value in github.environment().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setattr(urllib.request, "_opener", None)
+        yield github

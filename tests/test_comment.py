@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gitml.comment import WATERMARK, CommentError, cml_command, verify_pr
+from gitml.comment import WATERMARK, CommentError, cml_command, main, verify_pr
+from tests.fake_github import FakeGitHub
 
 PR = {"head": {"sha": "abc123", "repo": {"full_name": "team/project"}}}
 
@@ -52,4 +53,112 @@ def test_cli_without_cml_says_what_to_install(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 1
     assert "make install-cml" in result.stderr
-    assert os.environ.get("PATH")  # the test's own environment is untouched
+
+
+@pytest.fixture
+def fake_cml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stand-in `cml` first on PATH: records its arguments and working directory (the real
+    one would post to GitHub, which the tests cannot reach)."""
+    bin_dir, record = tmp_path / "bin", tmp_path / "cml-calls.jsonl"
+    bin_dir.mkdir()
+    script = bin_dir / "cml"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        f"with open({str(record)!r}, 'a') as out:\n"
+        "    out.write(json.dumps({'args': sys.argv[1:], 'cwd': os.getcwd()}) + '\\n')\n"
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return record
+
+
+def report_run(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    github: FakeGitHub,
+    head_repo: str,
+    **env: str,
+) -> Path:
+    """A report artifact claiming PR 42, the workflow_run's variables, and GitHub's answer."""
+    report_dir = tmp_path / "report"
+    report_dir.mkdir()
+    (report_dir / "report.md").write_text("# report\n")
+    (report_dir / "meta.json").write_text(json.dumps({"pr_number": "42", "head_sha": "abc123"}))
+    github.routes["/repos/team/project/pulls/42"] = (
+        200, {"number": 42, "head": {"sha": "abc123", "repo": {"full_name": head_repo}}},
+    )  # fmt: skip
+    variables = {"REPORT_DIR": str(report_dir), "GITHUB_REPOSITORY": "team/project",
+                 "RUN_HEAD_SHA": "abc123", "RUN_HEAD_REPO": head_repo, "REPO_TOKEN": "t0ken"}  # fmt: skip
+    monkeypatch.delenv("CML_PUBLISH", raising=False)
+    for name, value in {**variables, **env}.items():
+        monkeypatch.setenv(name, value)
+    return report_dir
+
+
+def cml_calls(record: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in record.read_text().splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("head_repo", "env", "flag"),
+    [
+        ("team/project", {}, "--publish"),
+        ("team/project", {"CML_PUBLISH": "false"}, "--no-publish"),
+        # a fork's report never goes to the public asset host, whatever CML_PUBLISH says
+        ("someone/project", {}, "--no-publish"),
+        ("someone/project", {"CML_PUBLISH": "true"}, "--no-publish"),
+    ],
+)
+def test_main_posts_the_verified_report_publishing_only_same_repo_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, github_api: FakeGitHub, fake_cml: Path,
+    head_repo: str, env: dict[str, str], flag: str,
+) -> None:  # fmt: skip
+    report_dir = report_run(tmp_path, monkeypatch, github_api, head_repo, **env)
+    main()
+    assert github_api.requests == [("/repos/team/project/pulls/42", "Bearer t0ken")]
+    assert cml_calls(fake_cml) == [
+        {
+            "args": ["comment", "update", "report.md", "--target=pr/42",
+                     f"--watermark-title={WATERMARK}", flag],
+            "cwd": str(report_dir),
+        }
+    ]  # fmt: skip
+
+
+def test_main_refuses_a_pr_that_is_not_at_the_runs_head(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, github_api: FakeGitHub, fake_cml: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    report_run(tmp_path, monkeypatch, github_api, "team/project", RUN_HEAD_SHA="f00d")
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 1
+    assert "not at the run's head commit f00d" in capsys.readouterr().err
+    assert not fake_cml.exists()  # nothing posted
+
+
+@pytest.mark.parametrize(
+    "missing", ["GITHUB_REPOSITORY", "RUN_HEAD_SHA", "RUN_HEAD_REPO", "REPO_TOKEN"]
+)
+def test_main_names_a_missing_variable_before_asking_github(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, github_api: FakeGitHub, fake_cml: Path,
+    capsys: pytest.CaptureFixture[str], missing: str,
+) -> None:  # fmt: skip
+    report_run(tmp_path, monkeypatch, github_api, "team/project")
+    monkeypatch.setenv(missing, "")
+    with pytest.raises(SystemExit):
+        main()
+    assert f"environment variable {missing} is not set" in capsys.readouterr().err
+    assert github_api.requests == [] and not fake_cml.exists()
+
+
+def test_main_reports_a_pr_github_does_not_know(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, github_api: FakeGitHub, fake_cml: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    report_run(tmp_path, monkeypatch, github_api, "team/project")
+    del github_api.routes["/repos/team/project/pulls/42"]  # GitHub answers 404
+    with pytest.raises(SystemExit):
+        main()
+    assert "404" in capsys.readouterr().err and not fake_cml.exists()

@@ -8,52 +8,83 @@ from gitml.report import (
     data_line,
     metrics_table,
     runner_section,
+    stale_warning,
     verdict,
 )
 
 HOURS = pd.date_range("2011-09-01", periods=24 * 20, freq="h").strftime("%Y-%m-%d %H:%M")
-RNG = np.random.default_rng(3)
-ACTUAL = RNG.poisson(150, len(HOURS)).astype(float)
+# every test draws from its own seeded generator: the result never depends on which tests ran
+ACTUAL = np.random.default_rng(3).poisson(150, len(HOURS)).astype(float)
 
 
-def predictions(noise: float) -> pd.DataFrame:
-    predicted = ACTUAL + RNG.normal(0, noise, len(HOURS))
+def predictions(noise: float, seed: int) -> pd.DataFrame:
+    predicted = ACTUAL + np.random.default_rng(seed).normal(0, noise, len(HOURS))
     return pd.DataFrame({"timestamp": HOURS, "actual": ACTUAL, "predicted": predicted})
 
 
 @pytest.mark.parametrize(
     ("low", "high", "higher_is_better", "expected"),
-    [(-2, -1, False, "better"), (1, 2, False, "worse"), (1, 2, True, "better"), (-1, 1, True, "within noise")],
+    [(-2, -1, False, "better"), (1, 2, False, "worse"), (1, 2, True, "better"), (-1, 1, True, "within noise"),
+     (-2, -1, True, "worse"),
+     # identical models: the interval is [0, 0], which is no change in either direction
+     (0, 0, True, "within noise"), (0, 0, False, "within noise"),
+     # an interval touching zero does not exclude it
+     (0, 1, True, "within noise"), (-1, 0, False, "within noise")],
 )  # fmt: skip
 def test_verdict(low: float, high: float, higher_is_better: bool, expected: str) -> None:
     assert verdict(low, high, higher_is_better) == expected
 
 
 def test_a_much_better_model_is_better_on_every_metric() -> None:
-    comparison = compare_predictions(predictions(40), predictions(10), 300, 0)
+    comparison = compare_predictions(predictions(40, 1), predictions(10, 2), 300, 0)
     assert comparison is not None
     assert list(comparison["verdict"]) == ["better", "better", "better"]
     mae = comparison.set_index("metric").loc["mae"]
     assert mae["ci_low"] <= mae["change"] <= mae["ci_high"] < 0
 
 
-def test_the_same_model_is_within_noise() -> None:
-    base = predictions(30)
-    same = base.assign(predicted=base["predicted"] + RNG.normal(0, 0.5, len(base)))
-    comparison = compare_predictions(base, same, 300, 0)
+def test_the_same_model_is_within_noise_with_no_change() -> None:
+    base = predictions(30, 1)
+    comparison = compare_predictions(base, base.copy(), 300, 0)
     assert comparison is not None and set(comparison["verdict"]) == {"within noise"}
+    assert comparison[["change", "ci_low", "ci_high"]].to_numpy().tolist() == [[0.0] * 3] * 3
 
 
-def test_different_test_hours_are_not_paired() -> None:
-    assert compare_predictions(predictions(10), predictions(10).iloc[24:], 100, 0) is None
+def test_each_row_has_base_and_new_metric_values() -> None:
+    base, new = predictions(40, 1), predictions(10, 2)
+    comparison = compare_predictions(base, new, 100, 0)
+    assert comparison is not None
+    mae = comparison.set_index("metric").loc["mae"]
+    assert mae["base"] == pytest.approx(np.mean(np.abs(ACTUAL - base["predicted"])))
+    assert mae["new"] == pytest.approx(np.mean(np.abs(ACTUAL - new["predicted"])))
+    assert mae["change"] == pytest.approx(mae["new"] - mae["base"])
+
+
+@pytest.mark.parametrize(
+    ("base", "new"),
+    [
+        (predictions(10, 1), predictions(10, 2).iloc[24:]),  # new lacks a day
+        (predictions(10, 1).iloc[24:], predictions(10, 2)),  # base lacks a day
+        (predictions(10, 1).iloc[:24], predictions(10, 2).iloc[24:48]),  # no hour in common
+    ],
+)
+def test_different_test_hours_are_not_paired(base: pd.DataFrame, new: pd.DataFrame) -> None:
+    assert compare_predictions(base, new, 100, 0) is None
     assert "No paired comparison" in metrics_table(None, "main")
 
 
 def test_metrics_table_shows_change_interval_and_verdict() -> None:
-    table = metrics_table(compare_predictions(predictions(40), predictions(10), 200, 0), "main")
+    comparison = compare_predictions(predictions(40, 1), predictions(10, 2), 200, 0)
+    table = metrics_table(comparison, "main")
     header, _, *rows = table.splitlines()
-    assert "95% interval" in header and len(rows) == 3
-    assert rows[0].startswith("| mae |") and "**better**" in rows[0]
+    assert header == "| metric | main | this change | change | 95% interval | verdict |"
+    assert len(rows) == 3
+    assert comparison is not None
+    mae = comparison.iloc[0]
+    assert rows[0] == (
+        f"| mae | {mae['base']:.3f} | {mae['new']:.3f} | {mae['change']:+.3f} "
+        f"| [{mae['ci_low']:+.3f}, {mae['ci_high']:+.3f}] | **better** |"
+    )
 
 
 def test_runner_section_says_where_and_how_long() -> None:
@@ -76,10 +107,31 @@ def test_data_line_flags_a_data_change() -> None:
     assert "**changed** from `main`: `aaaaaaaaaaaa`" in data_line("main", old, new)
 
 
-def test_report_orders_sections_and_drops_empty_warning() -> None:
-    parts = {k: k.upper() for k in ("metrics", "metrics_diff", "params", "figures", "run")}
-    report = build_report({**parts, "base": "main", "stale": ""})
-    order = ["METRICS_DIFF", "METRICS", "PARAMS", "FIGURES", "RUN"]
+PARTS = {k: k.upper() for k in ("stale", "metrics", "metrics_diff", "params", "figures", "run")}
+
+
+def test_report_orders_sections() -> None:
+    report = build_report({**PARTS, "base": "main"})
+    assert report.startswith("## Model report: this change vs `main`\n\nSTALE\n\n")
+    order = ["STALE", "METRICS_DIFF", "METRICS", "PARAMS", "FIGURES", "RUN"]
     positions = [report.index(f"\n{word}\n") for word in order]
     assert positions == sorted(positions)
-    assert "WARNING" not in report
+    assert report.endswith("\n\nRUN\n")
+
+
+def test_report_leaves_out_empty_parts_and_says_when_nothing_changed() -> None:
+    report = build_report({**PARTS, "base": "main", "stale": "", "metrics_diff": "", "params": ""})
+    assert "\n\n\n" not in report  # an empty part leaves no gap
+    assert "_No metric changes._" in report and "_No param changes._" in report
+
+
+@pytest.mark.parametrize(
+    ("porcelain", "warned"), [("", False), (" M dvc.lock", True), ("?? dvc.lock", True)]
+)
+def test_the_stale_lock_warning_shows_only_when_the_run_changed_dvc_lock(
+    porcelain: str, warned: bool
+) -> None:
+    warning = stale_warning(porcelain)
+    assert (warning != "") is warned
+    if warned:
+        assert warning.startswith("> [!WARNING]") and "commit `dvc.lock`" in warning

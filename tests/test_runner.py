@@ -1,8 +1,10 @@
 import json
+from pathlib import Path
 
 import pytest
 
-from gitml.runner import CLOUD_LABELS, GITHUB_HOSTED, choose
+from gitml.runner import CLOUD_LABELS, GITHUB_HOSTED, choose, main, online_runners
+from tests.fake_github import FakeGitHub
 
 GPU = json.dumps(["self-hosted", "gpu"])
 SAME_REPO = {"IS_FORK": "false"}
@@ -18,6 +20,13 @@ SAME_REPO = {"IS_FORK": "false"}
         ({**SAME_REPO, "GPU_RUNNER_LABELS": GPU}, [{"self-hosted", "cpu"}], "github-hosted", "is online"),
         ({**SAME_REPO, "GPU_RUNNER_LABELS": GPU}, None, "github-hosted", "RUNNER_CHECK_TOKEN"),
         ({**SAME_REPO, "GPU_RUNNER_LABELS": GPU, "GPU_RUNNER_SKIP_CHECK": "true"}, None, "self-hosted", "configured"),
+        # skipping the online check never hands a fork (or an unknown origin) the GPU runner
+        ({"IS_FORK": "true", "GPU_RUNNER_LABELS": GPU, "GPU_RUNNER_SKIP_CHECK": "true"}, None, "github-hosted", "fork"),
+        ({"GPU_RUNNER_LABELS": GPU, "GPU_RUNNER_SKIP_CHECK": "true"}, None, "github-hosted", "IS_FORK not set"),
+        # only the exact string "true" skips the check
+        ({**SAME_REPO, "GPU_RUNNER_LABELS": GPU, "GPU_RUNNER_SKIP_CHECK": "yes"}, None, "github-hosted", "RUNNER_CHECK_TOKEN"),
+        ({**SAME_REPO, "GPU_RUNNER_LABELS": f" {GPU} "}, [{"self-hosted", "gpu"}], "self-hosted", "online"),
+        ({**SAME_REPO, "GPU_RUNNER_LABELS": "  "}, None, "github-hosted", "no GPU runner configured"),
         ({**SAME_REPO, "CML_CLOUD": "aws"}, None, "cloud", "aws"),
         ({**SAME_REPO, "GPU_RUNNER_LABELS": GPU, "CML_CLOUD": "aws"}, [], "cloud", "aws"),
     ],
@@ -36,3 +45,46 @@ def test_choose(
 def test_malformed_labels_name_the_variable(labels: str) -> None:
     with pytest.raises(ValueError, match="GPU_RUNNER_LABELS"):
         choose({**SAME_REPO, "GPU_RUNNER_LABELS": labels}, [])
+
+
+RUNNERS = "/repos/team/project/actions/runners?per_page=100"
+
+
+def runner(name: str, status: str, *labels: str) -> dict[str, object]:
+    return {"name": name, "status": status, "labels": [{"name": x} for x in labels]}
+
+
+def test_online_runners_lists_only_the_online_ones(github_api: FakeGitHub) -> None:
+    github_api.routes[RUNNERS] = (200, {"total_count": 3, "runners": [
+        runner("gpu-box", "online", "self-hosted", "gpu"),
+        runner("old-box", "offline", "self-hosted", "gpu", "old"),
+        runner("cpu-box", "online", "self-hosted", "cpu"),
+    ]})  # fmt: skip
+    assert online_runners("team/project", "t0ken") == [
+        {"self-hosted", "gpu"},
+        {"self-hosted", "cpu"},
+    ]
+    assert github_api.requests == [(RUNNERS, "Bearer t0ken")]
+
+
+def test_main_asks_github_and_writes_the_step_outputs(
+    github_api: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    github_api.routes[RUNNERS] = (200, {"runners": [runner("b", "offline", "self-hosted", "gpu")]})
+    outputs = tmp_path / "outputs"
+    for name, value in {"IS_FORK": "false", "GPU_RUNNER_LABELS": GPU, "GITHUB_OUTPUT": str(outputs),
+                        "RUNNER_CHECK_TOKEN": "t0ken", "GITHUB_REPOSITORY": "team/project"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("GPU_RUNNER_SKIP_CHECK", raising=False)
+    monkeypatch.delenv("CML_CLOUD", raising=False)
+    main()
+    assert outputs.read_text().splitlines() == [
+        'runs-on=["ubuntu-latest"]',
+        "kind=github-hosted",
+        "reason=no runner with labels ['self-hosted', 'gpu'] is online",
+    ]
+    # with the check skipped, GitHub is not asked at all
+    monkeypatch.setenv("GPU_RUNNER_SKIP_CHECK", "true")
+    main()
+    assert outputs.read_text().splitlines()[3] == 'runs-on=["self-hosted", "gpu"]'
+    assert len(github_api.requests) == 1
