@@ -97,6 +97,19 @@ def test_the_window_selects_by_time_and_smoke_checks_are_not_traffic(tmp_path: P
         read_predictions(tmp_path, since=NOON + timedelta(days=1))
 
 
+def test_the_window_includes_its_start_and_excludes_its_end(tmp_path: Path) -> None:
+    # [since, until): consecutive windows share no record and miss none
+    log = PredictionLog(tmp_path, "v1", instance="pod")
+    for hour in range(3):
+        log.append(f"h{hour}", [row()], [1.0], now=NOON + timedelta(hours=hour))
+    first = read_predictions(tmp_path, since=NOON, until=NOON + timedelta(hours=1))
+    second = read_predictions(tmp_path, since=NOON + timedelta(hours=1))
+    assert first["request_id"].tolist() == ["h0"]
+    assert second["request_id"].tolist() == ["h1", "h2"]
+    before = read_predictions(tmp_path, until=NOON + timedelta(hours=2))
+    assert before["request_id"].tolist() == ["h0", "h1"]
+
+
 def test_actuals_are_joined_by_request_and_row_the_latest_winning(tmp_path: Path) -> None:
     PredictionLog(tmp_path / "log", "v1", instance="pod").append(
         "r", [row(), row()], [1.0, 2.0], now=NOON

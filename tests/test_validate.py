@@ -24,6 +24,12 @@ def set_cell(column: str, row: int, value: object) -> Mutation:
 # Each kind of bad data, and words the error must contain (CSV line = row + 2).
 BAD_DATA: dict[str, tuple[Mutation, list[str]]] = {
     "out of range": (set_cell("temp", 5, 1.5), ["'temp'", "in_range", "[7]"]),
+    "feels-like out of range": (set_cell("atemp", 5, -0.1), ["'atemp'", "in_range", "[7]"]),
+    "humidity out of range": (set_cell("hum", 6, 1.01), ["'hum'", "in_range", "[8]"]),
+    "wind out of range": (set_cell("windspeed", 7, 1.2), ["'windspeed'", "in_range", "[9]"]),
+    "hour out of range": (set_cell("hr", 3, 24), ["'hr'", "in_range", "[5]"]),
+    "unknown season": (set_cell("season", 3, 5), ["'season'", "isin", "[5]"]),
+    "negative registered": (set_cell("registered", 2, -1), ["'registered'", "[4]"]),
     "negative count": (
         set_cell("casual", 8, -3),
         ["'casual'", "greater_than_or_equal_to", "[10]"],
