@@ -57,6 +57,8 @@ class StandIn:
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
+            wbufsize = 1 << 16  # one write per answer: no Nagle delay between header and body
+
             def answer(self, status: int, body: object) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
