@@ -1,6 +1,10 @@
 """Shared fixtures: the real example data (pulled by `make data`) and the params."""
 
 import os
+
+# MLEM's save() would start a detached telemetry process: a child the tests never wait for
+# (and mutmut, which forks per mutant, takes for one of its own).
+os.environ["MLEM_NO_ANALYTICS"] = "true"
 import subprocess
 import sys
 import time
