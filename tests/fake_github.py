@@ -66,6 +66,7 @@ class FakeGitHub:
     ca_file: Path
     routes: dict[str, tuple[int, Any]] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
+    accepted: list[str] = field(default_factory=list)  # each request's Accept header
 
     def environment(self) -> dict[str, str]:
         """What a process needs to reach the stand-in instead of GitHub."""
@@ -113,6 +114,7 @@ def serve(directory: Path) -> Iterator[FakeGitHub]:
 
         def do_GET(self) -> None:
             github.requests.append((self.path, self.headers.get("Authorization", "")))
+            github.accepted.append(self.headers.get("Accept", ""))
             status, body = github.routes.get(self.path, (404, {"message": "Not Found"}))
             data = json.dumps(body).encode()
             self.send_response(status)

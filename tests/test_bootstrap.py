@@ -99,5 +99,14 @@ def test_the_seed_makes_the_interval_reproducible() -> None:
 def test_mismatched_lengths_are_refused(
     actual: np.ndarray, new: np.ndarray, old: np.ndarray, groups: np.ndarray
 ) -> None:
-    with pytest.raises(ValueError, match="non-empty and of equal length"):
+    with pytest.raises(ValueError, match=r"^actual, new, old and groups must be non-empty"):
         paired_difference_ci(actual, new, old, groups, mae)
+
+
+def test_one_row_is_enough_and_the_default_seed_is_zero() -> None:
+    one = paired_difference_ci(np.zeros(1), np.ones(1), np.zeros(1), np.zeros(1), mae)
+    assert one == (1.0, 1.0, 1.0)
+    rng = np.random.default_rng(6)
+    new, old = ACTUAL + rng.normal(0, 10, 480), ACTUAL + rng.normal(0, 12, 480)
+    default = paired_difference_ci(ACTUAL, new, old, DAYS, mae, n_resamples=100)
+    assert default == paired_difference_ci(ACTUAL, new, old, DAYS, mae, n_resamples=100, seed=0)

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,16 @@ def test_forged_or_stale_claims_are_refused(
 ) -> None:
     with pytest.raises(CommentError, match=message):
         verify_pr(claimed, PR, sha, repo)
+
+
+def test_a_pr_without_head_is_refused() -> None:
+    with pytest.raises(CommentError, match="head commit"):
+        verify_pr("42", {}, "abc123", "team/project")
+
+
+def test_a_long_claim_is_quoted_cut_to_20_characters() -> None:
+    with pytest.raises(CommentError, match=re.escape(f"{'9' * 19 + 'x'!r} is not a number")):
+        verify_pr("9" * 19 + "x" * 30, PR, "abc123", "team/project")
 
 
 def test_deleted_fork_repo_is_refused() -> None:
@@ -117,6 +128,7 @@ def test_main_posts_the_verified_report_publishing_only_same_repo_images(
     report_dir = report_run(tmp_path, monkeypatch, github_api, head_repo, **env)
     main()
     assert github_api.requests == [("/repos/team/project/pulls/42", "Bearer t0ken")]
+    assert github_api.accepted == ["application/vnd.github+json"]  # the REST API's media type
     assert cml_calls(fake_cml) == [
         {
             "args": ["comment", "update", "report.md", "--target=pr/42",

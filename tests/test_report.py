@@ -1,12 +1,18 @@
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from gitml.report import (
     build_report,
+    command_output,
     compare_predictions,
     data_line,
+    git_show,
     metrics_table,
+    read_csv_text,
     runner_section,
     stale_warning,
     verdict,
@@ -135,3 +141,28 @@ def test_the_stale_lock_warning_shows_only_when_the_run_changed_dvc_lock(
     assert (warning != "") is warned
     if warned:
         assert warning.startswith("> [!WARNING]") and "commit `dvc.lock`" in warning
+
+
+def test_git_show_reads_a_file_at_a_revision_or_says_it_is_not_there(tmp_path: Path) -> None:
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "a.txt").write_text("first\n")
+    subprocess.run([*git, "add", "a.txt"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], cwd=tmp_path, check=True)
+    (tmp_path / "a.txt").write_text("second\n")  # the workspace differs from HEAD
+    assert git_show("HEAD", "a.txt", cwd=tmp_path) == "first\n"
+    assert git_show("HEAD", "missing.txt", cwd=tmp_path) is None
+    assert git_show("no-such-ref", "a.txt", cwd=tmp_path) is None
+
+
+def test_command_output_is_stripped_stdout_or_an_error_with_stderr(tmp_path: Path) -> None:
+    assert command_output("printf", "  out\n\n", cwd=tmp_path) == "out"
+    assert command_output("pwd", cwd=tmp_path) == str(tmp_path)
+    with pytest.raises(RuntimeError, match=r"`ls /no/such/dir` failed: .*No such file"):
+        command_output("ls", "/no/such/dir", cwd=tmp_path)
+
+
+def test_read_csv_text() -> None:
+    assert read_csv_text(None) is None
+    frame = read_csv_text("a,b\n1,2\n")
+    assert frame is not None and frame.to_dict("list") == {"a": [1], "b": [2]}

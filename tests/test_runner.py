@@ -65,6 +65,7 @@ def test_online_runners_lists_only_the_online_ones(github_api: FakeGitHub) -> No
         {"self-hosted", "cpu"},
     ]
     assert github_api.requests == [(RUNNERS, "Bearer t0ken")]
+    assert github_api.accepted == ["application/vnd.github+json"]
 
 
 def test_main_asks_github_and_writes_the_step_outputs(

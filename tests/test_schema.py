@@ -4,7 +4,7 @@ import pandas as pd
 import pandera.errors
 import pytest
 
-from gitml.schema import EXAMPLE_ROW, FEATURES, INPUT_SCHEMA, as_model_input
+from gitml.schema import EXAMPLE_ROW, FEATURES, INPUT_SCHEMA, as_model_input, input_schema
 
 
 def test_input_contract_covers_exactly_the_feature_params(params: dict[str, Any]) -> None:
@@ -14,6 +14,16 @@ def test_input_contract_covers_exactly_the_feature_params(params: dict[str, Any]
 
 def test_clean_data_satisfies_the_input_contract(splits: dict[str, Any]) -> None:
     INPUT_SCHEMA.validate(as_model_input(splits["test"]))
+    validated = input_schema(FEATURES).validate(as_model_input(splits["test"]))
+    assert validated["temp"].dtype == "float64" and validated["hr"].dtype == "int64"
+
+
+def test_float_columns_are_coerced_and_int_columns_are_not() -> None:
+    # a float column given as integers (0 and 1 are valid values) is coerced, not refused
+    table = input_schema(FEATURES).validate(one_row(temp=1, windspeed=0))
+    assert table["temp"].dtype == "float64"
+    with pytest.raises(pandera.errors.SchemaError, match="hr"):
+        input_schema(FEATURES).validate(one_row(hr=8.0))
 
 
 # The contract, written out by hand (not read from FEATURES): a change to a bound must show here.
@@ -39,10 +49,10 @@ def test_each_bounded_column_accepts_its_range_and_refuses_outside(column: str) 
     low, high = RANGES[column]
     step = STEP[FEATURES[column].kind]
     for inside in (low, high):
-        INPUT_SCHEMA.validate(one_row(**{column: inside}))
+        input_schema(FEATURES).validate(one_row(**{column: inside}))
     for outside in (low - step, high + step):
         with pytest.raises(pandera.errors.SchemaError, match=column):
-            INPUT_SCHEMA.validate(one_row(**{column: outside}))
+            input_schema(FEATURES).validate(one_row(**{column: outside}))
 
 
 def test_weather_is_one_of_four_and_only_humidity_may_be_missing() -> None:
@@ -50,13 +60,13 @@ def test_weather_is_one_of_four_and_only_humidity_may_be_missing() -> None:
         "clear", "cloudy/misty", "light rain/snow", "heavy rain/snow"
     )  # fmt: skip
     with pytest.raises(pandera.errors.SchemaError, match="weathersit"):
-        INPUT_SCHEMA.validate(one_row(weathersit="tornado"))
-    INPUT_SCHEMA.validate(one_row(hum=None))
+        input_schema(FEATURES).validate(one_row(weathersit="tornado"))
+    input_schema(FEATURES).validate(one_row(hum=None))
     for column in ("temp", "windspeed"):
         with pytest.raises(pandera.errors.SchemaError, match=column):
-            INPUT_SCHEMA.validate(one_row(**{column: None}))
+            input_schema(FEATURES).validate(one_row(**{column: None}))
     with pytest.raises(pandera.errors.SchemaErrors, match="extra"):
-        INPUT_SCHEMA.validate(one_row().assign(extra=1))  # strict: no unknown columns
+        input_schema(FEATURES).validate(one_row().assign(extra=1))  # strict: no unknown columns
 
 
 def test_as_model_input_orders_columns_and_makes_categories_strings() -> None:

@@ -174,7 +174,9 @@ def build_report(parts: dict[str, str]) -> str:
     return "\n\n".join(section for section in sections if section) + "\n"
 
 
-def main(
+# the stage's file and git plumbing: run end to end by tests/e2e (slow), not by the fast
+# tests `make mutation` uses
+def main(  # pragma: no mutate function
     base: Annotated[str, typer.Option(envvar="BASE", help="Git ref to compare with.")] = "main",
     out_dir: Annotated[Path, typer.Option(help="Where report.md and figures go.")] = REPORT_DIR,
 ) -> None:
