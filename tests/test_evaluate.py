@@ -19,6 +19,13 @@ def test_seasonal_baseline_is_the_training_mean_per_key() -> None:
     )
 
 
+def test_regression_metrics_are_rounded_to_4_decimals() -> None:
+    metrics = regression_metrics(pd.Series([0.0, 1.0, 3.0]), np.array([1 / 3, 1.0, 2.0]))
+    assert metrics["mae"] == 0.4444  # (1/3 + 0 + 1) / 3
+    assert metrics["rmse"] == 0.6086  # sqrt((1/9 + 1) / 3)
+    assert metrics["r2"] == 0.7619  # 1 - (10/9) / (14/3)
+
+
 def test_regression_metrics_on_a_known_case() -> None:
     metrics = regression_metrics(pd.Series([1.0, 2.0, 3.0, 4.0]), np.array([2.0, 2.0, 3.0, 2.0]))
     assert metrics == {"mae": 0.75, "rmse": round(np.sqrt(5 / 4), 4), "r2": 0.0}
@@ -40,9 +47,24 @@ def test_evaluate_scores_both_and_builds_plot_tables(
     features = [*params["features"]["categorical"], *params["features"]["numeric"]]
     assert sorted(plots["importance"]["feature"]) == sorted(features)
     assert plots["importance"]["mae_increase"].is_monotonic_decreasing
-    # a trained model beats the naive seasonal baseline, and the hour matters most
+    # a trained model beats the naive seasonal baseline, and the hour matters most: shuffling
+    # it costs tens of bikes of MAE (the importance is in bikes, not in R² units)
     assert metrics["model"]["mae"] < metrics["baseline"]["mae"]
     assert plots["importance"]["feature"].iloc[0] == "hr"
+    assert plots["importance"]["mae_increase"].iloc[0] > 10
+    # rounded as documented: predictions to 2 decimals, errors and importances to 3
+    predicted = plots["predictions"]["predicted"].to_numpy()
+    assert (
+        np.abs(predicted - model.predict(split_xy(splits["test"], params["features"])[0])).max()
+        <= 0.005
+    )
+    assert np.allclose(predicted * 100, np.round(predicted * 100))
+    for values in (plots["error_by_hour"]["model"], plots["importance"]["mae_increase"]):
+        assert np.allclose(values * 1000, np.round(values * 1000))
+        assert not np.allclose(values * 100, np.round(values * 100))
+    # the permutations are seeded: the same inputs give the same importances
+    _, again = evaluate(model, splits["train"], splits["test"], params["features"], eval_params)
+    assert again["importance"].equals(plots["importance"])
 
 
 def test_evaluate_values_for_a_constant_model(

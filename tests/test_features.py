@@ -16,7 +16,7 @@ def test_target_and_its_parts_are_refused(params: dict[str, Any], leak: str) -> 
 def test_split_xy_names_missing_columns(
     splits: dict[str, pd.DataFrame], params: dict[str, Any]
 ) -> None:
-    with pytest.raises(KeyError, match="temp"):
+    with pytest.raises(KeyError, match=r"columns \['temp'\] are missing from the data"):
         split_xy(splits["train"].drop(columns="temp"), params["features"])
 
 

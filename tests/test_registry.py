@@ -1,11 +1,12 @@
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from gitml.registry import app, stage_assignment
+from gitml.registry import app, image_digest, stage_assignment
 
 
 @pytest.mark.parametrize("stage", ["staging", "production"])
@@ -91,3 +92,10 @@ def test_from_tag_refuses_a_tag_that_is_not_a_stage_assignment(
     assert result.exit_code == 1
     assert "does not assign one of" in result.stderr and "gto: not a tag" in result.stderr
     assert not stand_ins.exists()  # no digest asked (the stand-in gto records nothing)
+
+
+def test_a_failing_registry_lookup_is_an_error(stand_ins: Path, tmp_path: Path) -> None:
+    (tmp_path / "bin" / "docker").write_text("#!/bin/sh\necho 'manifest unknown' >&2\nexit 1\n")
+    with pytest.raises(subprocess.CalledProcessError) as failure:
+        image_digest("ghcr.io/team/gitml", "v9.9.9")
+    assert "manifest unknown" in failure.value.stderr

@@ -1,3 +1,4 @@
+import os
 import subprocess
 from pathlib import Path
 
@@ -166,3 +167,35 @@ def test_read_csv_text() -> None:
     assert read_csv_text(None) is None
     frame = read_csv_text("a,b\n1,2\n")
     assert frame is not None and frame.to_dict("list") == {"a": [1], "b": [2]}
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        ({"RUNNER_KIND": "cloud", "RUNNER_NAME": "c1"},
+         "- **Runner:** cloud GPU runner launched by `cml runner launch` (`c1`)"),
+        ({"RUNNER_KIND": "github-hosted", "RUNNER_NAME": "gh", "RUNNER_REASON": "fork"},
+         "- **Runner:** GitHub-hosted CPU runner (`gh`) — fork"),
+        ({"RUNNER_KIND": "self-hosted", "RUNNER_NAME": "box"}, "- **Runner:** self-hosted GPU runner (`box`)"),
+        ({"RUNNER_NAME": "laptop"}, "- **Runner:** a local machine (`laptop`)"),
+        ({"RUNNER_KIND": "other", "RUNNER_NAME": "x"}, "- **Runner:** a local machine (`x`)"),
+    ],
+)  # fmt: skip
+def test_runner_section_names_each_kind_of_runner(env: dict[str, str], line: str) -> None:
+    assert runner_section(None, env).splitlines()[0] == line
+
+
+def test_runner_section_without_a_name_uses_the_host_name() -> None:
+    assert f"(`{os.uname().nodename}`)" in runner_section(None, {})
+
+
+def test_runner_section_training_lines() -> None:
+    training = {"model": "ridge", "device": "cpu", "cpu": "x86_64", "train_rows": 6000,
+                "train_seconds": 0.04}  # fmt: skip
+    assert runner_section(training, {"RUNNER_NAME": "n"}).splitlines()[1] == (
+        "- **Training:** ridge on cpu, 6000 rows, **0.0 s** (CPU: x86_64)"
+    )
+    assert runner_section(None, {"RUNNER_NAME": "n"}).splitlines()[1] == (
+        "- **Training:** not rerun: code, data and params of `train` are unchanged, "
+        "so DVC restored the model from its run-cache."
+    )

@@ -176,10 +176,10 @@ def build_report(parts: dict[str, str]) -> str:
 
 # the stage's file and git plumbing: run end to end by tests/e2e (slow), not by the fast
 # tests `make mutation` uses
-def main(  # pragma: no mutate function
+def main(
     base: Annotated[str, typer.Option(envvar="BASE", help="Git ref to compare with.")] = "main",
     out_dir: Annotated[Path, typer.Option(help="Where report.md and figures go.")] = REPORT_DIR,
-) -> None:
+) -> None:  # pragma: no mutate block
     """Write the pull-request report comparing the workspace with BASE."""
     if git_show(base, "dvc.yaml") is None:
         typer.echo(
