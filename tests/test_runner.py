@@ -13,22 +13,22 @@ SAME_REPO = {"IS_FORK": "false"}
 @pytest.mark.parametrize(
     ("env", "online", "kind", "reason"),
     [
-        ({"IS_FORK": "true", "GPU_RUNNER_LABELS": GPU}, [{"self-hosted", "gpu"}], "github-hosted", "fork"),
+        ({"IS_FORK": "true", "GPU_RUNNER_LABELS": GPU}, [{"self-hosted", "gpu"}], "github-hosted", "pull request from a fork"),
         ({"GPU_RUNNER_LABELS": GPU}, [{"self-hosted", "gpu"}], "github-hosted", "IS_FORK not set"),
         ({**SAME_REPO}, None, "github-hosted", "no GPU runner configured"),
-        ({**SAME_REPO, "GPU_RUNNER_LABELS": GPU}, [{"self-hosted", "gpu", "linux"}], "self-hosted", "online"),
-        ({**SAME_REPO, "GPU_RUNNER_LABELS": GPU}, [{"self-hosted", "cpu"}], "github-hosted", "is online"),
-        ({**SAME_REPO, "GPU_RUNNER_LABELS": GPU}, None, "github-hosted", "RUNNER_CHECK_TOKEN"),
-        ({**SAME_REPO, "GPU_RUNNER_LABELS": GPU, "GPU_RUNNER_SKIP_CHECK": "true"}, None, "self-hosted", "configured"),
+        ({**SAME_REPO, "GPU_RUNNER_LABELS": GPU}, [{"self-hosted", "gpu", "linux"}], "self-hosted", "GPU runner online"),
+        ({**SAME_REPO, "GPU_RUNNER_LABELS": GPU}, [{"self-hosted", "cpu"}], "github-hosted", "no runner with labels ['self-hosted', 'gpu'] is online"),
+        ({**SAME_REPO, "GPU_RUNNER_LABELS": GPU}, None, "github-hosted", "GPU runner configured but RUNNER_CHECK_TOKEN is not set to confirm it is online"),
+        ({**SAME_REPO, "GPU_RUNNER_LABELS": GPU, "GPU_RUNNER_SKIP_CHECK": "true"}, None, "self-hosted", "runner labels configured"),
         # skipping the online check never hands a fork (or an unknown origin) the GPU runner
-        ({"IS_FORK": "true", "GPU_RUNNER_LABELS": GPU, "GPU_RUNNER_SKIP_CHECK": "true"}, None, "github-hosted", "fork"),
+        ({"IS_FORK": "true", "GPU_RUNNER_LABELS": GPU, "GPU_RUNNER_SKIP_CHECK": "true"}, None, "github-hosted", "pull request from a fork"),
         ({"GPU_RUNNER_LABELS": GPU, "GPU_RUNNER_SKIP_CHECK": "true"}, None, "github-hosted", "IS_FORK not set"),
         # only the exact string "true" skips the check
-        ({**SAME_REPO, "GPU_RUNNER_LABELS": GPU, "GPU_RUNNER_SKIP_CHECK": "yes"}, None, "github-hosted", "RUNNER_CHECK_TOKEN"),
-        ({**SAME_REPO, "GPU_RUNNER_LABELS": f" {GPU} "}, [{"self-hosted", "gpu"}], "self-hosted", "online"),
+        ({**SAME_REPO, "GPU_RUNNER_LABELS": GPU, "GPU_RUNNER_SKIP_CHECK": "yes"}, None, "github-hosted", "GPU runner configured but RUNNER_CHECK_TOKEN is not set to confirm it is online"),
+        ({**SAME_REPO, "GPU_RUNNER_LABELS": f" {GPU} "}, [{"self-hosted", "gpu"}], "self-hosted", "GPU runner online"),
         ({**SAME_REPO, "GPU_RUNNER_LABELS": "  "}, None, "github-hosted", "no GPU runner configured"),
-        ({**SAME_REPO, "CML_CLOUD": "aws"}, None, "cloud", "aws"),
-        ({**SAME_REPO, "GPU_RUNNER_LABELS": GPU, "CML_CLOUD": "aws"}, [], "cloud", "aws"),
+        ({**SAME_REPO, "CML_CLOUD": "aws"}, None, "cloud", "launching a aws GPU runner"),
+        ({**SAME_REPO, "GPU_RUNNER_LABELS": GPU, "CML_CLOUD": "aws"}, [], "cloud", "launching a aws GPU runner"),
     ],
 )  # fmt: skip
 def test_choose(
@@ -36,7 +36,7 @@ def test_choose(
 ) -> None:
     choice = choose(env, online)
     assert choice.kind == kind
-    assert reason in choice.reason
+    assert choice.reason == reason
     expected = {"github-hosted": GITHUB_HOSTED, "cloud": CLOUD_LABELS}.get(kind, json.loads(GPU))
     assert choice.runs_on == expected
 
@@ -89,3 +89,17 @@ def test_main_asks_github_and_writes_the_step_outputs(
     main()
     assert outputs.read_text().splitlines()[3] == 'runs-on=["self-hosted", "gpu"]'
     assert len(github_api.requests) == 1
+
+
+def test_main_without_a_token_does_not_ask_github(
+    github_api: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outputs = tmp_path / "outputs"
+    for name, value in {"IS_FORK": "false", "GPU_RUNNER_LABELS": GPU, "GITHUB_OUTPUT": str(outputs),
+                        "GITHUB_REPOSITORY": "team/project"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    for name in ("RUNNER_CHECK_TOKEN", "GPU_RUNNER_SKIP_CHECK", "CML_CLOUD"):
+        monkeypatch.delenv(name, raising=False)
+    main()
+    assert "RUNNER_CHECK_TOKEN is not set" in outputs.read_text()
+    assert github_api.requests == []
