@@ -45,7 +45,25 @@ _OBSERVED = (
     "which fillna replaces with the same overall mean"
 )
 _NAMES = "a ColumnTransformer step's name; with verbose_feature_names_out=False it shows nowhere"
+_CHECK_DEFAULT = "subprocess.run's check defaults to False"
+_UNKNOWN_KIND = (
+    "any unknown RUNNER_KIND (None, 'XXlocalXX') reads 'a local machine', as 'local' does"
+)
+_NO_REASON = "no RUNNER_REASON: '' and None are both false, so no reason is shown"
 EQUIVALENT: dict[str, str] = {
+    "gitml.report.x_git_show__mutmut_6": _CHECK_DEFAULT,
+    "gitml.report.x_git_show__mutmut_11": _CHECK_DEFAULT,
+    "gitml.report.x_command_output__mutmut_6": _CHECK_DEFAULT,
+    "gitml.report.x_command_output__mutmut_11": _CHECK_DEFAULT,
+    "gitml.report.x_runner_section__mutmut_3": _UNKNOWN_KIND,
+    "gitml.report.x_runner_section__mutmut_5": _UNKNOWN_KIND,
+    "gitml.report.x_runner_section__mutmut_8": _UNKNOWN_KIND,
+    "gitml.report.x_runner_section__mutmut_9": _UNKNOWN_KIND,
+    "gitml.report.x_runner_section__mutmut_12": _NO_REASON,
+    "gitml.report.x_runner_section__mutmut_14": _NO_REASON,
+    "gitml.report.x_verdict__mutmut_7": (
+        "low >= 0 is reached only when 0 is outside [low, high], where low >= 0 means low > 0"
+    ),
     "gitml.comment.x_fetch_pr__mutmut_8": _HEADER_CASE,
     "gitml.comment.x_fetch_pr__mutmut_9": _HEADER_CASE,
     "gitml.comment.x_fetch_pr__mutmut_11": _HEADER_CASE,

@@ -248,7 +248,7 @@ def test_contract_errors_name_at_most_five_column_checks(tmp_path: Path) -> None
     with pytest.raises(LogError) as failure:
         read_predictions(tmp_path)
     found = str(failure.value).split("input contract: ")[1]
-    assert len(found.split("; ")) == 5 and found.startswith("hr: in_range")
+    assert len(found.split("; ")) == 5 and found.startswith("hr: in_range(0, 23); weekday: ")
 
 
 def test_actuals_files_are_created_with_their_folders_and_appended(tmp_path: Path) -> None:

@@ -199,3 +199,66 @@ def test_runner_section_training_lines() -> None:
         "- **Training:** not rerun: code, data and params of `train` are unchanged, "
         "so DVC restored the model from its run-cache."
     )
+
+
+def test_the_report_text_in_full() -> None:
+    report = build_report(
+        {"base": "main", "stale": "", "metrics": "M", "metrics_diff": "", "params": "",
+         "figures": "F", "run": "R"}
+    )  # fmt: skip
+    assert report == (
+        "## Model report: this change vs `main`\n\n"
+        "### Metrics (test months)\n\n"
+        "_No metric changes._\n\n"
+        "#### Is the model's change larger than noise?\n\n"
+        "M\n\n"
+        "Verdict: the change is *better* or *worse* only when the 95 % interval of the "
+        "paired day-block bootstrap over the test hours excludes zero.\n\n"
+        "### Params\n\n"
+        "_No param changes._\n\n"
+        "### Plots (left: base, right: this change)\n\n"
+        "F\n\n"
+        "### Run\n\n"
+        "R\n"
+    )
+
+
+def test_the_stale_lock_warning_in_full() -> None:
+    assert stale_warning(" M dvc.lock") == (
+        "> [!WARNING]\n> The committed `dvc.lock` is stale: this run changed it. Run "
+        "`dvc repro` and commit `dvc.lock` (this workflow never pushes to your branch)."
+    )
+
+
+def test_no_paired_comparison_in_full() -> None:
+    assert metrics_table(None, "main") == (
+        "_No paired comparison: the test hours of `main` and this change differ "
+        "(or the base has no predictions), so a difference could mix model and data._"
+    )
+    comparison = compare_predictions(predictions(40, 1), predictions(10, 2), 50, 0)
+    assert metrics_table(comparison, "main").splitlines()[1] == "|---|---:|---:|---:|---:|---|"
+
+
+def test_data_line_in_full() -> None:
+    head = "outs:\n- md5: 0123456789abcdef.dir\n"
+    assert data_line("main", None, head) == (
+        "- **Data:** `0123456789ab` (**changed** from `main`: `none`)"
+    )
+    assert data_line("main", head, head) == (
+        "- **Data:** `0123456789ab` (same as `main`: `0123456789ab`)"
+    )
+
+
+def test_no_predictions_on_either_side_is_no_comparison() -> None:
+    empty = predictions(10, 1).iloc[:0]
+    assert compare_predictions(empty, empty, 10, 0) is None
+
+
+def test_the_comparison_is_reproducible_and_uses_the_resamples_asked_for() -> None:
+    base, new = predictions(30, 1), predictions(28, 2)
+    first = compare_predictions(base, new, 200, 5)
+    assert first is not None and first.equals(compare_predictions(base, new, 200, 5))
+    other = compare_predictions(base, new, 20, 5)
+    assert other is not None and not other[["ci_low", "ci_high"]].equals(
+        first[["ci_low", "ci_high"]]
+    )

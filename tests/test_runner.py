@@ -69,7 +69,10 @@ def test_online_runners_lists_only_the_online_ones(github_api: FakeGitHub) -> No
 
 
 def test_main_asks_github_and_writes_the_step_outputs(
-    github_api: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    github_api: FakeGitHub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     github_api.routes[RUNNERS] = (200, {"runners": [runner("b", "offline", "self-hosted", "gpu")]})
     outputs = tmp_path / "outputs"
@@ -79,6 +82,12 @@ def test_main_asks_github_and_writes_the_step_outputs(
     monkeypatch.delenv("GPU_RUNNER_SKIP_CHECK", raising=False)
     monkeypatch.delenv("CML_CLOUD", raising=False)
     main()
+    assert capsys.readouterr().out.splitlines() == [
+        'runs-on=["ubuntu-latest"]',
+        "kind=github-hosted",
+        "reason=no runner with labels ['self-hosted', 'gpu'] is online",
+    ]
+    assert github_api.requests == [(RUNNERS, "Bearer t0ken")]
     assert outputs.read_text().splitlines() == [
         'runs-on=["ubuntu-latest"]',
         "kind=github-hosted",
