@@ -174,3 +174,36 @@ def test_main_reports_a_pr_github_does_not_know(
     with pytest.raises(SystemExit):
         main()
     assert "404" in capsys.readouterr().err and not fake_cml.exists()
+
+
+def test_main_reads_reports_pr_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, github_api: FakeGitHub, fake_cml: Path
+) -> None:
+    report_dir = report_run(tmp_path, monkeypatch, github_api, "team/project")
+    (tmp_path / "reports").mkdir()
+    report_dir.rename(tmp_path / "reports" / "pr")
+    monkeypatch.delenv("REPORT_DIR")
+    monkeypatch.chdir(tmp_path)
+    main()
+    assert cml_calls(fake_cml)[0]["cwd"] == str(tmp_path / "reports" / "pr")
+
+
+def test_main_without_cml_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "meta.json").write_text(json.dumps({"pr_number": "1"}))
+    monkeypatch.setenv("REPORT_DIR", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no cml here
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == "comment: the cml CLI is not installed (make install-cml)\n"
+
+
+def test_a_failing_cml_fails_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, github_api: FakeGitHub, fake_cml: Path
+) -> None:
+    report_run(tmp_path, monkeypatch, github_api, "team/project")
+    (tmp_path / "bin" / "cml").write_text("#!/bin/sh\nexit 3\n")
+    with pytest.raises(subprocess.CalledProcessError):
+        main()
