@@ -54,6 +54,7 @@ class StandIn:
         self.predictions: tuple[int, object] = (200, [1.0, 2.0])
         self.delay = 0.0
         self.posts = 0
+        self.bodies: list[object] = []  # each /predict request: (request id header, JSON body)
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -71,7 +72,8 @@ class StandIn:
                 self.answer(*stand_in.health)
 
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers["Content-Length"]))
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                stand_in.bodies.append((self.headers.get("X-Request-ID"), body))
                 stand_in.posts += 1
                 time.sleep(stand_in.delay)
                 self.answer(*stand_in.predictions)
@@ -167,3 +169,22 @@ def test_cli_exits_1_and_prints_each_check(stand_in: StandIn, tmp_path: Path) ->
         app, ["--url", stand_in.url, "--golden", str(golden), "--version", "v1"]
     )
     assert passing.exit_code == 0, passing.output
+
+
+def test_requests_carry_the_rows_and_the_synthetic_request_id(stand_in: StandIn) -> None:
+    run_checks(stand_in.url, GOLDEN, "v1", QUICK)
+    golden, *latency = stand_in.bodies
+    # marked as smoke traffic, so monitoring leaves it out
+    assert golden == ("smoke-golden", {"data": {"values": GOLDEN["rows"]}})
+    assert latency == [("smoke-golden", {"data": {"values": GOLDEN["rows"][:1]}})] * 3
+
+
+def test_check_details_say_what_was_wrong(stand_in: StandIn) -> None:
+    stand_in.health = (200, {"status": "ok"})  # no model_version
+    checks = {c.name: c for c in run_checks(stand_in.url, GOLDEN, "v1", QUICK)}
+    assert checks["version"].detail == "serves '', expected 'v1'"
+    stand_in.health = (503, {"status": "x" * 300})
+    (health,) = run_checks(stand_in.url, GOLDEN, "v1", QUICK)
+    assert health.detail == "503 " + json.dumps({"status": "x" * 300})[:200]
+    (down,) = run_checks("http://127.0.0.1:9", GOLDEN, "v1", QUICK)
+    assert down.detail.startswith("no answer: ") and len(down.detail) > len("no answer: ")
