@@ -331,3 +331,9 @@ bench-monitor: package
 clean:
 	rm -rf artifacts/data/*.parquet artifacts/model artifacts/mlem build .pytest_cache .ruff_cache .mypy_cache
 	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
+
+.PHONY: mutation
+## Mutation testing (mutmut) of the core modules with the fast tests: score per module, survivors.
+mutation: data
+	rm -rf mutants
+	python -m benchmarks.mutation

@@ -1,6 +1,10 @@
 """Shared fixtures: the real example data (pulled by `make data`) and the params."""
 
 import os
+
+# MLEM's save() would start a detached telemetry process: a child the tests never wait for
+# (and mutmut, which forks per mutant, takes for one of its own).
+os.environ["MLEM_NO_ANALYTICS"] = "true"
 import subprocess
 import sys
 import time
@@ -14,9 +18,10 @@ import pandas as pd
 import pytest
 
 from gitml.config import PARAMS_FILE, PROJ_ROOT, RAW_DATA, load_params
-from gitml.deploy import free_port
+from gitml.deploy import free_port, reserve_port
 from gitml.prepare import split_by_time
 from gitml.validate import clean, read_raw
+from tests import fake_github
 
 
 @pytest.fixture(scope="session")
@@ -94,15 +99,17 @@ def process_server(
     """A real server process (`python -m gitml.serve`) on a free loopback port."""
     from gitml.packaging import model_hash
 
-    port, log_dir = free_port(), tmp_path_factory.mktemp("predictions")
-    env = {**os.environ, "GITML_MODEL_PATH": str(packaged_model), "GITML_PORT": str(port),
-           "GITML_PREDICTION_LOG_DIR": str(log_dir)}  # fmt: skip
+    # The server inherits a socket already listening on a spare port: no other process can
+    # take the port between choosing it and the server binding it.
+    listener, log_dir = reserve_port(), tmp_path_factory.mktemp("predictions")
+    env = {**os.environ, "GITML_MODEL_PATH": str(packaged_model),
+           "GITML_FD": str(listener.fileno()), "GITML_PREDICTION_LOG_DIR": str(log_dir)}  # fmt: skip
     env["MLEM_NO_ANALYTICS"] = "true"
     process = subprocess.Popen(
-        [sys.executable, "-m", "gitml.serve"], env=env,
+        [sys.executable, "-m", "gitml.serve"], env=env, pass_fds=(listener.fileno(),),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     try:
         wait_until_healthy(url, process, timeout=120)
         yield Served(
@@ -111,6 +118,7 @@ def process_server(
     finally:
         process.terminate()
         process.wait(timeout=20)
+        listener.close()
 
 
 @pytest.fixture(scope="session")
@@ -164,7 +172,24 @@ def wait_until_healthy(url: str, process: subprocess.Popen[str], timeout: float)
         try:
             if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
                 return
-        except httpx.TransportError:
+        except httpx.TransportError:  # refused, or queued on the socket while the model loads
             pass
         time.sleep(0.5)
     pytest.fail(f"{url} was not healthy within {timeout} s")
+
+
+@pytest.fixture
+def github_api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[fake_github.FakeGitHub]:
+    """The GitHub API stand-in (tests/fake_github.py), reachable from this process and from
+    the processes it starts; urllib's process-wide opener is rebuilt so it sees the proxy."""
+    import urllib.request
+
+    directory = tmp_path / "fake-github"
+    directory.mkdir()
+    for github in fake_github.serve(directory):
+        for name, value in github.environment().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setattr(urllib.request, "_opener", None)
+        yield github

@@ -10,8 +10,10 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,7 +42,8 @@ class OSVQuery(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         query = json.loads(self.rfile.read(int(self.headers["content-length"])))
         name = query["package"]["name"].lower()
-        vulns = [osv_record(name, *advisory) for advisory in ADVISORIES.get(name, [])]
+        advisories = self.server.advisories  # type: ignore[attr-defined]
+        vulns = [osv_record(name, *advisory) for advisory in advisories.get(name, [])]
         body = json.dumps({"vulns": vulns} if vulns else {}).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
@@ -52,13 +55,24 @@ class OSVQuery(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def osv_url() -> Iterator[str]:
+@contextmanager
+def osv_serving(advisories: dict[str, list[Any]]) -> Iterator[str]:
+    """OSV's query API on loopback, publishing `advisories`; yields its URL."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), OSVQuery)
+    server.advisories = advisories  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1/query"
-    server.shutdown()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1/query"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def osv_url() -> Iterator[str]:
+    with osv_serving(ADVISORIES) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +127,15 @@ def test_audit_finds_the_published_advisories(serving_requirements: Path, osv_ur
 def test_audit_passes_with_the_justified_ignores(serving_requirements: Path, osv_url: str) -> None:
     result = run_audit(serving_requirements, read_ignores(IGNORE_FILE), osv_url)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_new_advisory_fails_the_audit_despite_the_ignores(serving_requirements: Path) -> None:
+    # The ignores pass only the advisories they name: one published after them still fails.
+    new = ("GHSA-xxxx-new0-test", ["CVE-2099-0001"], "9.9.9")
+    advisories = {**ADVISORIES, "starlette": [*ADVISORIES["starlette"], new]}
+    with osv_serving(advisories) as url:
+        result = run_audit(serving_requirements, read_ignores(IGNORE_FILE), url)
+    assert result.returncode == 1, result.stdout + result.stderr
+    reported = [v for d in json.loads(result.stdout)["dependencies"] for v in d.get("vulns", [])]
+    # pip-audit may name it by an alias
+    assert [{v["id"], *v["aliases"]} for v in reported] == [{new[0], *new[1]}]

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,12 +11,15 @@ from gitml.comment import (
     WATERMARK,
     CommentError,
     cml_command,
+    main,
     stale_reports,
     verify_pr,
     with_run_status,
 )
+from tests.fake_github import FakeGitHub
 
 PR = {"head": {"sha": "abc123", "repo": {"full_name": "team/project"}}}
+COMMENTS = "/repos/team/project/issues/42/comments?per_page=100&page=1"
 
 
 def test_verified_pr_number() -> None:
@@ -35,6 +39,16 @@ def test_forged_or_stale_claims_are_refused(
 ) -> None:
     with pytest.raises(CommentError, match=message):
         verify_pr(claimed, PR, sha, repo)
+
+
+def test_a_pr_without_head_is_refused() -> None:
+    with pytest.raises(CommentError, match="head commit"):
+        verify_pr("42", {}, "abc123", "team/project")
+
+
+def test_a_long_claim_is_quoted_cut_to_20_characters() -> None:
+    with pytest.raises(CommentError, match=re.escape(f"{'9' * 19 + 'x'!r} is not a number")):
+        verify_pr("9" * 19 + "x" * 30, PR, "abc123", "team/project")
 
 
 def test_deleted_fork_repo_is_refused() -> None:
@@ -91,4 +105,154 @@ def test_cli_without_cml_says_what_to_install(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 1
     assert "make install-cml" in result.stderr
-    assert os.environ.get("PATH")  # the test's own environment is untouched
+
+
+@pytest.fixture
+def fake_cml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stand-in `cml` first on PATH: records its arguments and working directory (the real
+    one would post to GitHub, which the tests cannot reach)."""
+    bin_dir, record = tmp_path / "bin", tmp_path / "cml-calls.jsonl"
+    bin_dir.mkdir()
+    script = bin_dir / "cml"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        f"with open({str(record)!r}, 'a') as out:\n"
+        "    out.write(json.dumps({'args': sys.argv[1:], 'cwd': os.getcwd()}) + '\\n')\n"
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return record
+
+
+def report_run(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    github: FakeGitHub,
+    head_repo: str,
+    **env: str,
+) -> Path:
+    """A report artifact claiming PR 42, the workflow_run's variables, and GitHub's answer."""
+    report_dir = tmp_path / "report"
+    report_dir.mkdir()
+    (report_dir / "report.md").write_text("# report\n")
+    (report_dir / "meta.json").write_text(json.dumps({"pr_number": "42", "head_sha": "abc123"}))
+    github.routes["/repos/team/project/pulls/42"] = (
+        200, {"number": 42, "head": {"sha": "abc123", "repo": {"full_name": head_repo}}},
+    )  # fmt: skip
+    github.routes[COMMENTS] = (200, [])  # no report posted yet
+    for name in ("GITHUB_API_URL", "GITHUB_SERVER_URL"):  # github.com, as Actions sets them
+        monkeypatch.delenv(name, raising=False)
+    variables = {"REPORT_DIR": str(report_dir), "GITHUB_REPOSITORY": "team/project",
+                 "RUN_HEAD_SHA": "abc123", "RUN_HEAD_REPO": head_repo, "REPO_TOKEN": "t0ken"}  # fmt: skip
+    monkeypatch.delenv("CML_PUBLISH", raising=False)
+    for name, value in {**variables, **env}.items():
+        monkeypatch.setenv(name, value)
+    return report_dir
+
+
+def cml_calls(record: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in record.read_text().splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("head_repo", "env", "flag"),
+    [
+        ("team/project", {}, "--publish"),
+        ("team/project", {"CML_PUBLISH": "false"}, "--no-publish"),
+        # a fork's report never goes to the public asset host, whatever CML_PUBLISH says
+        ("someone/project", {}, "--no-publish"),
+        ("someone/project", {"CML_PUBLISH": "true"}, "--no-publish"),
+    ],
+)
+def test_main_posts_the_verified_report_publishing_only_same_repo_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, github_api: FakeGitHub, fake_cml: Path,
+    head_repo: str, env: dict[str, str], flag: str,
+) -> None:  # fmt: skip
+    report_dir = report_run(tmp_path, monkeypatch, github_api, head_repo, **env)
+    main()
+    assert github_api.requests == [
+        ("/repos/team/project/pulls/42", "Bearer t0ken"),
+        (COMMENTS, "Bearer t0ken"),
+    ]
+    assert set(github_api.accepted) == {"application/vnd.github+json"}  # REST's media type
+    assert cml_calls(fake_cml) == [
+        {
+            "args": ["comment", "update", str(report_dir / "comment.md"),
+                     "--repo=https://github.com/team/project", "--target=pr/42",
+                     f"--watermark-title={WATERMARK}", flag],
+            "cwd": os.getcwd(),  # the checkout: never the artifact's folder
+        }
+    ]  # fmt: skip
+    assert (report_dir / "comment.md").read_text() == "# report\n"  # a passing run: as is
+
+
+def test_main_refuses_a_pr_that_is_not_at_the_runs_head(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, github_api: FakeGitHub, fake_cml: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    report_run(tmp_path, monkeypatch, github_api, "team/project", RUN_HEAD_SHA="f00d")
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 1
+    assert "not at the run's head commit f00d" in capsys.readouterr().err
+    assert not fake_cml.exists()  # nothing posted
+
+
+@pytest.mark.parametrize(
+    "missing", ["GITHUB_REPOSITORY", "RUN_HEAD_SHA", "RUN_HEAD_REPO", "REPO_TOKEN"]
+)
+def test_main_names_a_missing_variable_before_asking_github(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, github_api: FakeGitHub, fake_cml: Path,
+    capsys: pytest.CaptureFixture[str], missing: str,
+) -> None:  # fmt: skip
+    report_run(tmp_path, monkeypatch, github_api, "team/project")
+    monkeypatch.setenv(missing, "")
+    with pytest.raises(SystemExit):
+        main()
+    assert f"environment variable {missing} is not set" in capsys.readouterr().err
+    assert github_api.requests == [] and not fake_cml.exists()
+
+
+def test_main_reports_a_pr_github_does_not_know(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, github_api: FakeGitHub, fake_cml: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    report_run(tmp_path, monkeypatch, github_api, "team/project")
+    del github_api.routes["/repos/team/project/pulls/42"]  # GitHub answers 404
+    with pytest.raises(SystemExit):
+        main()
+    assert "404" in capsys.readouterr().err and not fake_cml.exists()
+
+
+def test_main_reads_reports_pr_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, github_api: FakeGitHub, fake_cml: Path
+) -> None:
+    report_dir = report_run(tmp_path, monkeypatch, github_api, "team/project")
+    (tmp_path / "reports").mkdir()
+    report_dir.rename(tmp_path / "reports" / "pr")
+    monkeypatch.delenv("REPORT_DIR")
+    monkeypatch.chdir(tmp_path)
+    main()
+    assert cml_calls(fake_cml)[0]["args"][2] == str(tmp_path / "reports" / "pr" / "comment.md")
+
+
+def test_main_without_cml_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "meta.json").write_text(json.dumps({"pr_number": "1"}))
+    monkeypatch.setenv("REPORT_DIR", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no cml here
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == "comment: the cml CLI is not installed (make install-cml)\n"
+
+
+def test_a_failing_cml_fails_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, github_api: FakeGitHub, fake_cml: Path
+) -> None:
+    report_run(tmp_path, monkeypatch, github_api, "team/project")
+    (tmp_path / "bin" / "cml").write_text("#!/bin/sh\nexit 3\n")
+    with pytest.raises(subprocess.CalledProcessError):
+        main()

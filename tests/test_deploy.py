@@ -3,14 +3,19 @@ of it, with real server processes on loopback ports and real git tags."""
 
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 
 from gitml import deploy
 from gitml.config import PROJ_ROOT
+from tests.faulty_model import WrongInEnvironments
 
 pytestmark = pytest.mark.slow
 
@@ -121,3 +126,106 @@ def test_a_release_missing_its_golden_cases_is_refused(
     (incomplete / "golden.json").unlink()
     with pytest.raises(deploy.DeployError, match=r"golden\.json"):
         deploy.stage_release(incomplete, "v0.0.1", tmp_path / "deploy")
+
+
+class Watch:
+    """Asks an environment what it serves, every 0.1 s, with real requests, while a deploy
+    runs; `seen` is every answer (None when it did not answer)."""
+
+    def __init__(self, env: str) -> None:
+        self.env, self.seen = env, list[str | None]()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.seen.append(serving(self.env))
+            time.sleep(0.1)
+
+    def __enter__(self) -> "Watch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def package(model: Any, golden_model: Any, splits: dict[str, pd.DataFrame], path: Path) -> Path:
+    """A release directory as the package stage writes it: `model` saved with MLEM, and golden
+    cases from `golden_model` (the same model, unless the test wants them to disagree)."""
+    from gitml.files import write_json
+    from gitml.packaging import GOLDEN_FILE, golden_cases, save_model
+    from gitml.schema import as_model_input
+
+    save_model(model, as_model_input(splits["train"].head(50)), path / "model")
+    write_json(
+        path / GOLDEN_FILE, golden_cases(golden_model, as_model_input(splits["test"].head(20)))
+    )
+    return path
+
+
+@pytest.fixture
+def both_serve_v1(packaged_model: Path, target: Path) -> Path:
+    """Staging and production both serve v1.0.0."""
+    good = deploy.stage_release(packaged_model.parent, "v1.0.0", target)
+    deploy.deploy("staging", good, "v1.0.0", target)
+    deploy.promote(target)
+    assert serving("staging") == serving("production") == "v1.0.0"
+    return target
+
+
+def test_a_release_that_answers_but_fails_its_smoke_check_is_never_switched(
+    both_serve_v1: Path, trained_model: Any, splits: dict[str, pd.DataFrame],
+    params: dict[str, Any], tmp_path: Path,
+) -> None:  # fmt: skip
+    # A model that starts and answers /healthz, but is not the model its golden cases came
+    # from (a retrain packaged with the old golden cases, say): only the smoke check can tell.
+    from gitml.train import fit
+
+    other = {**params["train"], "hyperparams": {"hist_gradient_boosting": {"max_iter": 5}}}
+    retrained, _ = fit(splits["train"], params["features"], other)
+    mismatched = package(retrained, trained_model, splits, tmp_path / "mismatched")
+    release = deploy.stage_release(mismatched, "v2.0.0", both_serve_v1)
+
+    with (
+        Watch("staging") as staging,
+        Watch("production") as production,
+        pytest.raises(deploy.DeployError, match=r"v2\.0\.0 failed its smoke checks; "
+                           r"staging still serves v1\.0\.0: \['golden: "),
+    ):  # fmt: skip
+        deploy.deploy("staging", release, "v2.0.0", both_serve_v1)
+    # the candidate ran on a port of its own: neither environment stopped for a moment
+    assert len(staging.seen) > 10 and set(staging.seen) == {"v1.0.0"}
+    assert len(production.seen) > 10 and set(production.seen) == {"v1.0.0"}
+    assert deploy.read_state("staging", both_serve_v1)["version"] == "v1.0.0"  # type: ignore[index]
+
+
+def test_an_environment_that_fails_its_smoke_check_after_the_switch_is_rolled_back(
+    both_serve_v1: Path, trained_model: Any, splits: dict[str, pd.DataFrame], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.delenv("GITML_PREDICTION_LOG_DIR", raising=False)  # golden cases as a candidate
+    faulty = WrongInEnvironments(trained_model)
+    release_dir = package(faulty, faulty, splits, tmp_path / "faulty")
+    release = deploy.stage_release(release_dir, "v2.0.0", both_serve_v1)
+    before = deploy.read_state("staging", both_serve_v1)
+
+    with (
+        Watch("production") as production,
+        pytest.raises(deploy.DeployError, match=r"v2\.0\.0 failed its smoke checks in "
+                      r"staging: \['golden: .*rolled back staging to v1\.0\.0"),
+    ):  # fmt: skip
+        deploy.deploy("staging", release, "v2.0.0", both_serve_v1)
+    assert serving("staging") == "v1.0.0"  # the previous release, restored automatically
+    after = deploy.read_state("staging", both_serve_v1)
+    assert after is not None and before is not None
+    assert {**after, "pid": None} == {**before, "pid": None} and after["pid"] != before["pid"]
+    assert len(production.seen) > 10 and set(production.seen) == {"v1.0.0"}
+
+    # the same release sent straight to production: rolled back there too
+    with pytest.raises(deploy.DeployError, match=r"rolled back production to v1\.0\.0"):
+        deploy.deploy("production", release, "v2.0.0", both_serve_v1)
+    assert serving("production") == "v1.0.0"
+    production_state = deploy.read_state("production", both_serve_v1)
+    assert production_state is not None and production_state["version"] == "v1.0.0"

@@ -36,11 +36,21 @@ def test_hash_identifies_the_artifact(packaged_model: Path) -> None:
     assert model_hash(packaged_model) == hashlib.md5(packaged_model.read_bytes()).hexdigest()
 
 
-def test_golden_cases_are_the_models_own_predictions(
-    packaged_model: Path, trained_model: Any
+def test_golden_cases_are_test_rows_as_sent_with_the_packaged_models_predictions(
+    packaged_model: Path, splits: dict[str, pd.DataFrame]
 ) -> None:
     import json
 
     golden = json.loads((packaged_model.parent / GOLDEN_FILE).read_text())
-    rows = pd.DataFrame(golden["rows"])[list(FEATURES)]
-    np.testing.assert_allclose(trained_model.predict(rows), golden["predictions"])
+    # the rows: the first test hours, feature columns only, as JSON a client sends
+    rows = pd.DataFrame(golden["rows"])
+    expected = splits["test"].head(20)[list(FEATURES)].reset_index(drop=True)
+    assert sorted(rows) == sorted(FEATURES) and len(rows) == 20
+    assert rows["hr"].tolist() == expected["hr"].tolist()
+    assert rows["weathersit"].tolist() == expected["weathersit"].astype(str).tolist()
+    np.testing.assert_allclose(rows["temp"], expected["temp"])
+    # the predictions: what the model saved on disk (loaded back by MLEM, as the server does)
+    # gives them, not the in-memory object that wrote them
+    loaded = load_model(packaged_model)
+    np.testing.assert_allclose(loaded.predict(rows), golden["predictions"], rtol=1e-12)
+    assert len(set(golden["predictions"])) > 1  # real predictions, not one constant

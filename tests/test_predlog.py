@@ -2,6 +2,9 @@
 read back with clear errors for malformed or empty logs."""
 
 import json
+import os
+import re
+import stat
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -97,6 +100,19 @@ def test_the_window_selects_by_time_and_smoke_checks_are_not_traffic(tmp_path: P
         read_predictions(tmp_path, since=NOON + timedelta(days=1))
 
 
+def test_the_window_includes_its_start_and_excludes_its_end(tmp_path: Path) -> None:
+    # [since, until): consecutive windows share no record and miss none
+    log = PredictionLog(tmp_path, "v1", instance="pod")
+    for hour in range(3):
+        log.append(f"h{hour}", [row()], [1.0], now=NOON + timedelta(hours=hour))
+    first = read_predictions(tmp_path, since=NOON, until=NOON + timedelta(hours=1))
+    second = read_predictions(tmp_path, since=NOON + timedelta(hours=1))
+    assert first["request_id"].tolist() == ["h0"]
+    assert second["request_id"].tolist() == ["h1", "h2"]
+    before = read_predictions(tmp_path, until=NOON + timedelta(hours=2))
+    assert before["request_id"].tolist() == ["h0", "h1"]
+
+
 def test_actuals_are_joined_by_request_and_row_the_latest_winning(tmp_path: Path) -> None:
     PredictionLog(tmp_path / "log", "v1", instance="pod").append(
         "r", [row(), row()], [1.0, 2.0], now=NOON
@@ -155,3 +171,100 @@ def test_a_non_numeric_actual_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "a.jsonl").write_text('{"request_id": "r", "row": 0, "actual": "lots"}\n')
     with pytest.raises(LogError, match="'actual' is not a number"):
         read_actuals(tmp_path)
+
+
+def test_returning_to_an_earlier_day_appends_to_its_file(tmp_path: Path) -> None:
+    # a clock stepping back over midnight reopens yesterday's file: it must append, not
+    # overwrite from the start
+    log = PredictionLog(tmp_path, "v1", instance="pod")
+    log.append("first", [row()], [1.0], now=NOON)
+    log.append("next-day", [row()], [1.0], now=NOON + timedelta(days=1))
+    log.append("back", [row()], [1.0], now=NOON + timedelta(hours=1))
+    assert sorted(read_predictions(tmp_path)["request_id"]) == ["back", "first", "next-day"]
+
+
+def test_a_closed_log_reopens_on_the_next_append(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, "v1", instance="pod")
+    log.append("a", [row()], [1.0], now=NOON)
+    log.close()
+    log.append("b", [row()], [1.0], now=NOON)
+    assert read_predictions(tmp_path)["request_id"].tolist() == ["a", "b"]
+
+
+def test_log_files_are_named_by_instance_and_start_time_and_readable_by_all(
+    tmp_path: Path,
+) -> None:
+    old_umask = os.umask(0o022)
+    try:
+        PredictionLog(tmp_path, "v1", instance="pod-7").append("a", [row()], [1.0], now=NOON)
+    finally:
+        os.umask(old_umask)
+    (path,) = tmp_path.rglob("*.jsonl")
+    assert re.fullmatch(r"pod-7\.\d{8}T\d{12}\.jsonl", path.name), path.name
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_a_prediction_that_is_not_a_number_or_a_missing_one_is_refused(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, "v1", instance="pod")
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        log.append("nan", [row()], [float("nan")], now=NOON)
+    with pytest.raises(ValueError, match="zip"):
+        log.append("short", [row(), row()], [1.0], now=NOON)
+    assert not list(tmp_path.rglob("*.jsonl")) or all(
+        p.read_text() == "" for p in tmp_path.rglob("*.jsonl")
+    )
+
+
+def test_blank_lines_and_extra_fields_are_skipped(tmp_path: Path) -> None:
+    record = {"ts": NOON.isoformat(), "request_id": "a", "row": 0, "model_version": "v1",
+              **EXAMPLE_ROW, "prediction": 1.0, "extra": "ignored"}  # fmt: skip
+    (tmp_path / "d").mkdir()
+    later = {**record, "request_id": "b"}
+    (tmp_path / "d" / "x.jsonl").write_text(f"{json.dumps(record)}\n\n{json.dumps(later)}\n")
+    frame = read_predictions(tmp_path)
+    assert frame["request_id"].tolist() == ["a", "b"]  # the line after the blank one too
+    assert set(frame.columns) == {"ts", "request_id", "row", "model_version", *EXAMPLE_ROW,
+                                  "prediction"}  # fmt: skip
+
+
+def test_times_with_offsets_or_milliseconds_are_read_as_utc(tmp_path: Path) -> None:
+    base = {"request_id": "a", "row": 0, "model_version": "v1", **EXAMPLE_ROW, "prediction": 1.0}
+    lines = [
+        {**base, "ts": "2026-11-23T12:00:00+00:00"},
+        {**base, "request_id": "b", "ts": "2026-11-23T13:30:00.250+01:00"},
+    ]
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    frame = read_predictions(tmp_path)
+    assert frame["ts"].tolist() == [
+        pd.Timestamp("2026-11-23 12:00:00", tz="UTC"),
+        pd.Timestamp("2026-11-23 12:30:00.250", tz="UTC"),
+    ]
+
+
+def test_contract_errors_name_at_most_five_column_checks(tmp_path: Path) -> None:
+    bad = row(hr=30, weekday=9, workingday=5, holiday=5, temp=3.0, atemp=3.0)
+    PredictionLog(tmp_path, "v1", instance="pod").append("x", [bad], [1.0], now=NOON)
+    with pytest.raises(LogError) as failure:
+        read_predictions(tmp_path)
+    found = str(failure.value).split("input contract: ")[1]
+    assert len(found.split("; ")) == 5 and found.startswith("hr: in_range(0, 23); weekday: ")
+
+
+def test_actuals_files_are_created_with_their_folders_and_appended(tmp_path: Path) -> None:
+    path = tmp_path / "actuals" / "2026" / "a.jsonl"
+    write_actuals(path, [("r", 0, 5.0)])
+    write_actuals(path, [("r", 1, 6.0)])
+    assert read_actuals(tmp_path / "actuals").to_dict("list") == {
+        "request_id": ["r", "r"], "row": [0, 1], "actual": [5.0, 6.0]
+    }  # fmt: skip
+
+
+def test_no_actuals_yet_is_an_empty_table_that_still_joins(tmp_path: Path) -> None:
+    (tmp_path / "actuals").mkdir()
+    empty = read_actuals(tmp_path / "actuals")
+    assert list(empty.columns) == ["request_id", "row", "actual"] and empty.empty
+    assert empty["row"].dtype == int
+    PredictionLog(tmp_path / "log", "v1", instance="pod").append("r", [row()], [1.0], now=NOON)
+    frame = read_predictions(tmp_path / "log", tmp_path / "actuals")
+    assert frame["actual"].isna().all() and len(frame) == 1

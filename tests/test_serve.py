@@ -115,7 +115,13 @@ def test_bad_input_is_a_4xx_naming_the_field(served: Served, case: str) -> None:
 def test_request_model_mirrors_the_input_contract() -> None:
     schema = request_model(max_rows=10).schema()
     row = schema["definitions"]["PredictRow"]
-    assert row["properties"]["hr"]["maximum"] == FEATURES["hr"].high
+    # the bounds written out, not read back from FEATURES (the source the model is built from)
+    assert (row["properties"]["hr"]["minimum"], row["properties"]["hr"]["maximum"]) == (0, 23)
+    assert (row["properties"]["temp"]["minimum"], row["properties"]["temp"]["maximum"]) == (0, 1)
+    assert row["properties"]["weathersit"]["enum"] == [
+        "clear", "cloudy/misty", "light rain/snow", "heavy rain/snow"
+    ]  # fmt: skip
+    assert sorted(row["required"]) == sorted(FEATURES)  # hum too: sent, possibly as null
     assert row["properties"]["hum"]["anyOf"][1] == {"type": "null"}
     assert row["additionalProperties"] is False
 
@@ -203,9 +209,11 @@ def test_a_failing_prediction_log_is_counted_not_fatal(tmp_path: Path) -> None:
 
 
 def test_a_long_request_id_is_capped_before_it_is_echoed_and_logged(served: Served) -> None:
+    # unique per run: the server (and its log) is shared with every other test, and reruns
+    long_id = (uuid.uuid4().hex + "x" * 300)[:300]
     response = post(
-        served.url, {"data": {"values": [EXAMPLE_ROW]}}, headers={"X-Request-ID": "x" * 300}
+        served.url, {"data": {"values": [EXAMPLE_ROW]}}, headers={"X-Request-ID": long_id}
     )
     assert response.status_code == 200
-    assert response.headers["X-Request-ID"] == "x" * 128
-    assert len(logged(served, "x" * 128)) == 1
+    assert response.headers["X-Request-ID"] == long_id[:128]
+    assert len(logged(served, long_id[:128])) == 1

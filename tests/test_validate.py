@@ -24,6 +24,12 @@ def set_cell(column: str, row: int, value: object) -> Mutation:
 # Each kind of bad data, and words the error must contain (CSV line = row + 2).
 BAD_DATA: dict[str, tuple[Mutation, list[str]]] = {
     "out of range": (set_cell("temp", 5, 1.5), ["'temp'", "in_range", "[7]"]),
+    "feels-like out of range": (set_cell("atemp", 5, -0.1), ["'atemp'", "in_range", "[7]"]),
+    "humidity out of range": (set_cell("hum", 6, 1.01), ["'hum'", "in_range", "[8]"]),
+    "wind out of range": (set_cell("windspeed", 7, 1.2), ["'windspeed'", "in_range", "[9]"]),
+    "hour out of range": (set_cell("hr", 3, 24), ["'hr'", "in_range", "[5]"]),
+    "unknown season": (set_cell("season", 3, 5), ["'season'", "isin", "[5]"]),
+    "negative registered": (set_cell("registered", 2, -1), ["'registered'", "[4]"]),
     "negative count": (
         set_cell("casual", 8, -3),
         ["'casual'", "greater_than_or_equal_to", "[10]"],
@@ -98,3 +104,74 @@ def test_cli_writes_clean_table(raw_path: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(validate.app, ["--raw", str(raw_path), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert len(read_raw(raw_path)) == len(pd.read_parquet(out))
+
+
+def message(raw: pd.DataFrame) -> str:
+    with pytest.raises(DataValidationError) as failure:
+        validate_raw(raw)
+    return str(failure.value)
+
+
+def test_the_message_is_one_line_per_fault_in_column_order(raw: pd.DataFrame) -> None:
+    raw = set_cell("casual", 8, -3)(set_cell("temp", 5, 1.5)(raw))
+    lines = message(raw).splitlines()
+    assert lines[0] == "raw data failed validation:"
+    assert lines[1] == "  check 'bikers == casual + registered' failed at CSV lines [10]"
+    temp = lines.index(
+        "  column 'temp': failed 'in_range(0.0, 1.0)' at CSV lines [7] (values: [1.5])"
+    )
+    casual = lines.index(
+        "  column 'casual': failed 'greater_than_or_equal_to(0)' at CSV lines [10] (values: [-3])"
+    )
+    assert temp < casual  # the schema's column order, not the alphabet
+
+
+def test_a_missing_column_is_named_once(raw: pd.DataFrame) -> None:
+    assert message(raw.drop(columns=["temp"])) == (
+        "raw data failed validation:\n  missing column(s): ['temp']"
+    )
+    assert message(raw.assign(price=1.0)) == (
+        "raw data failed validation:\n  unexpected column(s): ['price']"
+    )
+
+
+def test_a_duplicate_hour_is_named_as_such(raw: pd.DataFrame) -> None:
+    duplicated = pd.concat([raw, raw.iloc[[10]]], ignore_index=True)
+    assert "  check 'duplicate hours (day, hr)' failed at CSV lines [12, " in message(duplicated)
+
+
+@pytest.mark.parametrize(("bad_rows", "more"), [(10, False), (11, True)])
+def test_at_most_ten_rows_and_values_are_listed(
+    raw: pd.DataFrame, bad_rows: int, more: bool
+) -> None:
+    raw["temp"] = raw["temp"].astype(object)
+    raw.loc[: bad_rows - 1, "temp"] = 2.0
+    (line,) = [x for x in message(raw).splitlines() if "in_range" in x]
+    assert f"at CSV lines {list(range(2, 12))}{' ...' if more else ''} (values:" in line
+    assert line.endswith(f"(values: {[2.0] * 10})")
+
+
+def test_a_column_of_the_wrong_type_fails_as_a_whole(raw: pd.DataFrame) -> None:
+    raw["hr"] = raw["hr"].astype(float)
+    (line,) = [x for x in message(raw).splitlines() if "'hr'" in x]
+    assert "at the column as a whole" in line
+
+
+def test_a_month_that_disagrees_with_the_day_names_mnth_and_ten_lines(raw: pd.DataFrame) -> None:
+    raw.loc[:11, "mnth"] = "Feb"  # the first 12 hours are in January
+    with pytest.raises(DataValidationError) as failure:
+        clean(validate_raw(raw), 2011)
+    assert str(failure.value) == (
+        "column 'mnth' disagrees with the calendar of 2011 (day of year + data.year) at CSV "
+        f"lines {list(range(2, 12))}"
+    )
+
+
+def test_clean_table_types_and_index(raw: pd.DataFrame) -> None:
+    table = clean(validate_raw(raw.iloc[::-1]), 2011)  # rows in any order
+    assert list(table.weathersit.cat.categories) == [
+        "clear", "cloudy/misty", "light rain/snow", "heavy rain/snow"
+    ]  # fmt: skip
+    assert table["month"].dtype == "int64"
+    assert table.index.equals(pd.RangeIndex(len(raw))) and "index" not in table
+    assert {"mnth", "day"}.isdisjoint(table.columns)

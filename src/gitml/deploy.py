@@ -82,24 +82,35 @@ def prediction_log_dir(env: str, state_dir: Path = STATE_DIR) -> Path:
 
 
 def start_server(
-    release: Path, version: str, port: int, log: Path, predictions: Path | None = None
+    release: Path,
+    version: str,
+    port: int,
+    log: Path,
+    predictions: Path | None = None,
+    listener: socket.socket | None = None,
 ) -> int:
     """Start `python -m gitml.serve` for a release, detached; return its process id.
     `predictions`: the prediction log directory (None: a candidate, whose only traffic is
-    the smoke check, logs nothing).
-    """
+    the smoke check, logs nothing). `listener`: a socket already listening on `port`, which
+    the server inherits and serves (see reserve_port).
+    """  # fmt: skip
     env = {
         **os.environ, "GITML_MODEL_PATH": str(release / "model"), "GITML_MODEL_VERSION": version,
         "GITML_PORT": str(port), "MLEM_NO_ANALYTICS": "true",
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),  # as the image sets it
     }  # fmt: skip
     env.pop("GITML_PREDICTION_LOG_DIR", None)
+    env.pop("GITML_FD", None)
     if predictions is not None:
         env["GITML_PREDICTION_LOG_DIR"] = str(predictions)
+    inherited: tuple[int, ...] = ()
+    if listener is not None:
+        env["GITML_FD"], inherited = str(listener.fileno()), (listener.fileno(),)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as output:
         process = subprocess.Popen([sys.executable, "-m", "gitml.serve"], env=env, stdout=output,
-                                   stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+                                   stderr=subprocess.STDOUT, start_new_session=True,
+                                   pass_fds=inherited)  # fmt: skip
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -142,24 +153,34 @@ def smoke(port: int, release: Path, version: str) -> list[str]:
 
 
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on now."""
+    """A TCP port on loopback that nothing listens on now (it may be taken by the time it is
+    used: to start a server on a spare port, use reserve_port)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def reserve_port() -> socket.socket:
+    """A socket listening on a spare loopback port, for a server process to inherit."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
 
 
 def deploy(env: str, release: Path, version: str, state_dir: Path = STATE_DIR) -> dict[str, Any]:
     """Put `release` into `env`: candidate first, then the environment's port, or roll back."""
     current = read_state(env, state_dir)
     log = state_dir / "logs" / f"{env}.log"
-    candidate_port = free_port()
     serving = f"{env} still serves {current['version']}" if current else f"{env} is not deployed"
-    try:
-        candidate = start_server(release, version, candidate_port, log)
-    except DeployError as err:
-        raise DeployError(f"{err}; {serving}") from None
-    failures = smoke(candidate_port, release, version)
-    stop_server(candidate)
+    with reserve_port() as listener:
+        candidate_port = int(listener.getsockname()[1])
+        try:
+            candidate = start_server(release, version, candidate_port, log, listener=listener)
+        except DeployError as err:
+            raise DeployError(f"{err}; {serving}") from None
+        failures = smoke(candidate_port, release, version)
+        stop_server(candidate)
     if failures:
         raise DeployError(f"{version} failed its smoke checks; {serving}: {failures}")
     if current:

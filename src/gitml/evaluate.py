@@ -92,12 +92,14 @@ app = typer.Typer(add_completion=False)
 
 
 @app.command()
+# the stage's file and git plumbing: run end to end by tests/e2e (slow), not by the fast
+# tests `make mutation` uses
 def main(
     splits_dir: Annotated[Path, typer.Option(help="Where the splits are.")] = SPLITS_DIR,
     model_path: Annotated[Path, typer.Option("--model", help="Trained model.")] = MODEL_FILE,
     metrics_path: Annotated[Path, typer.Option("--metrics", help="Metrics JSON.")] = METRICS_FILE,
     plots_dir: Annotated[Path, typer.Option(help="Plot data directory.")] = PLOTS_DIR,
-) -> None:
+) -> None:  # pragma: no mutate block
     """Evaluate the trained model on the test split."""
     metrics, plots = evaluate(
         joblib.load(model_path),

@@ -184,8 +184,12 @@ def from_tag(
     except (ValueError, json.JSONDecodeError) as err:
         typer.echo(f"registry: {err} {check.stderr.strip()}", err=True)
         raise typer.Exit(1) from None
-    commit = run(["git", "rev-list", "-n", "1", f"{tag.split('#')[0]}@{version}"], os.environ)
+    version_tag = f"{tag.split('#')[0]}@{version}"
+    commit = run(["git", "rev-list", "-n", "1", version_tag], os.environ)
     try:
+        if commit.returncode != 0:
+            raise RegistryError(f"the version tag {version_tag} is not in this checkout "
+                                "(check out with fetch-depth: 0)")  # fmt: skip
         image = image.lower() or image_name(os.environ)
         digest = image_digest(image, version)
     except RegistryError as err:

@@ -148,6 +148,16 @@ def data_line(base_ref: str, base_dvc: str | None, head_dvc: str) -> str:
     return f"- **Data:** `{head_md5[:12]}` ({same} `{base_ref}`: `{(base_md5 or 'none')[:12]}`)"
 
 
+def stale_warning(lock_status: str) -> str:
+    """The warning for a run that changed `dvc.lock` (`git status --porcelain` of it), or ""."""
+    if not lock_status:
+        return ""
+    return (
+        "> [!WARNING]\n> The committed `dvc.lock` is stale: this run changed it. Run "
+        "`dvc repro` and commit `dvc.lock` (this workflow never pushes to your branch)."
+    )
+
+
 def build_report(parts: dict[str, str]) -> str:
     """Assemble the sections in reading order; empty parts (no stale warning) are left out."""
     sections = [
@@ -169,10 +179,12 @@ def build_report(parts: dict[str, str]) -> str:
     return "\n\n".join(section for section in sections if section) + "\n"
 
 
+# the stage's file and git plumbing: run end to end by tests/e2e (slow), not by the fast
+# tests `make mutation` uses
 def main(
     base: Annotated[str, typer.Option(envvar="BASE", help="Git ref to compare with.")] = "main",
     out_dir: Annotated[Path, typer.Option(help="Where report.md and figures go.")] = REPORT_DIR,
-) -> None:
+) -> None:  # pragma: no mutate block
     """Write the pull-request report comparing the workspace with BASE."""
     if git_show(base, "dvc.yaml") is None:
         typer.echo(
@@ -192,16 +204,10 @@ def main(
         {name: pd.read_csv(PROJ_ROOT / plot_file(name)) for name in FIGURES},
         out_dir / "figures",
     )
-    stale = command_output("git", "status", "--porcelain", "--", "dvc.lock")
     training = json.loads(TRAINING_FILE.read_text()) if TRAINING_FILE.exists() else None
     parts = {
         "base": base,
-        "stale": (
-            "> [!WARNING]\n> The committed `dvc.lock` is stale: this run changed it. Run "
-            "`dvc repro` and commit `dvc.lock` (this workflow never pushes to your branch)."
-            if stale
-            else ""
-        ),
+        "stale": stale_warning(command_output("git", "status", "--porcelain", "--", "dvc.lock")),
         "metrics": metrics_table(comparison, base),
         "metrics_diff": rows_or_nothing(command_output("dvc", "metrics", "diff", base, "--md")),
         "params": rows_or_nothing(command_output("dvc", "params", "diff", base, "--md")),

@@ -50,9 +50,14 @@ def _pandera_column(spec: Column) -> pa.Column:
     return pa.Column(dtype, checks, nullable=spec.nullable, coerce=spec.kind == "float")
 
 
-INPUT_SCHEMA = pa.DataFrameSchema(
-    {name: _pandera_column(spec) for name, spec in FEATURES.items()}, strict=True
-)
+def input_schema(features: dict[str, Column]) -> pa.DataFrameSchema:
+    """The batch validator of a feature spec: every column checked, no other column allowed."""
+    return pa.DataFrameSchema(
+        {name: _pandera_column(spec) for name, spec in features.items()}, strict=True
+    )
+
+
+INPUT_SCHEMA = input_schema(FEATURES)
 
 
 def as_model_input(frame: pd.DataFrame) -> pd.DataFrame:

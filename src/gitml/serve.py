@@ -8,6 +8,7 @@ Settings come from the environment (GITML_*), so the same image runs anywhere:
 
 # No `from __future__ import annotations`: FastAPI must see real classes in the handlers.
 
+import socket
 import sys
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -41,6 +42,10 @@ class Settings(BaseSettings):
     model_version: str = ""  # e.g. the GTO version; defaults to the MLEM artifact hash
     host: str = "127.0.0.1"
     port: int = 8080
+    # A listening socket inherited from the caller, served instead of host:port: whoever
+    # starts the server holds the port from the start, so no other process can take it between
+    # choosing a spare port and binding it (gitml.deploy's candidates, the tests' servers).
+    fd: Optional[int] = None  # noqa: UP045 (pydantic 1 reads it at runtime)
     max_rows: int = 1000
     max_body_bytes: int = 1 << 20  # ~1000 rows of ~170 bytes, with headroom
     # Where every answered row is appended (gitml.predlog); unset: no prediction log.
@@ -207,7 +212,12 @@ def create_app(settings: Settings) -> FastAPI:
 
 def main() -> None:
     settings = Settings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    app = create_app(settings)
+    if settings.fd is None:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    else:
+        listener = socket.socket(fileno=settings.fd)  # family and type read from the socket
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listener])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,26 @@
+"""A model for the deploy tests: right as a candidate, wrong once it serves an environment.
+
+It predicts like the model it wraps, plus one bike, when the server logs predictions (as an
+environment's server does, and a candidate's does not): a defect that only the environment's
+configuration brings out, as a wrong setting or mount would in a real deployment. It is pickled
+into a real MLEM package, so the server imports this module (`tests` is importable from the
+project root, where the tests start the servers).
+"""
+
+import os
+from typing import Any
+
+from sklearn.base import BaseEstimator, RegressorMixin
+
+
+class WrongInEnvironments(RegressorMixin, BaseEstimator):  # type: ignore[misc]
+    def __init__(self, model: Any = None) -> None:
+        self.model = model
+
+    # scikit-learn's argument names: MLEM calls predict(X=...)
+    def fit(self, X: Any, y: Any) -> "WrongInEnvironments":
+        return self
+
+    def predict(self, X: Any) -> Any:
+        shift = 1.0 if os.environ.get("GITML_PREDICTION_LOG_DIR") else 0.0
+        return self.model.predict(X) + shift
