@@ -191,5 +191,9 @@ def github_api(
     for github in fake_github.serve(directory):
         for name, value in github.environment().items():
             monkeypatch.setenv(name, value)
+        # github.com's API, as the code defaults to (a workflow run on an Enterprise host,
+        # such as the harness's nested `make test`, sets these to its own)
+        for name in ("GITHUB_API_URL", "GITHUB_SERVER_URL"):
+            monkeypatch.delenv(name, raising=False)
         monkeypatch.setattr(urllib.request, "_opener", None)
         yield github

@@ -254,5 +254,6 @@ def test_a_failing_cml_fails_the_job(
 ) -> None:
     report_run(tmp_path, monkeypatch, github_api, "team/project")
     (tmp_path / "bin" / "cml").write_text("#!/bin/sh\nexit 3\n")
-    with pytest.raises(subprocess.CalledProcessError):
+    with pytest.raises(SystemExit) as exit_:
         main()
+    assert exit_.value.code == 1
