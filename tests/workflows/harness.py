@@ -230,6 +230,7 @@ def ensure_runner_user() -> None:
     except KeyError:
         run("useradd", "--create-home", "--shell", "/bin/bash", RUNNER_USER, cwd=Path("/"))
     if shutil.which("sudo") is None:
+        run("apt-get", "update", "-qq", cwd=Path("/"))
         run("apt-get", "install", "-y", "-qq", "sudo", cwd=Path("/"))
     sudoers = Path("/etc/sudoers.d/runner")
     if not sudoers.exists():
