@@ -71,9 +71,9 @@ WORKFLOW_TESTS ?= -m workflows
 test: data lint k8s-tools monitor-tools
 	@mkdir -p build
 	@if [ -n "$(WORKFLOW_TESTS)" ]; then \
-	  pytest -p no:cacheprovider $(WORKFLOW_TESTS) > build/workflow-tests.log 2>&1 & harness=$$!; \
+	  pytest -p no:cacheprovider --durations=0 $(WORKFLOW_TESTS) > build/workflow-tests.log 2>&1 & harness=$$!; \
 	  echo "workflow harness running beside the suite (pid $$harness, log build/workflow-tests.log)"; fi; \
-	status=0; pytest -m "not workflows" $(PYTEST_ARGS) || status=$$?; \
+	status=0; pytest -m "not workflows" --durations=15 $(PYTEST_ARGS) || status=$$?; \
 	if [ -n "$(WORKFLOW_TESTS)" ]; then \
 	  wait $$harness || status=$$((status ? status : $$?)); \
 	  echo "--- workflow harness (tests/workflows) ---"; cat build/workflow-tests.log; fi; \

@@ -24,12 +24,13 @@ from gitml.monitor import (
     judge,
     labelled_predictions,
     push_verdict,
+    quality,
     relative_error,
     run,
     time_windows,
     verdict,
 )
-from gitml.predlog import PredictionLog, write_actuals
+from gitml.predlog import LogError, PredictionLog, write_actuals
 from gitml.schema import FEATURES
 
 
@@ -163,6 +164,44 @@ def test_run_writes_reports_summary_and_metrics_from_a_real_log(
                            text=True)  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
     assert "gitml_monitor_alarm 1.0" in metrics
+
+
+def test_quality_is_judged_only_from_min_rows_labelled_rows(
+    trained_model: Any, splits: dict[str, pd.DataFrame], context: dict[str, Any], settings: Any
+) -> None:
+    logged = as_logged(trained_model, splits["production"], context["target"])
+    enough = logged.head(settings["min_rows"]).copy()
+    assert "error_ratio" in quality(enough, context["expected"], settings)
+    enough.iloc[0, enough.columns.get_loc("actual")] = float("nan")  # one short of min_rows
+    too_few = quality(enough, context["expected"], settings)
+    assert too_few == {"detected": False, "labelled_rows": settings["min_rows"] - 1,
+                       "note": too_few["note"]}  # fmt: skip
+    assert "monitor.min_rows" in too_few["note"]
+
+
+def test_a_window_under_min_rows_is_not_judged(
+    tmp_path: Path, trained_model: Any, splits: dict[str, pd.DataFrame], params: dict[str, Any],
+    settings: dict[str, Any],
+) -> None:  # fmt: skip
+    settings = {**settings, "min_rows": 5}
+    for name, frame in splits.items():
+        frame.to_parquet(tmp_path / f"{name}.parquet")
+    joblib.dump(trained_model, tmp_path / "model.joblib")
+    now, out = datetime.now(UTC), tmp_path / "out"
+    out.mkdir()
+    hours = splits["production"].head(settings["min_rows"])
+
+    def judge_window(rows: int) -> dict[str, Any]:
+        logs = tmp_path / f"logs-{rows}"
+        write_log(logs, hours.head(rows), trained_model, now)
+        return run(logs / "predictions", None, now - timedelta(hours=1), now + timedelta(hours=1),
+                   out, settings, params["features"], model_path=tmp_path / "model.joblib",
+                   splits_dir=tmp_path)  # fmt: skip
+
+    assert judge_window(settings["min_rows"])["rows"] == settings["min_rows"]
+    with pytest.raises(LogError, match=r"4 predictions in the window, .*monitor\.min_rows=5"):
+        judge_window(settings["min_rows"] - 1)
+    assert not (out / "summary.json").exists()  # the earlier verdict is not left standing
 
 
 @pytest.mark.parametrize(

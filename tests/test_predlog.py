@@ -40,6 +40,7 @@ def test_rows_come_back_as_sent_with_prediction_version_and_time(tmp_path: Path)
     assert set(frame["request_id"]) == {"req-1"} and set(frame["model_version"]) == {"v1.2.3"}
     assert frame["hum"].isna().tolist() == [False, True]
     assert frame["ts"].tolist() == [pd.Timestamp(NOON)] * 2
+    assert frame["actual"].isna().all()  # no actuals given: none arrived, the monitor reads
 
 
 def test_a_restarted_server_starts_its_own_file_and_loses_nothing(tmp_path: Path) -> None:

@@ -121,8 +121,8 @@ def read_predictions(
     until: datetime | None = None,
 ) -> pd.DataFrame:
     """The logged rows with `ts` in [since, until), smoke checks left out, features checked
-    against the input contract, and an `actual` column when `actuals_dir` is given (missing
-    where no actual has arrived).
+    against the input contract, and an `actual` column (missing where no actual has arrived,
+    everywhere when there is no `actuals_dir`).
     """
     files = log_files(directory)
     frame = _read_jsonl(files, [*META, *FEATURES, PREDICTION])
@@ -149,9 +149,9 @@ def read_predictions(
     frame[PREDICTION] = pd.to_numeric(frame[PREDICTION], errors="coerce")
     if frame[PREDICTION].isna().any():
         raise LogError(f"{directory}: field '{PREDICTION}' is not a number in some records")
-    if actuals_dir is not None:
-        frame = frame.merge(read_actuals(actuals_dir), on=KEY, how="left")
-    return frame
+    if actuals_dir is None:
+        return frame.assign(**{ACTUAL: float("nan")})
+    return frame.merge(read_actuals(actuals_dir), on=KEY, how="left")
 
 
 def read_actuals(directory: Path) -> pd.DataFrame:

@@ -4,15 +4,13 @@ GitHub stand-in and runner HOME, all under a folder the runner user may read."""
 import os
 import shutil
 import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from tests.test_audit import OSVQuery
+from tests.test_audit import ADVISORIES, osv_serving
 from tests.workflows.github import FakeGitHub
 from tests.workflows.harness import Runner, fresh_fork
 
@@ -41,10 +39,8 @@ class Fork:
 @pytest.fixture(scope="session")
 def osv_dev() -> Iterator[str]:
     """osv.dev's query API, which `make audit` asks on GitHub, with the published advisories."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), OSVQuery)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1/query"
-    server.shutdown()
+    with osv_serving(ADVISORIES) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
