@@ -84,6 +84,17 @@ test: data lint k8s-tools monitor-tools
 test-fast: setup
 	pytest -m "not slow" $(PYTEST_ARGS)
 
+# Each test in a process of its own finds what it leans on from earlier tests (a fixture, a
+# global, a port); random order finds the rest (pytest --random-order, pytest-random-order).
+ALONE_JOBS ?= 2
+.PHONY: test-alone
+## Run each fast unit test alone, in its own pytest process (ALONE_JOBS at a time); name failures.
+test-alone: data
+	@pytest --collect-only -q -m "not slow" $(PYTEST_ARGS) | grep '::' \
+	  | xargs -d '\n' -P $(ALONE_JOBS) -I{} sh -c \
+	    'pytest -q -p no:cacheprovider "$$1" > /dev/null 2>&1 || { echo "fails alone: $$1"; exit 1; }' \
+	    _ {} && echo "every fast test passes alone"
+
 # DVC asks a question when an unchanged stage's output is in no cache ("Missing cache for
 # directory ... continue?"); without a terminal it takes "no" and rebuilds the stage. CI targets
 # pipe its output so that holds wherever they run (act gives steps a terminal nobody answers).

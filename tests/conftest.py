@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from gitml.config import PARAMS_FILE, PROJ_ROOT, RAW_DATA, load_params
-from gitml.deploy import free_port, reserve_port
+from gitml.ports import free_port, reserve_port
 from gitml.prepare import split_by_time
 from gitml.validate import clean, read_raw
 from tests import fake_github

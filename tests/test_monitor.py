@@ -18,7 +18,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gitml.config import PROJ_ROOT, load_params
-from gitml.deploy import free_port
 from gitml.monitor import (
     as_logged,
     judge,
@@ -30,6 +29,7 @@ from gitml.monitor import (
     time_windows,
     verdict,
 )
+from gitml.ports import free_port
 from gitml.predlog import LogError, PredictionLog, write_actuals
 from gitml.schema import FEATURES
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gitml.deploy import free_port
+from gitml.ports import free_port
 from gitml.predlog import read_predictions
 from gitml.replay import ReplayError, replay, requests_from
 from gitml.schema import FEATURES

@@ -54,3 +54,16 @@ def test_training_is_seeded(splits: dict[str, pd.DataFrame], params: dict[str, A
     first, _ = fit(splits["train"], params["features"], params["train"])
     second, _ = fit(splits["train"], params["features"], params["train"])
     np.testing.assert_array_equal(first.predict(inputs), second.predict(inputs))
+
+
+def test_a_model_trained_for_cuda_is_saved_to_predict_on_cpu(
+    splits: dict[str, pd.DataFrame], params: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # nvidia-smi answers as on a GPU runner; XGBoost is given device="cuda" for real (a build or
+    # machine without CUDA trains on the CPU and says so). The saved model must not ask for CUDA.
+    monkeypatch.setattr("gitml.train.gpu_name", lambda: "Stand-in GPU")
+    cuda = {**params["train"], "model": "xgboost", "device": "cuda",
+            "hyperparams": {"xgboost": {"n_estimators": 5}}}  # fmt: skip
+    pipeline, record = fit(splits["train"], params["features"], cuda)
+    assert record["device"] == "cuda" and record["gpu"] == "Stand-in GPU"
+    assert pipeline[-1].get_params()["device"] == "cpu"

@@ -25,6 +25,7 @@ import typer
 from gitml.config import MLEM_MODEL, PROJ_ROOT, load_params
 from gitml.files import write_json
 from gitml.packaging import GOLDEN_FILE
+from gitml.ports import reserve_port
 from gitml.smoke import passed, run_checks
 
 PORTS = {
@@ -150,22 +151,6 @@ def smoke(port: int, release: Path, version: str) -> list[str]:
     golden = json.loads((release / GOLDEN_FILE).read_text())
     checks = run_checks(url(port), golden, version, load_params("smoke"))
     return [] if passed(checks) else [f"{c.name}: {c.detail}" for c in checks if not c.ok]
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on now (it may be taken by the time it is
-    used: to start a server on a spare port, use reserve_port)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def reserve_port() -> socket.socket:
-    """A socket listening on a spare loopback port, for a server process to inherit."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    return sock
 
 
 def deploy(env: str, release: Path, version: str, state_dir: Path = STATE_DIR) -> dict[str, Any]:

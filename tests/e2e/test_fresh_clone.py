@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gitml.deploy import free_port
+from gitml.ports import free_port
 from tests.e2e.clone import clean_env, run
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gitml.config import PROJ_ROOT
-from gitml.deploy import free_port
+from gitml.ports import free_port
 from tests.e2e.clone import run
 
 pytestmark = pytest.mark.slow

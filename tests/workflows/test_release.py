@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gitml.deploy import free_port
+from gitml.ports import free_port
 from tests.e2e.clone import clean_env, run
 from tests.workflows import events
 from tests.workflows.conftest import REPOSITORY, Fork
