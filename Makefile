@@ -12,6 +12,10 @@ UV ?= $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 VENV := $(CURDIR)/.venv
 export PATH := $(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
+# Python caches compiled modules in the venv. Where the environment says not to (some CI and
+# container images set PYTHONDONTWRITEBYTECODE), every process would compile scikit-learn,
+# SciPy and pandas again: seconds per command, minutes over a pipeline or the test suite.
+unexport PYTHONDONTWRITEBYTECODE
 PYTEST_ARGS ?=
 UV_SYNC_ARGS ?=
 # Modules that run before (or without) the project environment use the runner's python3.

@@ -1,6 +1,7 @@
 """The release path on the local target: deploy, smoke, promote, rollback, and GTO's record
 of it, with real server processes on loopback ports and real git tags."""
 
+import os
 import shutil
 import subprocess
 import threading
@@ -53,9 +54,13 @@ def broken_copy(model_dir: Path, tmp_path: Path) -> Path:
 
 
 def gto(repo: Path, *args: str) -> str:
+    # GTO's tags are annotated: a person's identity, not whatever git config this machine has
+    person = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
+              for what, value in (("NAME", "Dana Engineer"), ("EMAIL", "dana@example.com"))}  # fmt: skip
     return subprocess.run(
-        ["gto", *args], cwd=repo, check=True, capture_output=True, text=True
-    ).stdout
+        ["gto", *args], cwd=repo, check=True, capture_output=True, text=True,
+        env={**os.environ, **person},
+    ).stdout  # fmt: skip
 
 
 def test_release_path_promote_and_rollback(

@@ -225,7 +225,7 @@ def test_blank_lines_and_extra_fields_are_skipped(tmp_path: Path) -> None:
     frame = read_predictions(tmp_path)
     assert frame["request_id"].tolist() == ["a", "b"]  # the line after the blank one too
     assert set(frame.columns) == {"ts", "request_id", "row", "model_version", *EXAMPLE_ROW,
-                                  "prediction"}  # fmt: skip
+                                  "prediction", "actual"}  # fmt: skip
 
 
 def test_times_with_offsets_or_milliseconds_are_read_as_utc(tmp_path: Path) -> None:
