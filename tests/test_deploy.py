@@ -16,6 +16,7 @@ import pytest
 
 from gitml import deploy
 from gitml.config import PROJ_ROOT
+from gitml.ports import free_port
 from tests.faulty_model import WrongInEnvironments
 
 pytestmark = pytest.mark.slow
@@ -24,8 +25,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An empty local target on spare ports; every server it starts is stopped afterwards."""
-    monkeypatch.setitem(deploy.PORTS, "staging", deploy.free_port())
-    monkeypatch.setitem(deploy.PORTS, "production", deploy.free_port())
+    monkeypatch.setitem(deploy.PORTS, "staging", free_port())
+    monkeypatch.setitem(deploy.PORTS, "production", free_port())
     state_dir = tmp_path / "deploy"
     yield state_dir
     for env in deploy.PORTS:
