@@ -3,6 +3,7 @@ statically: structure, pins, permissions, fork safety, and the linters."""
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +141,9 @@ def test_runner_labels_are_declared_for_actionlint() -> None:
     ids=["actionlint", "zizmor-pedantic", "zizmor-auditor"],
 )
 def test_linters_report_nothing(command: list[str]) -> None:
-    result = subprocess.run(command, cwd=PROJ_ROOT, capture_output=True, text=True, check=False)
+    tool = Path(sys.executable).parent / command[0]  # the environment's, whatever PATH says
+    result = subprocess.run([str(tool), *command[1:]], cwd=PROJ_ROOT, capture_output=True,
+                            text=True, check=False)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
 
 
