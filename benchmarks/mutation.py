@@ -51,7 +51,26 @@ _UNKNOWN_KIND = (
 )
 _NO_REASON = "no RUNNER_REASON: '' and None are both false, so no reason is shown"
 _PUBLISH_DEFAULT = "CML_PUBLISH unset: any default but 'false' (None, 'XXtrueXX') publishes"
+_GET_DEFAULT = "urllib sends GET when a request has no method and no body"
+_NO_RUN_URL = "RUN_URL unset: '' and None both fall back to 'see the pr workflow run'"
 EQUIVALENT: dict[str, str] = {
+    "gitml.comment.x_main__mutmut_72": _PUBLISH_DEFAULT,
+    "gitml.comment.x_main__mutmut_74": _PUBLISH_DEFAULT,
+    "gitml.comment.x_main__mutmut_77": _PUBLISH_DEFAULT,
+    "gitml.comment.x_main__mutmut_89": _NO_RUN_URL,
+    "gitml.comment.x_main__mutmut_105": _NO_RUN_URL,
+    "gitml.comment.x_main__mutmut_107": _NO_RUN_URL,
+    "gitml.comment.x_main__mutmut_143": _CHECK_DEFAULT,
+    "gitml.comment.x_main__mutmut_145": _CHECK_DEFAULT,
+    "gitml.comment.x_main__mutmut_42": _GET_DEFAULT,
+    "gitml.comment.x_all_comments__mutmut_10": _GET_DEFAULT,
+    "gitml.comment.x_api__mutmut_18": _HEADER_CASE,
+    "gitml.comment.x_api__mutmut_19": _HEADER_CASE,
+    "gitml.comment.x_api__mutmut_23": _HEADER_CASE,
+    "gitml.comment.x_api__mutmut_24": _HEADER_CASE,
+    "gitml.comment.x_stale_reports__mutmut_8": (
+        "a comment without a body: neither '' nor 'XXXX' holds the watermark"
+    ),
     "gitml.comment.x_main__mutmut_73": _PUBLISH_DEFAULT,
     "gitml.comment.x_main__mutmut_75": _PUBLISH_DEFAULT,
     "gitml.comment.x_main__mutmut_78": _PUBLISH_DEFAULT,

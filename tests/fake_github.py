@@ -60,12 +60,13 @@ def _pem(cert: Any) -> bytes:
 
 @dataclass
 class FakeGitHub:
-    """Routes: GET path -> (status, JSON body). `requests`: (path, Authorization) seen."""
+    """Routes: path (GET) or "METHOD path" -> (status, JSON body, or None for no body).
+    `requests`: (method, path, Authorization) seen."""
 
     proxy_url: str
     ca_file: Path
     routes: dict[str, tuple[int, Any]] = field(default_factory=dict)
-    requests: list[tuple[str, str]] = field(default_factory=list)
+    requests: list[tuple[str, str, str]] = field(default_factory=list)
     accepted: list[str] = field(default_factory=list)  # each request's Accept header
 
     def environment(self) -> dict[str, str]:
@@ -113,15 +114,20 @@ def serve(directory: Path) -> Iterator[FakeGitHub]:
             self.close_connection = False
 
         def do_GET(self) -> None:
-            github.requests.append((self.path, self.headers.get("Authorization", "")))
+            github.requests.append(
+                (self.command, self.path, self.headers.get("Authorization", ""))
+            )
             github.accepted.append(self.headers.get("Accept", ""))
-            status, body = github.routes.get(self.path, (404, {"message": "Not Found"}))
-            data = json.dumps(body).encode()
+            route = self.path if self.command == "GET" else f"{self.command} {self.path}"
+            status, body = github.routes.get(route, (404, {"message": "Not Found"}))
+            data = b"" if body is None else json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        do_DELETE = do_GET
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

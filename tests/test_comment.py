@@ -22,6 +22,10 @@ PR = {"head": {"sha": "abc123", "repo": {"full_name": "team/project"}}}
 COMMENTS = "/repos/team/project/issues/42/comments?per_page=100&page=1"
 
 
+def comments_page(page: int) -> str:
+    return COMMENTS.removesuffix("page=1") + f"page={page}"
+
+
 def test_verified_pr_number() -> None:
     assert verify_pr("42\n", PR, "abc123", "team/project") == 42
 
@@ -94,6 +98,8 @@ def test_a_failed_run_is_marked_on_the_report() -> None:
     marked = with_run_status("## R\n", "failure", "https://github.com/t/p/actions/runs/9")
     assert marked.endswith("## R\n") and "**failed**" in marked
     assert "https://github.com/t/p/actions/runs/9" in marked
+    # without the run's address, the note still says where to look
+    assert "(see the pr workflow run)" in with_run_status("## R\n", "cancelled", "")
 
 
 def test_cli_without_cml_says_what_to_install(tmp_path: Path) -> None:
@@ -172,8 +178,8 @@ def test_main_posts_the_verified_report_publishing_only_same_repo_images(
     report_dir = report_run(tmp_path, monkeypatch, github_api, head_repo, **env)
     main()
     assert github_api.requests == [
-        ("/repos/team/project/pulls/42", "Bearer t0ken"),
-        (COMMENTS, "Bearer t0ken"),
+        ("GET", "/repos/team/project/pulls/42", "Bearer t0ken"),
+        ("GET", COMMENTS, "Bearer t0ken"),
     ]
     assert set(github_api.accepted) == {"application/vnd.github+json"}  # REST's media type
     assert cml_calls(fake_cml) == [
@@ -250,10 +256,92 @@ def test_main_without_cml_says_what_to_install(
 
 
 def test_a_failing_cml_fails_the_job(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, github_api: FakeGitHub, fake_cml: Path
-) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, github_api: FakeGitHub, fake_cml: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
     report_run(tmp_path, monkeypatch, github_api, "team/project")
     (tmp_path / "bin" / "cml").write_text("#!/bin/sh\nexit 3\n")
     with pytest.raises(SystemExit) as exit_:
         main()
     assert exit_.value.code == 1
+    assert capsys.readouterr().err == "comment: cml comment update failed (exit 3)\n"
+
+
+@pytest.mark.parametrize(
+    ("env", "caution"),
+    [
+        ({"RUN_CONCLUSION": "failure", "RUN_URL": "https://github.com/team/project/runs/7"},
+         "(https://github.com/team/project/runs/7)"),
+        ({"RUN_CONCLUSION": "failure"}, "(see the pr workflow run)"),
+        ({"RUN_URL": "https://github.com/team/project/runs/7"}, None),  # success by default
+    ],
+)  # fmt: skip
+def test_main_marks_the_report_of_a_failed_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, github_api: FakeGitHub, fake_cml: Path,
+    env: dict[str, str], caution: str | None,
+) -> None:  # fmt: skip
+    monkeypatch.delenv("RUN_CONCLUSION", raising=False)
+    monkeypatch.delenv("RUN_URL", raising=False)
+    report_dir = report_run(tmp_path, monkeypatch, github_api, "team/project", **env)
+    main()
+    comment = (report_dir / "comment.md").read_text()
+    if caution is None:
+        assert comment == "# report\n"
+    else:
+        assert comment.startswith("> [!CAUTION]") and comment.endswith("\n\n# report\n")
+        assert caution in comment
+
+
+def test_main_speaks_to_a_github_enterprise_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, github_api: FakeGitHub, fake_cml: Path
+) -> None:
+    # the stand-in answers for api.github.com; an Enterprise API lives under /api/v3
+    report_run(tmp_path, monkeypatch, github_api, "team/project",
+               GITHUB_API_URL="https://api.github.com/api/v3",
+               GITHUB_SERVER_URL="https://ghe.example")  # fmt: skip
+    for path in ("/repos/team/project/pulls/42", COMMENTS):
+        github_api.routes["/api/v3" + path] = github_api.routes.pop(path)
+    main()
+    assert [path for _, path, _ in github_api.requests] == [
+        "/api/v3/repos/team/project/pulls/42",
+        "/api/v3" + COMMENTS,
+    ]
+    assert "--repo=https://ghe.example/team/project" in cml_calls(fake_cml)[0]["args"]  # type: ignore[operator]
+
+
+def test_main_deletes_the_report_comments_cml_would_not_update(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, github_api: FakeGitHub, fake_cml: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    report_run(tmp_path, monkeypatch, github_api, "team/project")
+    # a long discussion: two full pages and a third; reports at 3 and on page two
+    discussion = [{"id": i, "body": f"note {i}"} for i in range(1, 251)]
+    discussion[2], discussion[149] = report_comment(3), report_comment(150)
+    for page in (1, 2, 3):
+        github_api.routes[comments_page(page)] = (200, discussion[(page - 1) * 100 : page * 100])
+    for stale in (3, 150):
+        github_api.routes[f"DELETE /repos/team/project/issues/comments/{stale}"] = (204, None)
+    main()
+    assert github_api.requests[1:] == [
+        ("GET", comments_page(page), "Bearer t0ken") for page in (1, 2, 3)
+    ] + [
+        ("DELETE", f"/repos/team/project/issues/comments/{stale}", "Bearer t0ken")
+        for stale in (3, 150)
+    ]
+    assert capsys.readouterr().out.splitlines() == [
+        f"comment: removed report comment {stale}, beyond what CML reads; it posts anew"
+        for stale in (3, 150)
+    ]
+    assert len(cml_calls(fake_cml)) == 1  # then CML posts the one report
+
+
+def test_a_comment_github_refuses_to_delete_stops_before_cml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, github_api: FakeGitHub, fake_cml: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    report_run(tmp_path, monkeypatch, github_api, "team/project")
+    github_api.routes[COMMENTS] = (200, [report_comment(3), report_comment(4)])
+    with pytest.raises(SystemExit) as exit_:
+        main()  # no DELETE route: GitHub answers 404
+    assert exit_.value.code == 1
+    assert "404" in capsys.readouterr().err and not fake_cml.exists()

@@ -124,21 +124,153 @@ def test_a_number_taken_by_a_concurrent_run_is_retried_not_lost(
     monkeypatch.setattr(registry, "fetch_tags", stale_first_fetch)
     assert record(["register", "model"], "model", push=True, env=runner_env) == "model@v0.0.2"
     assert sorted(git("tag", "--list", cwd=origin).split()) == ["model@v0.0.1", "model@v0.0.2"]
-    assert len(fetches) == 2
+    assert fetches == ["model", "model"]
+
+
+def test_a_number_taken_at_every_attempt_gives_up_saying_so(
+    origin: Path, runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = checkout(origin, "first", runner_env), checkout(origin, "second", runner_env)
+    monkeypatch.chdir(first)
+    record(["register", "model"], "model", push=True, env=runner_env)
+    monkeypatch.chdir(second)
+    identity = ["-c", "user.name=Dana", "-c", "user.email=dana@example.com"]
+    git(*identity, "commit", "-q", "--allow-empty", "-m", "two", cwd=second, env=runner_env)
+    monkeypatch.setattr(registry, "fetch_tags", lambda name, env: None)  # never sees origin's
+    with pytest.raises(registry.RegistryError) as err:
+        record(["register", "model"], "model", push=True, env=runner_env)
+    assert str(err.value) == (
+        f"model@v0.0.1 was taken {registry.ATTEMPTS} times by concurrent runs; run it again"
+    )
+    assert git("tag", "--list", cwd=second) == ""  # each refused tag deleted, none left
+
+
+def test_a_push_origin_refuses_is_an_error_not_a_retry(
+    origin: Path, runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = origin / "hooks" / "pre-receive"  # e.g. a tag protection rule
+    hook.write_text("#!/bin/sh\necho 'tags are protected' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    work = checkout(origin, "job", runner_env)
+    monkeypatch.chdir(work)
+    calls = []
+    monkeypatch.setattr(registry, "fetch_tags", lambda name, env: calls.append(name))
+    with pytest.raises(
+        registry.RegistryError, match=r"^git push of model@v0\.0\.1 failed: "
+    ) as err:
+        record(["register", "model"], "model", push=True, env=runner_env)
+    assert "tags are protected" in str(err.value) and "pre-receive hook declined" in str(err.value)
+    assert calls == ["model"]  # one attempt
+
+
+def test_an_unreachable_origin_is_an_error_naming_the_fetch(
+    origin: Path, runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = checkout(origin, "job", runner_env)
+    git("remote", "set-url", "origin", str(origin.parent / "gone.git"), cwd=work)
+    monkeypatch.chdir(work)
+    with pytest.raises(registry.RegistryError) as err:
+        record(["register", "model"], "model", push=True, env=runner_env)
+    assert str(err.value).startswith("git fetch of origin's tags failed: ")
+    assert "gone.git" in str(err.value)
+
+
+def test_without_push_the_tag_stays_in_the_checkout(
+    origin: Path, runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = checkout(origin, "job", runner_env)
+    monkeypatch.chdir(work)
+    assert record(["register", "model"], "model", push=False, env=runner_env) == "model@v0.0.1"
+    assert git("tag", "--list", cwd=work) == "model@v0.0.1"
+    assert git("tag", "--list", cwd=origin) == ""
+
+
+def test_tags_are_made_as_the_person_when_git_has_an_identity(
+    origin: Path, runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = checkout(origin, "job", runner_env)
+    git("config", "user.name", "Dana", cwd=work)
+    git("config", "user.email", "dana@example.com", cwd=work)
+    monkeypatch.chdir(work)
+    tag = record(["register", "model"], "model", push=False, env=runner_env)
+    tagger = git("for-each-ref", "--format=%(taggername) %(taggeremail)", f"refs/tags/{tag}",
+                 cwd=work)  # fmt: skip
+    assert tagger == "Dana <dana@example.com>"
+
+
+def test_a_failing_gto_command_is_an_error_naming_it(
+    origin: Path, runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(checkout(origin, "job", runner_env))
+    args = ["assign", "model", "--stage", "production", "--version", "v9.9.9"]
+    with pytest.raises(registry.RegistryError) as err:
+        record(args, "model", push=False, env=runner_env)
+    message = str(err.value)
+    assert message.startswith("gto assign model --stage production --version v9.9.9 failed: ")
+    assert len(message) > len("gto assign model --stage production --version v9.9.9 failed: ")
+
+
+@pytest.mark.parametrize(
+    ("script", "made"), [("", "no tag"), ("git tag a1; git tag a2", "['a1', 'a2']")]
+)
+def test_a_gto_command_must_make_exactly_one_tag(
+    origin: Path, runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, script: str,
+    made: str,
+) -> None:  # fmt: skip
+    bin_dir = origin.parent / "bin"  # a GTO that succeeds, making no tag or two
+    bin_dir.mkdir()
+    (bin_dir / "gto").write_text(f"#!/bin/sh\n{script}\n")
+    (bin_dir / "gto").chmod(0o755)
+    env = {**runner_env, "PATH": f"{bin_dir}{os.pathsep}{runner_env['PATH']}"}
+    monkeypatch.chdir(checkout(origin, "job", env))
+    with pytest.raises(registry.RegistryError) as err:
+        record(["register", "a"], "a", push=False, env=env)
+    assert str(err.value) == f"gto register made {made}, expected one tag"
 
 
 def test_the_job_token_reaches_git_as_a_header(runner_env: dict[str, str]) -> None:
     env = git_environment({**runner_env, "GITHUB_TOKEN": "ghs_x",
                            "GITHUB_SERVER_URL": "https://ghe.example"}, has_identity=True)  # fmt: skip
+    assert env["GIT_CONFIG_COUNT"] == "1"
     assert env["GIT_CONFIG_KEY_0"] == "http.https://ghe.example/.extraheader"
     assert env["GIT_CONFIG_VALUE_0"] == "AUTHORIZATION: basic eC1hY2Nlc3MtdG9rZW46Z2hzX3g="
     assert "GIT_COMMITTER_NAME" not in env  # a person's identity is kept
+
+
+def test_the_header_is_added_after_the_jobs_own_git_config(runner_env: dict[str, str]) -> None:
+    job = {**runner_env, "GITHUB_TOKEN": "ghs_x", "GIT_CONFIG_COUNT": "1",
+           "GIT_CONFIG_KEY_0": "safe.directory", "GIT_CONFIG_VALUE_0": "*"}  # fmt: skip
+    env = git_environment(job, has_identity=True)
+    assert env["GIT_CONFIG_COUNT"] == "2"
+    assert (env["GIT_CONFIG_KEY_0"], env["GIT_CONFIG_VALUE_0"]) == ("safe.directory", "*")
+    assert env["GIT_CONFIG_KEY_1"] == "http.https://github.com/.extraheader"  # github.com
+
+
+def test_without_an_identity_git_author_and_committer_are_the_bot() -> None:
+    env = git_environment({"HOME": "/nowhere"}, has_identity=False)
+    assert {k: v for k, v in env.items() if k.startswith("GIT_")} == {
+        "GIT_AUTHOR_NAME": BOT[0],
+        "GIT_AUTHOR_EMAIL": BOT[1],
+        "GIT_COMMITTER_NAME": BOT[0],
+        "GIT_COMMITTER_EMAIL": BOT[1],
+    }  # no token: no header either
 
 
 @pytest.mark.parametrize(("repository", "image"), [("Acme/Bike-Demand", "ghcr.io/acme/bike-demand"),
                                                    ("team/proj", "ghcr.io/team/proj")])  # fmt: skip
 def test_the_image_name_is_lowercase(repository: str, image: str) -> None:
     assert image_name({"GITHUB_REPOSITORY": repository}) == image
+
+
+def test_the_image_goes_to_the_registry_named_in_the_environment() -> None:
+    env = {"GITHUB_REPOSITORY": "team/proj", "REGISTRY": "registry.example:5000"}
+    assert image_name(env) == "registry.example:5000/team/proj"
+
+
+def test_an_image_name_needs_the_repository() -> None:
+    with pytest.raises(registry.RegistryError) as err:
+        image_name({"REGISTRY": "ghcr.io"})
+    assert str(err.value) == "GITHUB_REPOSITORY is not set: the image is named after it"
 
 
 def test_a_projects_pre_push_hook_never_blocks_a_tag_push(
@@ -229,5 +361,40 @@ def test_from_tag_refuses_a_tag_that_is_not_a_stage_assignment(
 
 def test_a_failing_registry_lookup_is_an_error(stand_ins: Path, tmp_path: Path) -> None:
     (tmp_path / "bin" / "docker").write_text("#!/bin/sh\necho 'manifest unknown' >&2\nexit 1\n")
-    with pytest.raises(registry.RegistryError, match="manifest unknown"):
+    with pytest.raises(registry.RegistryError) as err:
         image_digest("ghcr.io/team/gitml", "v9.9.9")
+    assert str(err.value) == (
+        "ghcr.io/team/gitml:v9.9.9 is not in the registry (manifest unknown): only versions "
+        "that a release built can be deployed"
+    )
+
+
+@pytest.fixture
+def job(origin: Path, runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The CLI's process environment: a runner's, in a fresh checkout of origin."""
+    for name, value in runner_env.items():
+        monkeypatch.setenv(name, value)
+    for name in ("GITHUB_TOKEN", "GIT_CONFIG_COUNT"):
+        monkeypatch.delenv(name, raising=False)
+    work = checkout(origin, "job", runner_env)
+    monkeypatch.chdir(work)
+    return work
+
+
+@pytest.mark.parametrize(("push", "said"), [(True, "registry: model@v0.0.1 (pushed to origin)\n"),
+                                           (False, "registry: model@v0.0.1\n")])  # fmt: skip
+def test_register_says_the_tag_it_made(job: Path, origin: Path, push: bool, said: str) -> None:
+    args = ["register", "--name", "model", *(["--push"] if push else [])]
+    result = CliRunner(mix_stderr=False).invoke(app, args)
+    assert (result.exit_code, result.stdout, result.stderr) == (0, said, "")
+    assert git("tag", "--list", cwd=origin) == ("model@v0.0.1" if push else "")
+
+
+def test_assign_fails_with_the_reason_on_stderr(job: Path) -> None:
+    result = CliRunner(mix_stderr=False).invoke(
+        app, ["assign", "--name", "model", "--stage", "production", "--version", "v9.9.9"]
+    )
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith(
+        "registry: gto assign model --stage production --version v9.9.9 --force failed: "
+    )

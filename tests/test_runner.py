@@ -64,7 +64,7 @@ def test_online_runners_lists_only_the_online_ones(github_api: FakeGitHub) -> No
         {"self-hosted", "gpu"},
         {"self-hosted", "cpu"},
     ]
-    assert github_api.requests == [(RUNNERS, "Bearer t0ken")]
+    assert github_api.requests == [("GET", RUNNERS, "Bearer t0ken")]
     assert github_api.accepted == ["application/vnd.github+json"]
 
 
@@ -87,7 +87,7 @@ def test_main_asks_github_and_writes_the_step_outputs(
         "kind=github-hosted",
         "reason=no runner with labels ['self-hosted', 'gpu'] is online",
     ]
-    assert github_api.requests == [(RUNNERS, "Bearer t0ken")]
+    assert github_api.requests == [("GET", RUNNERS, "Bearer t0ken")]
     assert outputs.read_text().splitlines() == [
         'runs-on=["ubuntu-latest"]',
         "kind=github-hosted",

@@ -78,7 +78,9 @@ def record(gto_args: list[str], name: str, push: bool, env: Mapping[str, str]) -
         pushed = run(["git", "push", "--no-verify", "origin", f"refs/tags/{new[0]}"], git_env)
         if pushed.returncode == 0:
             return new[0]
-        if "already exists" not in pushed.stderr and "rejected" not in pushed.stderr:
+        # only a tag that origin already has means a concurrent run; a refusal by origin
+        # (a protected tag, a hook: "[remote rejected]") or no access is not retried
+        if "(already exists)" not in pushed.stderr:
             raise RegistryError(f"git push of {new[0]} failed: {pushed.stderr.strip()}")
         run(["git", "tag", "--delete", new[0]], git_env)
     raise RegistryError(f"{new[0]} was taken {ATTEMPTS} times by concurrent runs; run it again")
