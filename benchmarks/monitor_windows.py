@@ -13,12 +13,13 @@ import joblib
 import pandas as pd
 
 from gitml.config import MODEL_FILE, load_params, split_path
+from gitml.dataset import TARGET
 from gitml.monitor import as_logged, judge, labelled_predictions, relative_error, time_windows
 
 
 def main() -> None:
     settings, features = load_params("monitor"), load_params("features")
-    model, target = joblib.load(MODEL_FILE), features["target"]
+    model, target = joblib.load(MODEL_FILE), TARGET
     splits = {name: pd.read_parquet(split_path(name)) for name in ("train", "test", "production")}
     reference = labelled_predictions(model, splits["train"], target)
     expected = relative_error(labelled_predictions(model, splits["test"], target))

@@ -17,10 +17,10 @@ import httpx
 import pandas as pd
 import pytest
 
-from gitml.config import PARAMS_FILE, PROJ_ROOT, RAW_DATA, load_params
+from gitml.config import PARAMS_FILE, PROJ_ROOT, load_params
 from gitml.ports import free_port, reserve_port
 from gitml.prepare import split_by_time
-from gitml.validate import clean, read_raw
+from gitml.validate import RAW_DATA, clean, read_raw
 from tests import fake_github
 
 
@@ -47,13 +47,13 @@ def raw(raw_path: Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="session")
 def clean_table(raw_path: Path, params: dict[str, Any]) -> pd.DataFrame:
-    return clean(read_raw(raw_path), params["data"]["year"])
+    return clean(read_raw(raw_path), params["data"])
 
 
 @pytest.fixture(scope="session")
 def splits(clean_table: pd.DataFrame, params: dict[str, Any]) -> dict[str, pd.DataFrame]:
     split = params["split"]
-    return split_by_time(clean_table, split["production_from_month"], split["test_months"])
+    return split_by_time(clean_table, split["test_from"], split["production_from"])
 
 
 @pytest.fixture(scope="session")

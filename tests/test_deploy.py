@@ -235,3 +235,56 @@ def test_an_environment_that_fails_its_smoke_check_after_the_switch_is_rolled_ba
     assert serving("production") == "v1.0.0"
     production_state = deploy.read_state("production", both_serve_v1)
     assert production_state is not None and production_state["version"] == "v1.0.0"
+
+
+@pytest.fixture
+def another_checkouts_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """A server on staging's port that this checkout did not start (another checkout's)."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"status": "ok", "model_version": "v9.9.9"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setitem(deploy.PORTS, "staging", server.server_address[1])
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_server_this_checkout_did_not_start_is_refused_not_replaced(
+    another_checkouts_server: int, tmp_path: Path
+) -> None:
+    with pytest.raises(deploy.DeployError) as err:
+        deploy.deploy("staging", tmp_path / "release", "v1.0.0", tmp_path / "deploy")
+    assert str(err.value) == (
+        f"port {another_checkouts_server} is taken by a server that is not this checkout's "
+        "staging (serves v9.9.9): stop it, or give this checkout other ports "
+        "(GITML_STAGING_PORT, GITML_PRODUCTION_PORT)"
+    )
+    assert serving("staging") == "v9.9.9"  # left alone
+
+
+def test_deploy_if_down_does_not_take_another_checkouts_server_for_its_own(
+    another_checkouts_server: int, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    result = CliRunner(mix_stderr=False).invoke(
+        deploy.app,
+        ["deploy", "--env", "staging", "--version", "v1.0.0", "--if-down",
+         "--model-dir", str(tmp_path)],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "is not this checkout's staging (serves v9.9.9)" in result.stderr
+    assert "left as it is" not in result.stdout

@@ -14,8 +14,8 @@ def test_mlem_metadata_records_the_input_schema(packaged_model: Path) -> None:
     meta = yaml.safe_load(Path(f"{packaged_model}.mlem").read_text())
     frame = meta["processors"]["model"]["methods"]["predict"]["args"][0]["type_"]
     assert frame["columns"] == list(FEATURES)
-    assert frame["dtypes"][frame["columns"].index("weathersit")] == "object"
-    assert frame["dtypes"][frame["columns"].index("temp")] == "float64"
+    kinds = {"int": "int64", "float": "float64", "category": "object"}
+    assert frame["dtypes"] == [kinds[spec.kind] for spec in FEATURES.values()]
 
 
 def test_loaded_model_predicts_like_the_trained_one(
@@ -42,13 +42,15 @@ def test_golden_cases_are_test_rows_as_sent_with_the_packaged_models_predictions
     import json
 
     golden = json.loads((packaged_model.parent / GOLDEN_FILE).read_text())
-    # the rows: the first test hours, feature columns only, as JSON a client sends
+    # the rows: the first test rows, feature columns only, as JSON a client sends
     rows = pd.DataFrame(golden["rows"])
     expected = splits["test"].head(20)[list(FEATURES)].reset_index(drop=True)
     assert sorted(rows) == sorted(FEATURES) and len(rows) == 20
-    assert rows["hr"].tolist() == expected["hr"].tolist()
-    assert rows["weathersit"].tolist() == expected["weathersit"].astype(str).tolist()
-    np.testing.assert_allclose(rows["temp"], expected["temp"])
+    for name, spec in FEATURES.items():
+        if spec.kind == "float":
+            np.testing.assert_allclose(rows[name], expected[name])
+        else:
+            assert rows[name].tolist() == expected[name].astype(rows[name].dtype).tolist(), name
     # the predictions: what the model saved on disk (loaded back by MLEM, as the server does)
     # gives them, not the in-memory object that wrote them
     loaded = load_model(packaged_model)

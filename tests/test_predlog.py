@@ -20,7 +20,7 @@ from gitml.predlog import (
     read_predictions,
     write_actuals,
 )
-from gitml.schema import EXAMPLE_ROW
+from gitml.schema import EXAMPLE_ROW, FEATURES
 
 NOON = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
@@ -30,15 +30,18 @@ def row(**changes: object) -> dict[str, object]:
 
 
 def test_rows_come_back_as_sent_with_prediction_version_and_time(tmp_path: Path) -> None:
+    nullable = next((n for n, spec in FEATURES.items() if spec.nullable), None)
+    missing = {nullable: None} if nullable else {}
     log = PredictionLog(tmp_path, "v1.2.3", instance="pod-a")
-    log.append("req-1", [row(hr=7), row(hr=8, hum=None)], [10.5, 20.25], now=NOON)
+    log.append("req-1", [row(), row(**missing)], [10.5, 20.25], now=NOON)
     frame = read_predictions(tmp_path)
     assert [p.name.split(".")[0] for p in (tmp_path / "2026-11-23").iterdir()] == ["pod-a"]
-    assert frame["hr"].tolist() == [7, 8]
+    assert frame[list(FEATURES)].iloc[0].to_dict() == EXAMPLE_ROW
     assert frame["prediction"].tolist() == [10.5, 20.25]
     assert frame["row"].tolist() == [0, 1]
     assert set(frame["request_id"]) == {"req-1"} and set(frame["model_version"]) == {"v1.2.3"}
-    assert frame["hum"].isna().tolist() == [False, True]
+    if nullable:
+        assert frame[nullable].isna().tolist() == [False, True]
     assert frame["ts"].tolist() == [pd.Timestamp(NOON)] * 2
     assert frame["actual"].isna().all()  # no actuals given: none arrived, the monitor reads
 

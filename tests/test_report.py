@@ -223,7 +223,7 @@ def test_the_report_text_in_full() -> None:
         "#### Is the model's change larger than noise?\n\n"
         "M\n\n"
         "Verdict: the change is *better* or *worse* only when the 95 % interval of the "
-        "paired day-block bootstrap over the test hours excludes zero.\n\n"
+        "paired day-block bootstrap over the test rows excludes zero.\n\n"
         "### Params\n\n"
         "_No param changes._\n\n"
         "### Plots (left: base, right: this change)\n\n"
@@ -242,7 +242,7 @@ def test_the_stale_lock_warning_in_full() -> None:
 
 def test_no_paired_comparison_in_full() -> None:
     assert metrics_table(None, "main") == (
-        "_No paired comparison: the test hours of `main` and this change differ "
+        "_No paired comparison: the test rows of `main` and this change differ "
         "(or the base has no predictions), so a difference could mix model and data._"
     )
     comparison = compare_predictions(predictions(40, 1), predictions(10, 2), 50, 0)

@@ -4,6 +4,7 @@ import pandas as pd
 import pandera.errors
 import pytest
 
+from gitml.dataset import TARGET
 from gitml.schema import (
     EXAMPLE_ROW,
     FEATURES,
@@ -12,6 +13,9 @@ from gitml.schema import (
     as_model_input,
     input_schema,
 )
+from tests.example_data import example_only
+
+DTYPES = {"int": "int64", "float": "float64", "category": "object"}
 
 
 def test_input_contract_covers_exactly_the_feature_params(params: dict[str, Any]) -> None:
@@ -22,15 +26,23 @@ def test_input_contract_covers_exactly_the_feature_params(params: dict[str, Any]
 def test_clean_data_satisfies_the_input_contract(splits: dict[str, Any]) -> None:
     INPUT_SCHEMA.validate(as_model_input(splits["test"]))
     validated = input_schema(FEATURES).validate(as_model_input(splits["test"]))
-    assert validated["temp"].dtype == "float64" and validated["hr"].dtype == "int64"
+    assert {n: str(validated[n].dtype) for n in FEATURES} == {
+        n: DTYPES[spec.kind] for n, spec in FEATURES.items()
+    }
 
 
 def test_float_columns_are_coerced_and_int_columns_are_not() -> None:
-    # a float column given as integers (0 and 1 are valid values) is coerced, not refused
-    table = input_schema(FEATURES).validate(one_row(temp=1, windspeed=0))
-    assert table["temp"].dtype == "float64"
-    with pytest.raises(pandera.errors.SchemaError, match="hr"):
-        input_schema(FEATURES).validate(one_row(hr=8.0))
+    floats = [n for n, spec in FEATURES.items() if spec.kind == "float"]
+    ints = [n for n, spec in FEATURES.items() if spec.kind == "int"]
+    if not floats or not ints:
+        pytest.skip("the dataset spec needs int and float features for this check")
+    # a float column given as an integer within its bounds is coerced, not refused
+    whole = {n: int(EXAMPLE_ROW[n]) for n in floats if float(EXAMPLE_ROW[n]).is_integer()}
+    whole = whole or {floats[0]: int(FEATURES[floats[0]].low or 0)}
+    table = input_schema(FEATURES).validate(one_row(**whole))
+    assert all(table[n].dtype == "float64" for n in whole)
+    with pytest.raises(pandera.errors.SchemaError, match=ints[0]):
+        input_schema(FEATURES).validate(one_row(**{ints[0]: float(EXAMPLE_ROW[ints[0]])}))
 
 
 # The contract, written out by hand (not read from FEATURES): a change to a bound must show here.
@@ -51,6 +63,7 @@ def one_row(**changes: object) -> pd.DataFrame:
     return pd.DataFrame([{**EXAMPLE_ROW, **changes}])
 
 
+@example_only
 @pytest.mark.parametrize("column", list(RANGES))
 def test_each_bounded_column_accepts_its_range_and_refuses_outside(column: str) -> None:
     low, high = RANGES[column]
@@ -62,6 +75,7 @@ def test_each_bounded_column_accepts_its_range_and_refuses_outside(column: str) 
             input_schema(FEATURES).validate(one_row(**{column: outside}))
 
 
+@example_only
 def test_weather_is_one_of_four_and_only_humidity_may_be_missing() -> None:
     assert FEATURES["weathersit"].categories == (
         "clear", "cloudy/misty", "light rain/snow", "heavy rain/snow"
@@ -77,14 +91,27 @@ def test_weather_is_one_of_four_and_only_humidity_may_be_missing() -> None:
 
 
 def test_as_model_input_orders_columns_and_makes_categories_strings() -> None:
-    frame = one_row().assign(bikers=5)[["bikers", *reversed(list(FEATURES))]]
-    frame["weathersit"] = pd.Categorical(frame["weathersit"])
+    frame = one_row().assign(**{TARGET: 5})[[TARGET, *reversed(list(FEATURES))]]
+    categories = [n for n, spec in FEATURES.items() if spec.kind == "category"]
+    for name in categories:
+        frame[name] = pd.Categorical(frame[name])
     frame.index = [7]
     table = as_model_input(frame)
     assert list(table) == list(FEATURES) and list(table.index) == [0]
-    assert table["weathersit"].dtype == object and table["weathersit"].iloc[0] == "clear"
+    for name in categories:
+        assert table[name].dtype == object and table[name].iloc[0] == EXAMPLE_ROW[name]
 
 
-def test_a_one_sided_bound_checks_nothing_rather_than_failing() -> None:
+def test_every_feature_has_an_example_the_contract_accepts() -> None:
+    assert all(spec.example is not None for spec in FEATURES.values())
+    input_schema(FEATURES).validate(one_row())
+
+
+def test_a_one_sided_bound_checks_its_side() -> None:
     schema = input_schema({"x": Column("float", low=0.0)})
-    schema.validate(pd.DataFrame({"x": [5.0, 1e9]}))
+    schema.validate(pd.DataFrame({"x": [0.0, 1e9]}))
+    with pytest.raises(pandera.errors.SchemaError, match="greater_than_or_equal_to"):
+        schema.validate(pd.DataFrame({"x": [-0.5]}))
+    schema = input_schema({"x": Column("int", high=3)})
+    with pytest.raises(pandera.errors.SchemaError, match="less_than_or_equal_to"):
+        schema.validate(pd.DataFrame({"x": [4]}))

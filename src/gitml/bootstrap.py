@@ -1,4 +1,4 @@
-"""Is a metric change larger than noise? A paired, day-block bootstrap over test hours.
+"""Is a metric change larger than noise? A paired, day-block bootstrap over test rows.
 
 Hours of one day are strongly correlated, so resampling single hours would understate the noise;
 resampling whole days keeps that structure (a moving-block bootstrap with one-day blocks).

@@ -11,8 +11,7 @@ import yaml
 PROJ_ROOT = Path(__file__).resolve().parents[2]
 PARAMS_FILE = PROJ_ROOT / "params.yaml"
 
-DATA_DIR = PROJ_ROOT / "data"  # raw inputs, tracked by data.dvc
-RAW_DATA = DATA_DIR / "bikeshare.csv"
+DATA_DIR = PROJ_ROOT / "data"  # raw inputs, tracked by data.dvc (the file: dataset.RAW_FILE)
 ARTIFACTS_DIR = PROJ_ROOT / "artifacts"  # pipeline outputs, tracked by dvc.lock
 CLEAN_DATA = ARTIFACTS_DIR / "data" / "clean.parquet"
 SPLITS_DIR = ARTIFACTS_DIR / "data"

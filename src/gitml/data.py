@@ -1,10 +1,11 @@
 """Where the example data comes from, and how the default DVC remote gets seeded.
 
-The default remote is a local directory so a fresh clone runs with no cloud account. It is
-seeded from the `ISLP` wheel on PyPI (downloaded without its torch dependencies, hash-checked by
-pip), then filled through DVC itself in a scratch repository, so `dvc pull` in the project is a
-real pull from a real remote. A team with its own data points the default remote elsewhere
-(README: "Use your own remote") and never runs this.
+The default remote is a local directory so a fresh clone runs with no cloud account. While
+data.dvc is still the example's, that remote is seeded from the `ISLP` wheel on PyPI (downloaded
+without its torch dependencies, hash-checked by pip), then filled through DVC itself in a
+scratch repository, so `dvc pull` in the project is a real pull from a real remote. Once data.dvc
+tracks other data, nothing is seeded: the data comes from the remote it was pushed to, and a
+remote without it says how to push it (README: "Use your own remote").
 """
 
 import shutil
@@ -17,15 +18,18 @@ from typing import Annotated
 
 import typer
 import yaml
-from dvc.repo import Repo
 
 from gitml.config import PROJ_ROOT
 
-# The pinned source of data/bikeshare.csv: ISLP 0.6.0's copy of Capital Bikeshare, 2011.
+# The pinned source of the example, data/bikeshare.csv: ISLP 0.6.0's copy of Capital
+# Bikeshare, 2011, and the md5 data.dvc records for it.
 WHEEL_REQUIREMENT = "ISLP==0.6.0"
 WHEEL_SHA256 = "ca772cecca1747a2f84ee799a5503ddddbdf0e98f90c235494790c1d036c694b"
 MEMBER = "ISLP/data/Bikeshare.csv"
 FILE_NAME = "bikeshare.csv"
+EXAMPLE_MD5 = "313d0546f3e5016e9a86d24a5157a98b.dir"
+EXAMPLE_DVC = {"outs": [{"md5": EXAMPLE_MD5, "size": 567588, "nfiles": 1, "hash": "md5",
+                         "path": "data"}]}  # fmt: skip
 WHEEL_CACHE = Path.home() / ".cache" / "gitml" / "wheels"
 
 
@@ -67,8 +71,15 @@ def tracked_md5(dvc_file: Path) -> str:
     return str(yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"])
 
 
+def is_example(project: Path = PROJ_ROOT) -> bool:
+    """data.dvc still tracks the example data (the tests that only hold for it run)."""
+    return tracked_md5(project / "data.dvc") == EXAMPLE_MD5
+
+
 def default_remote_url(project: Path) -> str:
     """URL of the project's default DVC remote (local paths come back absolute)."""
+    from dvc.repo import Repo  # imported here: is_example, which the tests ask, needs no DVC
+
     with Repo(project) as repo:
         name = repo.config["core"].get("remote")
         if not name:
@@ -117,7 +128,7 @@ def pull_data(project: Path = PROJ_ROOT, cache_dir: Path = WHEEL_CACHE) -> str:
     Raises:
         SeedError: when the pull fails and the default remote is not a local directory
             (a team's cloud remote is never seeded; its error, e.g. missing credentials,
-            is passed on).
+            is passed on), or data.dvc no longer tracks the example (only it is seeded).
     """
     try:
         _dvc("pull", "--quiet", "data.dvc", cwd=project)
@@ -126,6 +137,13 @@ def pull_data(project: Path = PROJ_ROOT, cache_dir: Path = WHEEL_CACHE) -> str:
         url = default_remote_url(project)
         if "://" in url:
             raise first_failure from None
+        if not is_example(project):
+            raise SeedError(
+                f"{first_failure}\n\ndata.dvc tracks your own data, which the default remote "
+                f"{url} does not hold: push your data to a remote the clone can reach "
+                "(`dvc remote add -d storage s3://bucket/path`, commit .dvc/config, then "
+                '`uv run dvc push`; README: "Use your own remote")'
+            ) from None
     seed_remote(project, cache_dir)
     _dvc("pull", "--quiet", "data.dvc", cwd=project)
     return f"seeded the local remote {url} from {WHEEL_REQUIREMENT}, then pulled"

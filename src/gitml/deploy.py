@@ -77,6 +77,45 @@ def healthy(port: int) -> bool:
         return False
 
 
+def alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def foreign_server(env: str, state_dir: Path = STATE_DIR) -> str | None:
+    """Why the environment's port is not ours to use, when something else listens on it: a
+    server of another checkout (or anything else) is never reused, stopped or replaced."""
+    port = PORTS[env]
+    try:
+        health = httpx.get(f"{url(port)}/healthz", timeout=2)
+    except httpx.ConnectError:
+        return None  # nothing listens: free
+    except httpx.HTTPError as err:
+        health = None
+        answer = f"does not answer /healthz ({type(err).__name__})"
+    state = read_state(env, state_dir)
+    if health is not None:
+        try:
+            version = health.json().get("model_version")
+        except ValueError:
+            version = None
+        if state and alive(state["pid"]) and version == state["version"]:
+            return None  # this checkout's server
+        answer = f"serves {version}" if version else f"answers HTTP {health.status_code}"
+    return (
+        f"port {port} is taken by a server that is not this checkout's {env} ({answer}): "
+        f"stop it, or give this checkout other ports (GITML_STAGING_PORT, "
+        "GITML_PRODUCTION_PORT)"
+    )
+
+
 def prediction_log_dir(env: str, state_dir: Path = STATE_DIR) -> Path:
     """Where an environment's server appends its prediction log (what `make monitor` reads)."""
     return state_dir / "predictions" / env
@@ -155,6 +194,8 @@ def smoke(port: int, release: Path, version: str) -> list[str]:
 
 def deploy(env: str, release: Path, version: str, state_dir: Path = STATE_DIR) -> dict[str, Any]:
     """Put `release` into `env`: candidate first, then the environment's port, or roll back."""
+    if reason := foreign_server(env, state_dir):
+        raise DeployError(reason)
     current = read_state(env, state_dir)
     log = state_dir / "logs" / f"{env}.log"
     serving = f"{env} still serves {current['version']}" if current else f"{env} is not deployed"
@@ -233,7 +274,10 @@ def deploy_command(
     ] = False,
 ) -> None:
     """Deploy a packaged model to an environment."""
-    if if_down and healthy(PORTS.get(env, 0)):
+    if env in PORTS and (reason := foreign_server(env)):  # before staging anything
+        typer.echo(f"deploy: {reason}", err=True)
+        raise typer.Exit(1)
+    if if_down and env in PORTS and healthy(PORTS[env]):
         typer.echo(f"deploy: {env} already serves on {url(PORTS[env])}; left as it is")
         return
     _report(lambda: deploy(env, stage_release(model_dir, version), version))

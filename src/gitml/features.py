@@ -1,7 +1,7 @@
 """Feature engineering: which columns feed the model and how each kind is encoded.
 
-The column lists come from params.yaml (`features`), so adapting the template to new data is
-mostly a params change. Target-derived columns (`casual`, `registered`) are refused outright.
+The column lists come from params.yaml (`features`); the target and the columns that leak it
+(never features) from the dataset spec.
 """
 
 from typing import Any
@@ -12,14 +12,13 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-# Parts of the target: using them as features would be leakage.
-LEAKY_COLUMNS = frozenset({"casual", "registered"})
+from gitml.dataset import LEAKY, TARGET
 
 
 def feature_columns(params: dict[str, Any]) -> list[str]:
     """All input columns, categorical first, refusing the target and its parts."""
     columns = [*params["categorical"], *params["numeric"]]
-    leaks = sorted((set(columns) & LEAKY_COLUMNS) | ({params["target"]} & set(columns)))
+    leaks = sorted(set(columns) & {TARGET, *LEAKY})
     if leaks:
         raise ValueError(f"features: {leaks} are the target or parts of it and cannot be features")
     return columns
@@ -42,7 +41,7 @@ def build_preprocessor(params: dict[str, Any]) -> ColumnTransformer:
 
 def split_xy(frame: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.Series]:
     """The model inputs and the target of a split."""
-    missing = [c for c in [*feature_columns(params), params["target"]] if c not in frame]
+    missing = [c for c in [*feature_columns(params), TARGET] if c not in frame]
     if missing:
         raise KeyError(f"columns {missing} are missing from the data")
-    return frame[feature_columns(params)], frame[params["target"]]
+    return frame[feature_columns(params)], frame[TARGET]

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.axes import Axes
 
+from gitml.dataset import ERRORS_BY, TARGET
 from gitml.files import write_atomic
 
 Tables = dict[str, pd.DataFrame | None]
@@ -24,13 +25,13 @@ def draw_predictions(ax: Axes, table: pd.DataFrame) -> None:
     ax.scatter(table["actual"], table["predicted"], s=4, alpha=0.4)
     top = float(max(table["actual"].max(), table["predicted"].max()))
     ax.plot([0, top], [0, top], color="grey", linewidth=1)
-    ax.set(xlabel="actual rentals per hour", ylabel="predicted")
+    ax.set(xlabel=f"actual {TARGET}", ylabel="predicted")
 
 
-def draw_error_by_hour(ax: Axes, table: pd.DataFrame) -> None:
-    ax.plot(table["hour"], table["model"], marker="o", markersize=3, label="model")
-    ax.plot(table["hour"], table["baseline"], linestyle="--", label="seasonal baseline")
-    ax.set(xlabel="hour of day", ylabel="mean absolute error")
+def draw_error_by_group(ax: Axes, table: pd.DataFrame) -> None:
+    ax.plot(table["group"], table["model"], marker="o", markersize=3, label="model")
+    ax.plot(table["group"], table["baseline"], linestyle="--", label="seasonal baseline")
+    ax.set(xlabel=ERRORS_BY, ylabel="mean absolute error")
     ax.legend(fontsize="small")
 
 
@@ -42,7 +43,7 @@ def draw_importance(ax: Axes, table: pd.DataFrame) -> None:
 
 FIGURES: dict[str, tuple[str, Draw]] = {
     "predictions": ("Predicted vs actual", draw_predictions),
-    "error_by_hour": ("Error by hour of day", draw_error_by_hour),
+    "error_by_group": (f"Error by {ERRORS_BY}", draw_error_by_group),
     "importance": ("Permutation importance", draw_importance),
 }
 

@@ -19,6 +19,7 @@ import typer
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 
 from gitml.config import MODEL_FILE, REPORTS_DIR, SPLITS_DIR, load_params, split_path
+from gitml.dataset import TARGET
 from gitml.files import write_atomic, write_json
 from gitml.predlog import ACTUAL, PREDICTION, LogError, read_predictions
 from gitml.schema import FEATURES, as_model_input
@@ -276,7 +277,7 @@ def run(
             f"{logs}: {len(current)} predictions in the window, fewer than "
             f"monitor.min_rows={params_monitor['min_rows']}: too few to judge"
         )
-    model, target = joblib.load(model_path), params_features["target"]
+    model, target = joblib.load(model_path), TARGET
     train, test = (pd.read_parquet(split_path(name, splits_dir)) for name in ("train", "test"))
     reference = labelled_predictions(model, train, target)
     held_out = labelled_predictions(model, test, target)
@@ -356,6 +357,8 @@ def main(
             raise typer.Exit(2) from None
         typer.echo(f"monitor: verdict pushed to {pushgateway} (environment={env})")
     if summary["alarm"]:
+        # the last line says which failure this is: make reports every failing recipe as 2
+        typer.echo(f"monitor: action needed: {', '.join(summary['alarms'])} (exit 1)", err=True)
         raise typer.Exit(1)
 
 

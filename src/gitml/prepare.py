@@ -1,10 +1,13 @@
 """prepare stage: cut the clean table into time-ordered train, test and production splits.
 
-Nothing is shuffled across time: the test months follow the training months, and the months
-from `split.production_from_month` on are never trained or tested on. They are the
-"production stream" that monitoring replays later.
+Nothing is shuffled across time: train is everything before `split.test_from`, test runs up
+to `split.production_from`, and production, from there to the end, is never trained or tested
+on: the stream monitoring replays. Each boundary is a date (`2011-10-01`) or a number of days
+back from the end of the data (`-92d`: the last 92 days), over any number of years.
 """
 
+import re
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -12,37 +15,58 @@ import pandas as pd
 import typer
 
 from gitml.config import CLEAN_DATA, SPLITS_DIR, load_params, split_path
+from gitml.dataset import TIME
 from gitml.files import write_table
+
+DAYS_BACK = re.compile(r"-(\d+)d")
+
+
+def boundary(setting: str, value: object, times: pd.Series) -> pd.Timestamp:
+    """The first instant of a split: a date, or `-Nd` (N days before the data's last day
+    ends)."""
+    if isinstance(value, str) and (days := DAYS_BACK.fullmatch(value.strip())):
+        end = times.max().normalize() + pd.Timedelta(days=1)
+        return end - pd.Timedelta(days=int(days.group(1)))
+    if isinstance(value, date):  # YAML reads an unquoted 2011-10-01 as a date
+        return pd.Timestamp(value)
+    if isinstance(value, str):
+        try:
+            return pd.Timestamp(datetime.fromisoformat(value.strip()))  # strict: no "September"
+        except ValueError:
+            pass
+    raise ValueError(f"{setting}={value!r} is neither a date (YYYY-MM-DD) nor -<days>d")
 
 
 def split_by_time(
-    table: pd.DataFrame, production_from_month: int, test_months: int
+    table: pd.DataFrame, test_from: object, production_from: object
 ) -> dict[str, pd.DataFrame]:
-    """Split on calendar months: train < test < production, with no overlap.
-
-    Args:
-        table: clean data with `timestamp` and `month` columns.
-        production_from_month: first month (1-12) held out as the production stream.
-        test_months: how many months right before it form the test set.
+    """Split on time: train < test_from <= test < production_from <= production.
 
     Returns:
         The "train", "test" and "production" frames, each sorted by time.
+
+    Raises:
+        ValueError: naming the setting when a boundary is unreadable or a split would be empty.
     """
-    first_test = production_from_month - test_months
-    months = sorted(table["month"].unique())
-    if test_months < 1 or first_test <= months[0] or production_from_month > months[-1]:
-        raise ValueError(
-            f"split.production_from_month={production_from_month} and "
-            f"split.test_months={test_months} leave an empty split: the data covers months "
-            f"{months[0]}..{months[-1]}"
-        )
-    table = table.sort_values("timestamp")
-    month = table["month"]
-    return {
-        "train": table[month < first_test],
-        "test": table[(month >= first_test) & (month < production_from_month)],
-        "production": table[month >= production_from_month],
+    times = table[TIME]
+    first_test = boundary("split.test_from", test_from, times)
+    first_production = boundary("split.production_from", production_from, times)
+    table = table.sort_values(TIME)
+    when = table[TIME]
+    splits = {
+        "train": table[when < first_test],
+        "test": table[(when >= first_test) & (when < first_production)],
+        "production": table[when >= first_production],
     }
+    empty = [name for name, frame in splits.items() if frame.empty]
+    if empty:
+        raise ValueError(
+            f"split.test_from={test_from} ({first_test:%Y-%m-%d}) and split.production_from="
+            f"{production_from} ({first_production:%Y-%m-%d}) leave {' and '.join(empty)} "
+            f"empty: the data runs from {times.min():%Y-%m-%d %H:%M} to "
+            f"{times.max():%Y-%m-%d %H:%M}"
+        )
+    return splits
 
 
 app = typer.Typer(add_completion=False)
@@ -56,17 +80,20 @@ def main(
     """Write train/test/production parquet files split by time."""
     params = load_params("split")
     try:
+        missing = [
+            f"split.{name}" for name in ("test_from", "production_from") if name not in params
+        ]
+        if missing:
+            raise ValueError(f"params.yaml sets no {' or '.join(missing)}")
         splits = split_by_time(
-            pd.read_parquet(clean_path),
-            int(params["production_from_month"]),
-            int(params["test_months"]),
+            pd.read_parquet(clean_path), params["test_from"], params["production_from"]
         )
     except ValueError as err:
         typer.echo(f"prepare: {err}", err=True)
         raise typer.Exit(1) from None
     for name, frame in splits.items():
         write_table(split_path(name, out_dir), frame)
-        first, last = frame["timestamp"].min(), frame["timestamp"].max()
+        first, last = frame[TIME].min(), frame[TIME].max()
         typer.echo(f"prepare: {name}: {len(frame)} rows, {first:%Y-%m-%d} .. {last:%Y-%m-%d}")
 
 

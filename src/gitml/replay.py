@@ -1,8 +1,8 @@
-"""Production replay: the held-out months, hour by hour, as real HTTP traffic to a server.
+"""Production replay: the held-out stream, row by row, as real HTTP traffic to a server.
 
-Each hour of the `production` split (Oct-Dec, never trained on) is one POST /predict with
-`X-Request-ID: replay-<hour>`, so the server's prediction log records it as traffic. The true
-demand of each hour is then delivered as actuals (what a labelling job would deliver later),
+Each row of the `production` split (never trained on) is one POST /predict with
+`X-Request-ID: replay-<its time>`, so the server's prediction log records it as traffic. The
+true target of each row is then delivered as actuals (what a labelling job would deliver later),
 keyed by the same request id, for `make monitor` to join in.
 """
 
@@ -16,7 +16,8 @@ import httpx
 import pandas as pd
 import typer
 
-from gitml.config import SPLITS_DIR, load_params, split_path
+from gitml.config import SPLITS_DIR, split_path
+from gitml.dataset import TARGET, TIME
 from gitml.packaging import REQUEST_ID_HEADER
 from gitml.predlog import write_actuals
 from gitml.schema import as_model_input
@@ -27,12 +28,11 @@ class ReplayError(RuntimeError):
 
 
 def requests_from(split: pd.DataFrame) -> list[tuple[str, dict[str, Any]]]:
-    """(request id, row as a client sends it) for each hour, in time order."""
-    ordered = split.sort_values("timestamp")
+    """(request id, row as a client sends it) for each row, in time order."""
+    ordered = split.sort_values(TIME)
     rows = json.loads(as_model_input(ordered).to_json(orient="records"))  # NaN -> null
     return [
-        (f"replay-{ts:%Y-%m-%dT%H}", row)
-        for ts, row in zip(ordered["timestamp"], rows, strict=True)
+        (f"replay-{ts:%Y-%m-%dT%H:%M}", row) for ts, row in zip(ordered[TIME], rows, strict=True)
     ]
 
 
@@ -71,10 +71,10 @@ def main(
         "production"
     ),
     splits_dir: Annotated[Path, typer.Option(help="Where the splits are.")] = SPLITS_DIR,
-    limit: Annotated[int, typer.Option(help="Replay only the first N hours (0: all).")] = 0,
+    limit: Annotated[int, typer.Option(help="Replay only the first N rows (0: all).")] = 0,
     concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 4,
 ) -> None:
-    """Replay a split's hours against URL, then deliver their actuals."""
+    """Replay a split's rows against URL, then deliver their actuals."""
     split = pd.read_parquet(split_path(split_name, splits_dir))
     requests = requests_from(split)[: limit or None]
     started = datetime.now(UTC)
@@ -84,14 +84,13 @@ def main(
         typer.echo(f"replay: {err}", err=True)
         raise typer.Exit(1) from None
     seconds = (datetime.now(UTC) - started).total_seconds()
-    target = load_params("features")["target"]
-    truth = split.sort_values("timestamp")[target].to_numpy(dtype=float)[: len(requests)]
+    truth = split.sort_values(TIME)[TARGET].to_numpy(dtype=float)[: len(requests)]
     delivered = actuals / f"{started:%Y-%m-%d}.jsonl"
     write_actuals(
         delivered, ((rid, 0, float(y)) for (rid, _), y in zip(requests, truth, strict=True))
     )
     typer.echo(
-        f"replay: {len(requests)} hours of {split_name} sent to {url} in {seconds:.1f} s "
+        f"replay: {len(requests)} rows of {split_name} sent to {url} in {seconds:.1f} s "
         f"({len(requests) / seconds:.0f} req/s); actuals in {delivered}"
     )
 

@@ -69,7 +69,7 @@ def compare_predictions(
     """Per metric: base, new, change and its 95 % day-block bootstrap interval, and a verdict.
 
     Both frames have `timestamp`, `actual`, `predicted`. They are paired on timestamp; when the
-    test hours differ (e.g. the split changed) there is no paired comparison and None is returned.
+    test rows differ (e.g. the split changed) there is no paired comparison and None is returned.
     """
     paired = base.merge(new, on="timestamp", suffixes=("_base", "_new"))
     if len(paired) == 0 or len(paired) != len(base) or len(paired) != len(new):
@@ -100,7 +100,7 @@ def metrics_table(comparison: pd.DataFrame | None, base_ref: str) -> str:
     """Markdown table of the paired comparison, or why there is none."""
     if comparison is None:
         return (
-            f"_No paired comparison: the test hours of `{base_ref}` and this change differ "
+            f"_No paired comparison: the test rows of `{base_ref}` and this change differ "
             "(or the base has no predictions), so a difference could mix model and data._"
         )
     lines = [
@@ -168,7 +168,7 @@ def build_report(parts: dict[str, str]) -> str:
         "#### Is the model's change larger than noise?",
         parts["metrics"],
         "Verdict: the change is *better* or *worse* only when the 95 % interval of the "
-        "paired day-block bootstrap over the test hours excludes zero.",
+        "paired day-block bootstrap over the test rows excludes zero.",
         "### Params",
         parts["params"] or "_No param changes._",
         "### Plots (left: base, right: this change)",

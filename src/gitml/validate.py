@@ -1,103 +1,66 @@
-"""validate stage: check the raw hourly data and write a clean, typed table.
+"""validate stage: check the raw data against the dataset spec and write a clean, typed table.
 
 Bad data stops the pipeline with a message naming the columns and rows at fault, and writes
-nothing. Known quirks of the raw file are handled here, deliberately, in one place:
-  * month names are abbreviated inconsistently ("Jan", "March", "Sept"): mapped to 1..12;
-  * the table has no date, only the day of the year: `timestamp` is rebuilt from `data.year`;
-  * humidity reads 0 % for a whole day (a sensor fault): set to missing, imputed downstream;
-  * some hours are absent (e.g. storm days with few rentals): kept absent, never invented.
+nothing. What is checked, and how the raw file becomes the clean table, is the dataset's:
+`RAW_SCHEMA` and `clean` in dataset.py. This stage adds what holds for any data: the key is
+unique, and the table is sorted by time.
 """
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pandas as pd
 import pandera.pandas as pa
 import typer
 
-from gitml.config import CLEAN_DATA, RAW_DATA, load_params
+from gitml import dataset
+from gitml.columns import BadRows
+from gitml.config import CLEAN_DATA, DATA_DIR, load_params
 from gitml.files import write_table
 
-MONTHS = {
-    "Jan": 1, "Feb": 2, "March": 3, "April": 4, "May": 5, "June": 6,
-    "July": 7, "Aug": 8, "Sept": 9, "Oct": 10, "Nov": 11, "Dec": 12,
-}  # fmt: skip
-WEATHER = ["clear", "cloudy/misty", "light rain/snow", "heavy rain/snow"]
-UNIT_INTERVAL = pa.Check.in_range(0.0, 1.0)
+RAW_DATA = DATA_DIR / dataset.RAW_FILE
 
-RAW_SCHEMA = pa.DataFrameSchema(
-    {
-        "season": pa.Column(int, pa.Check.isin([1, 2, 3, 4])),
-        "mnth": pa.Column(str, pa.Check.isin(list(MONTHS))),
-        "day": pa.Column(int, pa.Check.in_range(1, 366)),
-        "hr": pa.Column(int, pa.Check.in_range(0, 23)),
-        "holiday": pa.Column(int, pa.Check.isin([0, 1])),
-        "weekday": pa.Column(int, pa.Check.in_range(0, 6)),
-        "workingday": pa.Column(int, pa.Check.isin([0, 1])),
-        "weathersit": pa.Column(str, pa.Check.isin(WEATHER)),
-        "temp": pa.Column(float, UNIT_INTERVAL),
-        "atemp": pa.Column(float, UNIT_INTERVAL),
-        "hum": pa.Column(float, UNIT_INTERVAL),
-        "windspeed": pa.Column(float, UNIT_INTERVAL),
-        "casual": pa.Column(int, pa.Check.ge(0)),
-        "registered": pa.Column(int, pa.Check.ge(0)),
-        "bikers": pa.Column(int, pa.Check.ge(0)),
-    },
-    checks=[
-        pa.Check(
-            lambda df: df["casual"] + df["registered"] == df["bikers"],
-            name="bikers == casual + registered",
-        ),
-        pa.Check(
-            lambda df: (
-                df["workingday"]
-                == (df["weekday"].between(1, 5) & (df["holiday"] == 0)).astype(int)
-            ),
-            name="workingday == weekday in Mon..Fri and not holiday",
-        ),
-    ],
-    unique=["day", "hr"],
-    strict=True,
-    coerce=False,
-)
+PRESENCE_CHECKS = ("column_in_dataframe", "column_in_schema")
 
 
 class DataValidationError(ValueError):
     """The data broke the schema; the message names the columns, checks and rows at fault."""
 
 
+def csv_lines(rows: Iterable[Any], max_rows: int = 10) -> str:
+    """Row positions as the CSV's line numbers (header + 1-based), at most `max_rows`."""
+    lines = sorted({int(i) + 2 for i in rows})
+    return f"CSV lines {lines[:max_rows]}{' ...' if len(lines) > max_rows else ''}"
+
+
 def describe_failures(failure_cases: pd.DataFrame, max_rows: int = 10) -> str:
     """Turn pandera's failure table into one line per fault, naming columns and CSV lines."""
     lines = []
-    for presence in ("column_in_dataframe", "column_in_schema"):
+    for presence in PRESENCE_CHECKS:
         names = failure_cases.loc[failure_cases["check"] == presence, "failure_case"].tolist()
         if names:
             kind = "missing" if presence == "column_in_dataframe" else "unexpected"
             lines.append(f"  {kind} column(s): {names}")
-    cases = failure_cases[
-        ~failure_cases["check"].isin(["column_in_dataframe", "column_in_schema"])
-    ]
+    cases = failure_cases[~failure_cases["check"].isin(PRESENCE_CHECKS)]
     # A table-wide check fails once per column: report it once, by row.
     table_wide = cases["schema_context"] == "DataFrameSchema"
     cases = cases.assign(column=cases["column"].where(~table_wide, "<rows>"))
     for (column, check), group in cases.groupby(["column", "check"], sort=False):
-        rows = sorted({int(i) + 2 for i in group["index"].dropna()})  # header + 1-based lines
-        where = f"CSV lines {rows[:max_rows]}{' ...' if len(rows) > max_rows else ''}"
+        rows = group["index"].dropna()
+        where = csv_lines(rows, max_rows) if len(rows) else "the column as a whole"
         if column == "<rows>":
-            label = "duplicate hours (day, hr)" if check == "multiple_fields_uniqueness" else check
-            lines.append(f"  check {label!r} failed at {where}")
+            lines.append(f"  check {check!r} failed at {where}")
             continue
         values = group["failure_case"].head(max_rows).tolist()
-        where = where if rows else "the column as a whole"
         lines.append(f"  column {column!r}: failed {check!r} at {where} (values: {values})")
     return "\n".join(lines)
 
 
-def validate_raw(raw: pd.DataFrame) -> pd.DataFrame:
-    """Check raw data against the schema and the calendar; raise naming every fault.
-
-    Args:
-        raw: the table as read from the CSV.
+def validate_raw(
+    raw: pd.DataFrame, schema: pa.DataFrameSchema = dataset.RAW_SCHEMA
+) -> pd.DataFrame:
+    """Check raw data against the dataset's schema; raise naming every fault.
 
     Returns:
         The same table, unchanged.
@@ -106,7 +69,7 @@ def validate_raw(raw: pd.DataFrame) -> pd.DataFrame:
         DataValidationError: listing each column, check and row that failed.
     """
     try:
-        RAW_SCHEMA.validate(raw, lazy=True)
+        schema.validate(raw, lazy=True)
     except pa.errors.SchemaErrors as err:
         raise DataValidationError(
             "raw data failed validation:\n" + describe_failures(err.failure_cases)
@@ -114,30 +77,17 @@ def validate_raw(raw: pd.DataFrame) -> pd.DataFrame:
     return raw
 
 
-def clean(raw: pd.DataFrame, year: int) -> pd.DataFrame:
-    """Turn validated raw data into a typed, time-indexed table (see the module docstring)."""
-    timestamp = (
-        pd.Timestamp(year=year, month=1, day=1)
-        + pd.to_timedelta(raw["day"] - 1, unit="D")
-        + pd.to_timedelta(raw["hr"], unit="h")
-    )
-    month = raw["mnth"].map(MONTHS)
-    wrong_month = raw.index[timestamp.dt.month != month]
-    wrong_weekday = raw.index[(timestamp.dt.dayofweek + 1) % 7 != raw["weekday"]]
-    for name, rows in (("mnth", wrong_month), ("weekday", wrong_weekday)):
-        if len(rows):
-            lines = [int(i) + 2 for i in rows[:10]]
-            raise DataValidationError(
-                f"column {name!r} disagrees with the calendar of {year} "
-                f"(day of year + data.year) at CSV lines {lines}"
-            )
-    table = raw.drop(columns=["mnth", "day"]).assign(
-        timestamp=timestamp,
-        month=month.astype("int64"),
-        hum=raw["hum"].mask(raw["hum"] == 0.0),
-        weathersit=pd.Categorical(raw["weathersit"], categories=WEATHER),
-    )
-    return table.sort_values("timestamp").reset_index(drop=True)
+def clean(raw: pd.DataFrame, data_params: dict[str, Any]) -> pd.DataFrame:
+    """The dataset's clean table, its key unique, sorted by time, with a fresh index."""
+    try:
+        table = dataset.clean(raw, data_params)
+    except BadRows as err:
+        raise DataValidationError(f"{err} at {csv_lines(err.rows)}") from None
+    key = list(dataset.KEY)
+    duplicated = table.index[table.duplicated(key, keep=False)]
+    if len(duplicated):
+        raise DataValidationError(f"duplicate rows of the key {key} at {csv_lines(duplicated)}")
+    return table.sort_values(dataset.TIME).reset_index(drop=True)
 
 
 def read_raw(path: Path) -> pd.DataFrame:
@@ -153,13 +103,12 @@ app = typer.Typer(add_completion=False)
 
 @app.command()
 def main(
-    raw_path: Annotated[Path, typer.Option("--raw", help="Raw hourly CSV.")] = RAW_DATA,
+    raw_path: Annotated[Path, typer.Option("--raw", help="Raw CSV.")] = RAW_DATA,
     out_path: Annotated[Path, typer.Option("--out", help="Clean parquet to write.")] = CLEAN_DATA,
 ) -> None:
     """Validate the raw data; write the clean table only if every check passes."""
-    year = int(load_params("data")["year"])
     try:
-        table = clean(validate_raw(read_raw(raw_path)), year)
+        table = clean(validate_raw(read_raw(raw_path)), load_params("data"))
     except DataValidationError as err:
         typer.echo(f"validate: {raw_path}: {err}", err=True)
         raise typer.Exit(1) from None

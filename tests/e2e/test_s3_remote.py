@@ -13,6 +13,7 @@ import pytest
 
 from gitml.config import PROJ_ROOT
 from gitml.ports import free_port
+from gitml.validate import RAW_DATA
 from tests.e2e.clone import run
 
 pytestmark = pytest.mark.slow
@@ -66,9 +67,7 @@ def test_push_then_pull_through_s3(s3_endpoint: str, tmp_path: Path) -> None:
     shutil.rmtree(project / "data")
     shutil.rmtree(project / ".dvc" / "cache")
     run("dvc", "pull", "data.dvc", cwd=project, env=env)
-    assert (project / "data" / "bikeshare.csv").read_bytes() == (
-        PROJ_ROOT / "data" / "bikeshare.csv"
-    ).read_bytes()
+    assert (project / "data" / RAW_DATA.name).read_bytes() == (RAW_DATA).read_bytes()
 
 
 def test_pull_without_credentials_names_the_problem(s3_endpoint: str, tmp_path: Path) -> None:

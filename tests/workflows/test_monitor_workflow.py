@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from gitml.dataset import TARGET, TIME
 from gitml.predlog import PredictionLog, write_actuals
 from gitml.schema import FEATURES
 from tests.workflows import events
@@ -66,11 +67,9 @@ def runs(
     trained_model: Any, splits: dict[str, pd.DataFrame], params: dict[str, Any],
 ) -> list[tuple[Result, list[dict[str, Any]]]]:  # fmt: skip
     """Three daily runs: the unseen season twice (alarm), then a month like the training's."""
-    target = params["features"]["target"]
+    target = TARGET
     production = splits["production"]
-    unseen = production[
-        production["timestamp"] >= production["timestamp"].max() - pd.Timedelta(days=14)
-    ]
+    unseen = production[production[TIME] >= production[TIME].max() - pd.Timedelta(days=14)]
     results = []
     for run_id, frame in ((402, unseen), (403, unseen), (404, splits["test"])):
         ship_log(bucket, frame, trained_model, target)

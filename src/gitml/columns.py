@@ -1,0 +1,24 @@
+"""The vocabulary of the dataset spec: how one input column of the model is described."""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class Column:
+    kind: Literal["int", "float", "category"]
+    low: float | None = None
+    high: float | None = None
+    categories: tuple[str, ...] = ()
+    nullable: bool = False  # the value may be missing (the pipeline imputes it)
+    example: Any = None
+
+
+class BadRows(ValueError):
+    """Rows of the raw table (by index) whose `column` is wrong for `reason`: raised by the
+    spec's `clean`; the validate stage names their CSV lines."""
+
+    def __init__(self, column: str, reason: str, rows: Iterable[Any]) -> None:
+        super().__init__(f"column {column!r} {reason}")
+        self.column, self.reason, self.rows = column, reason, list(rows)
