@@ -7,7 +7,11 @@ from typing import Any, Literal
 
 @dataclass(frozen=True)
 class Column:
-    kind: Literal["int", "float", "category"]
+    """One column: its kind, bounds (either may be None), categories, whether it may be
+    missing, and an example value (features only: the API documents it). `text` and `bool`
+    are for raw columns that are not features (a date string, a flag)."""
+
+    kind: Literal["int", "float", "category", "text", "bool"]
     low: float | None = None
     high: float | None = None
     categories: tuple[str, ...] = ()

@@ -20,6 +20,8 @@ def _pandera_column(spec: Column) -> pa.Column:
     if spec.kind == "category":
         checks.append(pa.Check.isin(list(spec.categories)))
         return pa.Column(str, checks, nullable=spec.nullable)
+    if spec.kind in ("text", "bool"):
+        return pa.Column(str if spec.kind == "text" else bool, nullable=spec.nullable)
     if spec.low is not None and spec.high is not None:
         checks.append(pa.Check.in_range(spec.low, spec.high))
     elif spec.low is not None:
@@ -30,10 +32,15 @@ def _pandera_column(spec: Column) -> pa.Column:
     return pa.Column(dtype, checks, nullable=spec.nullable, coerce=spec.kind == "float")
 
 
-def input_schema(features: dict[str, Column]) -> pa.DataFrameSchema:
-    """The batch validator of a feature spec: every column checked, no other column allowed."""
+def input_schema(
+    columns: dict[str, Column], checks: list[pa.Check] | None = None
+) -> pa.DataFrameSchema:
+    """The validator of a table of `columns`: each column checked, then the table-wide
+    `checks`, no other column allowed."""
     return pa.DataFrameSchema(
-        {name: _pandera_column(spec) for name, spec in features.items()}, strict=True
+        {name: _pandera_column(spec) for name, spec in columns.items()},
+        checks=checks,
+        strict=True,
     )
 
 

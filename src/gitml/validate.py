@@ -1,9 +1,10 @@
 """validate stage: check the raw data against the dataset spec and write a clean, typed table.
 
 Bad data stops the pipeline with a message naming the columns and rows at fault, and writes
-nothing. What is checked, and how the raw file becomes the clean table, is the dataset's:
-`RAW_SCHEMA` and `clean` in dataset.py. This stage adds what holds for any data: the key is
-unique, and the table is sorted by time.
+nothing. What is checked, and how the raw file becomes the clean table, is the dataset's
+(dataset.py): every raw column (FEATURES and OTHER_COLUMNS) with its kind and bounds, the
+CHECKS across columns, and `clean`. This stage adds what holds for any data: the key is unique,
+and the table is sorted by time.
 """
 
 from collections.abc import Iterable
@@ -18,8 +19,10 @@ from gitml import dataset
 from gitml.columns import BadRows
 from gitml.config import CLEAN_DATA, DATA_DIR, load_params
 from gitml.files import write_table
+from gitml.schema import input_schema
 
 RAW_DATA = DATA_DIR / dataset.RAW_FILE
+RAW_SCHEMA = input_schema({**dataset.FEATURES, **dataset.OTHER_COLUMNS}, dataset.CHECKS)
 
 PRESENCE_CHECKS = ("column_in_dataframe", "column_in_schema")
 
@@ -57,9 +60,7 @@ def describe_failures(failure_cases: pd.DataFrame, max_rows: int = 10) -> str:
     return "\n".join(lines)
 
 
-def validate_raw(
-    raw: pd.DataFrame, schema: pa.DataFrameSchema = dataset.RAW_SCHEMA
-) -> pd.DataFrame:
+def validate_raw(raw: pd.DataFrame, schema: pa.DataFrameSchema = RAW_SCHEMA) -> pd.DataFrame:
     """Check raw data against the dataset's schema; raise naming every fault.
 
     Returns:
