@@ -39,7 +39,6 @@ MUTMUT_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MLEM_NO_ANALYTICS": "true"}
 # mutant name -> why it cannot change behaviour (reviewed with `mutmut show NAME`).
 _HEADER_CASE = "urllib's Request capitalizes header names: the request sent is the same"
 _VERIFIED_HEAD = "the repository check runs only after the sha check, which needs `head`"
-_UNIT_ALIAS = "pandas reads 'd' as 'D' and 'H' as 'h' (a deprecated alias): the same timedelta"
 _OBSERVED = (
     "observed= only matters for categorical keys; their unobserved combinations get NaN means, "
     "which fillna replaces with the same overall mean"
@@ -98,12 +97,13 @@ EQUIVALENT: dict[str, str] = {
     "gitml.runner.x_online_runners__mutmut_11": _HEADER_CASE,
     "gitml.comment.x_verify_pr__mutmut_24": _VERIFIED_HEAD,
     "gitml.comment.x_verify_pr__mutmut_26": _VERIFIED_HEAD,
-    "gitml.validate.x_clean__mutmut_21": _UNIT_ALIAS,
-    "gitml.validate.x_clean__mutmut_29": _UNIT_ALIAS,
     "gitml.evaluate.x_seasonal_baseline__mutmut_4": _OBSERVED,
     "gitml.evaluate.x_seasonal_baseline__mutmut_6": _OBSERVED,
     "gitml.evaluate.x_seasonal_baseline__mutmut_7": _OBSERVED,
-    "gitml.evaluate.x_evaluate__mutmut_97": "groupby(as_index=None) behaves as as_index=False",
+    "gitml.evaluate.x_evaluate__mutmut_91": "groupby(as_index=None) behaves as as_index=False",
+    "gitml.validate.x_describe_failures__mutmut_42": (
+        "groupby(sort=None) is falsy: groups keep their first-seen order, as with sort=False"
+    ),
     "gitml.features.x_build_preprocessor__mutmut_5": _NAMES,
     "gitml.features.x_build_preprocessor__mutmut_6": _NAMES,
     "gitml.features.x_build_preprocessor__mutmut_17": _NAMES,

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.dummy import DummyRegressor
+from sklearn.inspection import permutation_importance
 
 from gitml.dataset import ERRORS_BY, TARGET, TIME
 from gitml.evaluate import evaluate, regression_metrics, seasonal_baseline
@@ -26,6 +27,11 @@ def test_regression_metrics_are_rounded_to_4_decimals() -> None:
     assert metrics["mae"] == 0.4444  # (1/3 + 0 + 1) / 3
     assert metrics["rmse"] == 0.6086  # sqrt((1/9 + 1) / 3)
     assert metrics["r2"] == 0.7619  # 1 - (10/9) / (14/3)
+
+
+def test_r2_is_rounded_to_4_decimals_not_5() -> None:
+    metrics = regression_metrics(pd.Series([0.0, 1.0, 3.0, 5.0]), np.array([0.5, 1.0, 2.0, 5.3]))
+    assert metrics["r2"] == 0.9092  # 1 - 1.34 / 14.75 = 0.909152...
 
 
 def test_regression_metrics_on_a_known_case() -> None:
@@ -76,6 +82,16 @@ def test_evaluate_scores_both_and_builds_plot_tables(
     for values in (plots["error_by_group"]["model"], plots["importance"]["mae_increase"]):
         assert np.allclose(values * 1000, np.round(values * 1000))
         assert not np.allclose(values * 100, np.round(values * 100))
+    # the importance is the MAE increase over the params' repeats (in the target's units)
+    inputs, actual = split_xy(splits["test"], params["features"])
+    expected = permutation_importance(
+        model, inputs, actual, scoring="neg_mean_absolute_error",
+        n_repeats=eval_params["importance_repeats"], random_state=eval_params["seed"],
+    )  # fmt: skip
+    by_feature = plots["importance"].set_index("feature")["mae_increase"]
+    np.testing.assert_allclose(
+        by_feature[list(inputs.columns)], expected.importances_mean.round(3), atol=1e-9
+    )
     # the permutations are seeded: the same inputs give the same importances
     _, again = evaluate(model, splits["train"], splits["test"], params["features"], eval_params)
     assert again["importance"].equals(plots["importance"])

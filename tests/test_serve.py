@@ -246,3 +246,16 @@ def test_a_long_request_id_is_capped_before_it_is_echoed_and_logged(served: Serv
     assert response.status_code == 200
     assert response.headers["X-Request-ID"] == long_id[:128]
     assert len(logged(served, long_id[:128])) == 1
+
+
+@pytest.mark.parametrize("kind", ["int", "float", "category"])
+def test_a_contract_of_one_kind_of_column_builds_a_request_model(
+    monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    from gitml import serve
+    from gitml.columns import Column
+
+    column = Column(kind, categories=("a", "b"), example="a" if kind == "category" else 1)  # type: ignore[arg-type]
+    monkeypatch.setattr(serve, "FEATURES", {"x": column})
+    model = serve.request_model(max_rows=10)
+    model(data={"values": [{"x": column.example}]})

@@ -4,6 +4,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pandera.errors
 import pytest
 from typer.testing import CliRunner
 
@@ -194,3 +195,18 @@ def test_clean_table_types(raw: pd.DataFrame) -> None:
         "clear", "cloudy/misty", "light rain/snow", "heavy rain/snow"
     ]  # fmt: skip
     assert {"mnth", "day"}.isdisjoint(table.columns)
+
+
+@example_only
+def test_the_same_hour_with_other_values_is_a_duplicate(raw: pd.DataFrame) -> None:
+    again = raw.iloc[[10]].assign(temp=0.5 if raw.loc[10, "temp"] != 0.5 else 0.6)
+    with pytest.raises(DataValidationError, match=r"duplicate rows of the key \['timestamp'\]"):
+        clean(validate_raw(pd.concat([raw, again], ignore_index=True)), {"year": 2011})
+
+
+def test_at_most_max_rows_lines_are_named(raw: pd.DataFrame) -> None:
+    bad = raw.head(3).assign(**{next(iter(dataset.FEATURES)): None})  # missing in 3 rows
+    with pytest.raises(pandera.errors.SchemaErrors) as err:
+        validate.RAW_SCHEMA.validate(bad, lazy=True)
+    described = validate.describe_failures(err.value.failure_cases, max_rows=2)
+    assert "at CSV lines [2, 3] ..." in described

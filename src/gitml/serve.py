@@ -103,14 +103,16 @@ def request_model(max_rows: int) -> type[BaseModel]:
         )
     ints = [n for n, s in FEATURES.items() if s.kind == "int"]
     floats = [n for n, s in FEATURES.items() if s.kind == "float"]
+    kinds = (("ints", ints, _json_integer), ("floats", floats, _json_number))
     row = create_model(  # type: ignore[call-overload]
         "PredictRow",
         __config__=type(
             "Config", (), {"extra": Extra.forbid, "schema_extra": _nullable_in_openapi}
         ),
-        __validators__={
-            "ints": validator(*ints, pre=True, allow_reuse=True)(_json_integer),
-            "floats": validator(*floats, pre=True, allow_reuse=True)(_json_number),
+        __validators__={  # pydantic refuses a validator of no fields: only the kinds present
+            name: validator(*columns, pre=True, allow_reuse=True)(check)
+            for name, columns, check in kinds
+            if columns
         },
         **fields,
     )
