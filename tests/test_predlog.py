@@ -21,6 +21,7 @@ from gitml.predlog import (
     write_actuals,
 )
 from gitml.schema import EXAMPLE_ROW, FEATURES
+from tests.example_data import example_only
 
 NOON = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
@@ -144,8 +145,12 @@ def test_a_malformed_line_names_file_and_line(tmp_path: Path, line: str, message
 
 
 def test_features_outside_the_input_contract_name_the_column(tmp_path: Path) -> None:
-    PredictionLog(tmp_path, "v1", instance="pod").append("x", [row(hr=30)], [1.0], now=NOON)
-    with pytest.raises(LogError, match="input contract: hr: in_range"):
+    name, spec = next((n, s) for n, s in FEATURES.items() if s.high is not None or s.categories)
+    outside = spec.high + 10 if spec.high is not None else "zzz-unknown"
+    PredictionLog(tmp_path, "v1", instance="pod").append("x", [row(**{name: outside})], [1.0],
+                                                         now=NOON)  # fmt: skip
+    check = "in_range" if spec.high is not None and spec.low is not None else "isin"
+    with pytest.raises(LogError, match=f"input contract: {name}: {check}"):
         read_predictions(tmp_path)
 
 
@@ -246,6 +251,7 @@ def test_times_with_offsets_or_milliseconds_are_read_as_utc(tmp_path: Path) -> N
     ]
 
 
+@example_only
 def test_contract_errors_name_at_most_five_column_checks(tmp_path: Path) -> None:
     bad = row(hr=30, weekday=9, workingday=5, holiday=5, temp=3.0, atemp=3.0)
     PredictionLog(tmp_path, "v1", instance="pod").append("x", [bad], [1.0], now=NOON)

@@ -19,7 +19,7 @@ import typer
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 
 from gitml.config import MODEL_FILE, REPORTS_DIR, SPLITS_DIR, load_params, split_path
-from gitml.dataset import TARGET
+from gitml.dataset import TARGET, TIME
 from gitml.files import write_atomic, write_json
 from gitml.predlog import ACTUAL, PREDICTION, LogError, read_predictions
 from gitml.schema import FEATURES, as_model_input
@@ -174,10 +174,10 @@ def judge(
 
 def time_windows(split: pd.DataFrame, days: int) -> list[pd.DataFrame]:
     """Consecutive whole windows of `days` days of a split (the backtest's unit)."""
-    start, step = split["timestamp"].min().normalize(), pd.Timedelta(days=days)
+    start, step = split[TIME].min().normalize(), pd.Timedelta(days=days)
     windows = []
-    while start + step <= split["timestamp"].max() + pd.Timedelta(hours=1):
-        windows.append(split[(split["timestamp"] >= start) & (split["timestamp"] < start + step)])
+    while start + step <= split[TIME].max() + pd.Timedelta(hours=1):
+        windows.append(split[(split[TIME] >= start) & (split[TIME] < start + step)])
         start += step
     return windows
 
@@ -185,7 +185,7 @@ def time_windows(split: pd.DataFrame, days: int) -> list[pd.DataFrame]:
 def as_logged(model: Any, window: pd.DataFrame, target: str) -> pd.DataFrame:
     """A window of a split as the prediction log would hold it, actuals joined."""
     frame = labelled_predictions(model, window, target)
-    frame["ts"] = window["timestamp"].dt.tz_localize(UTC).to_numpy()
+    frame["ts"] = window[TIME].dt.tz_localize(UTC).to_numpy()
     return frame
 
 

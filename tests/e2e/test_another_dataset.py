@@ -52,7 +52,8 @@ NYSE_PARAMS = {
     "train.hyperparams.hist_gradient_boosting.loss": "squared_error",  # log_volume < 0 at times
     "train.hyperparams.xgboost.objective": "reg:squarederror",
     "evaluate.baseline_keys": "[day_of_week]",
-    "quality.min_gain": "0.0",
+    "quality.min_gain": "0.0",  # weak features (no lags): no better than the weekday mean
+    "quality.beyond_noise": "false",
 }
 
 
