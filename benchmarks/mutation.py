@@ -49,10 +49,13 @@ _UNKNOWN_KIND = (
     "any unknown RUNNER_KIND (None, 'XXlocalXX') reads 'a local machine', as 'local' does"
 )
 _NO_REASON = "no RUNNER_REASON: '' and None are both false, so no reason is shown"
+_UNIT_ALIAS = "pandas reads 'd' as 'D' and 'H' as 'h' (a deprecated alias): the same timedelta"
 _PUBLISH_DEFAULT = "CML_PUBLISH unset: any default but 'false' (None, 'XXtrueXX') publishes"
 _GET_DEFAULT = "urllib sends GET when a request has no method and no body"
 _NO_RUN_URL = "RUN_URL unset: '' and None both fall back to 'see the pr workflow run'"
 EQUIVALENT: dict[str, str] = {
+    "gitml.dataset.x_clean__mutmut_25": _UNIT_ALIAS,
+    "gitml.dataset.x_clean__mutmut_33": _UNIT_ALIAS,
     "gitml.comment.x_main__mutmut_72": _PUBLISH_DEFAULT,
     "gitml.comment.x_main__mutmut_74": _PUBLISH_DEFAULT,
     "gitml.comment.x_main__mutmut_77": _PUBLISH_DEFAULT,

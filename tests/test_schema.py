@@ -115,3 +115,29 @@ def test_a_one_sided_bound_checks_its_side() -> None:
     schema = input_schema({"x": Column("int", high=3)})
     with pytest.raises(pandera.errors.SchemaError, match="less_than_or_equal_to"):
         schema.validate(pd.DataFrame({"x": [4]}))
+
+
+@pytest.mark.parametrize("nullable", [False, True])
+def test_text_and_bool_columns_check_their_type_and_missing_values(nullable: bool) -> None:
+    schema = input_schema(
+        {"when": Column("text", nullable=nullable), "flag": Column("bool", nullable=nullable)}
+    )
+    schema.validate(pd.DataFrame({"when": ["1962-12-03"], "flag": [True]}))
+    with pytest.raises(pandera.errors.SchemaError, match="when"):
+        schema.validate(pd.DataFrame({"when": [3], "flag": [True]}))
+    with pytest.raises(pandera.errors.SchemaError, match="flag"):
+        schema.validate(pd.DataFrame({"when": ["x"], "flag": ["yes"]}))
+    missing = pd.DataFrame({"when": pd.Series([None], dtype=object), "flag": [True]})
+    if nullable:
+        schema.validate(missing)
+    else:
+        with pytest.raises(pandera.errors.SchemaError, match="when"):
+            schema.validate(missing)
+
+
+def test_checks_across_columns_are_applied() -> None:
+    check = pandera.Check(lambda df: df["a"] < df["b"], name="a below b")
+    schema = input_schema({"a": Column("int"), "b": Column("int")}, [check])
+    schema.validate(pd.DataFrame({"a": [1], "b": [2]}))
+    with pytest.raises(pandera.errors.SchemaError, match="a below b"):
+        schema.validate(pd.DataFrame({"a": [3], "b": [2]}))
