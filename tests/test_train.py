@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gitml.dataset import TARGET
 from gitml.features import split_xy
 from gitml.train import build_regressor, fit, resolve_device
 
@@ -67,3 +68,20 @@ def test_a_model_trained_for_cuda_is_saved_to_predict_on_cpu(
     pipeline, record = fit(splits["train"], params["features"], cuda)
     assert record["device"] == "cuda" and record["gpu"] == "Stand-in GPU"
     assert pipeline[-1].get_params()["device"] == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("family", "key", "loss"),
+    [("hist_gradient_boosting", "loss", "poisson"), ("xgboost", "objective", "count:poisson")],
+)
+def test_a_poisson_loss_for_a_target_below_zero_names_the_setting(
+    splits: dict[str, pd.DataFrame], params: dict[str, Any], family: str, key: str, loss: str
+) -> None:
+    below = splits["train"].head(50).copy()
+    below[TARGET] = below[TARGET].astype(float) - 1e6  # every value below zero
+    train = {**params["train"], "model": family, "hyperparams": {family: {key: loss}}}
+    with pytest.raises(ValueError) as err:
+        fit(below, params["features"], train)
+    assert str(err.value).startswith(f"train.hyperparams.{family}.{key} is '{loss}', which needs")
+    assert f"{TARGET} >= 0" in str(err.value)
+    fit(below, params["features"], {**train, "hyperparams": {}})  # the default loss: trains

@@ -82,6 +82,17 @@ def build_pipeline(features: dict[str, Any], train: dict[str, Any], device: str)
     return Pipeline([("features", build_preprocessor(features)), ("model", regressor)])
 
 
+def check_loss(family: str, hyperparams: dict[str, Any], target: pd.Series) -> None:
+    """A Poisson loss models counts: refuse it, naming the setting, for a target below zero."""
+    for key in ("loss", "objective"):
+        if "poisson" in str(hyperparams.get(key, "")) and (target < 0).any():
+            raise ValueError(
+                f"train.hyperparams.{family}.{key} is {hyperparams[key]!r}, which needs "
+                f"{target.name} >= 0, but it goes down to {target.min():g}: use a loss for any "
+                "real number (squared_error; XGBoost: reg:squarederror)"
+            )
+
+
 def fit(
     frame: pd.DataFrame, features: dict[str, Any], train: dict[str, Any]
 ) -> tuple[Pipeline, dict[str, Any]]:
@@ -94,6 +105,7 @@ def fit(
     device = resolve_device(train["model"], train.get("device", "cpu"), gpu)
     pipeline = build_pipeline(features, train, device)
     inputs, target = split_xy(frame, features)
+    check_loss(train["model"], train.get("hyperparams", {}).get(train["model"], {}), target)
     started = time.perf_counter()
     pipeline.fit(inputs, target)
     if device == "cuda":
