@@ -190,10 +190,13 @@ def test_every_answered_row_is_logged_with_its_prediction(
 
 
 def test_a_rejected_request_is_not_logged(served: Served) -> None:
-    request_id = f"test-{uuid.uuid4().hex}"
-    response = post(served.url, bad(hr=99), headers={"X-Request-ID": request_id})
+    # one answered request first: the log exists even when this test runs alone
+    answered, rejected = (f"test-{uuid.uuid4().hex}" for _ in range(2))
+    response = post(served.url, bad(), headers={"X-Request-ID": answered})
+    assert response.status_code == 200, response.text
+    response = post(served.url, bad(price_xyz=3), headers={"X-Request-ID": rejected})
     assert response.status_code == 422
-    assert logged(served, request_id).empty
+    assert len(logged(served, answered)) == 1 and logged(served, rejected).empty
 
 
 def scrape(url: str) -> tuple[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
