@@ -105,15 +105,23 @@ def test_tags_are_made_as_the_bot_when_git_has_no_identity(
     assert tagger == f"{BOT[0]} <{BOT[1]}>"
 
 
-def test_a_number_taken_by_a_concurrent_run_is_retried_not_lost(
+def in_a_later_merge(
     origin: Path, runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """One job registers model@v0.0.1 in origin; then work in a second checkout, a later
+    merge whose run looked at origin just before that push (its next number is taken)."""
     first, second = checkout(origin, "first", runner_env), checkout(origin, "second", runner_env)
     monkeypatch.chdir(first)
     record(["register", "model"], "model", push=True, env=runner_env)
-    monkeypatch.chdir(second)  # a later merge, whose run looked at origin just before that push
+    monkeypatch.chdir(second)
     identity = ["-c", "user.name=Dana", "-c", "user.email=dana@example.com"]
     git(*identity, "commit", "-q", "--allow-empty", "-m", "two", cwd=second, env=runner_env)
+
+
+def test_a_number_taken_by_a_concurrent_run_is_retried_not_lost(
+    origin: Path, runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    in_a_later_merge(origin, runner_env, monkeypatch)
     real_fetch, fetches = registry.fetch_tags, []
 
     def stale_first_fetch(name: str, env: dict[str, str]) -> None:
@@ -130,18 +138,13 @@ def test_a_number_taken_by_a_concurrent_run_is_retried_not_lost(
 def test_a_number_taken_at_every_attempt_gives_up_saying_so(
     origin: Path, runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first, second = checkout(origin, "first", runner_env), checkout(origin, "second", runner_env)
-    monkeypatch.chdir(first)
-    record(["register", "model"], "model", push=True, env=runner_env)
-    monkeypatch.chdir(second)
-    identity = ["-c", "user.name=Dana", "-c", "user.email=dana@example.com"]
-    git(*identity, "commit", "-q", "--allow-empty", "-m", "two", cwd=second, env=runner_env)
+    in_a_later_merge(origin, runner_env, monkeypatch)
     monkeypatch.setattr(registry, "fetch_tags", lambda name, env: None)  # never sees origin's
     monkeypatch.setattr(registry, "ATTEMPTS", 2)  # as good as 5 here, and quicker
     with pytest.raises(registry.RegistryError) as err:
         record(["register", "model"], "model", push=True, env=runner_env)
     assert str(err.value) == "model@v0.0.1 was taken 2 times by concurrent runs; run it again"
-    assert git("tag", "--list", cwd=second) == ""  # each refused tag deleted, none left
+    assert git("tag", "--list", cwd=Path.cwd()) == ""  # each refused tag deleted, none left
 
 
 def test_a_push_origin_refuses_is_an_error_not_a_retry(
