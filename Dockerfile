@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The serving image: MLEM's FastAPI server (gitml.serve) with the packaged model baked in.
+# The serving image: MLEM's FastAPI server (gitml.serving.serve) with the packaged model baked in.
 # Build context: build/image/, prepared by `make image-context` (locked serving wheels with
 # hashes, the project wheel, the MLEM model). On GitHub: `docker build -f Dockerfile build/image`;
 # here `make image` builds this same file with buildah on a locally made Debian base.
@@ -42,10 +42,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     OMP_NUM_THREADS=1
 # OMP_NUM_THREADS=1: the server works on requests in parallel; OpenMP threads inside each tiny
 # predict only contend (single-row throughput +58 %, p50 -40 % on 2 cores, make bench-serving).
-# The prediction log (gitml.predlog): mount durable storage here, or it dies with the container.
+# The prediction log (gitml.serving.predlog): mount durable storage here, or it dies with the container.
 VOLUME ["/var/lib/gitml/predictions"]
 USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['GITML_PORT'], timeout=2)"]
-ENTRYPOINT ["python", "-m", "gitml.serve"]
+ENTRYPOINT ["python", "-m", "gitml", "serve"]

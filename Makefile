@@ -52,7 +52,7 @@ setup: | $(UV)
 .PHONY: data
 ## Pull the data (dvc pull data.dvc); seeds the bundled local remote on first use.
 data: setup
-	python -m gitml.data
+	python -m gitml data
 
 .PHONY: run
 ## Install, pull the data and run the pipeline (dvc repro).
@@ -121,7 +121,7 @@ train-ci: data
 .PHONY: report
 ## Write reports/pr/report.md (+ figures) comparing the workspace with BASE (default: main).
 report: setup
-	python -m gitml.report --base "$(BASE)"
+	python -m gitml report --base "$(BASE)"
 
 .PHONY: publish-outputs
 ## Push data, pipeline outputs and the run-cache to the DVC remote (trusted runs on main only).
@@ -131,7 +131,7 @@ publish-outputs: setup
 .PHONY: pick-runner
 ## Choose the pull request's training runner (prints GitHub step outputs).
 pick-runner:
-	PYTHONPATH=src $(STDLIB_PYTHON) -m gitml.runner
+	PYTHONPATH=src $(STDLIB_PYTHON) -m gitml runner
 
 .PHONY: install-cml
 ## Install the CML CLI from npm, unless this version is already on PATH.
@@ -151,7 +151,7 @@ cloud-runner:
 .PHONY: comment
 ## Post REPORT_DIR/report.md on its pull request with CML (the pr-comment workflow).
 comment:
-	PYTHONPATH=src $(STDLIB_PYTHON) -m gitml.comment
+	PYTHONPATH=src $(STDLIB_PYTHON) -m gitml comment
 
 IMAGE ?= localhost/gitml-serving:latest
 IMAGE_CONTEXT := build/image
@@ -161,7 +161,7 @@ MODEL_NAME := bike-demand
 # would answer with a tag name (bike-demand@v0.0.1), which is no version.
 MODEL_VERSION ?= $(shell $(VENV)/bin/gto show $(MODEL_NAME)@latest --version 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unversioned)
 ENV ?= staging
-# The local environments' ports (gitml.deploy reads the same variables).
+# The local environments' ports (gitml.release.deploy reads the same variables).
 STAGING_PORT := $(or $(GITML_STAGING_PORT),8081)
 PRODUCTION_PORT := $(or $(GITML_PRODUCTION_PORT),8082)
 SMOKE_URL ?= http://127.0.0.1:$(if $(filter production,$(ENV)),$(PRODUCTION_PORT),$(STAGING_PORT))
@@ -197,7 +197,7 @@ image-tools:
 .PHONY: image
 ## Build the serving image from the Dockerfile (docker, or buildah where there is no daemon).
 image: image-tools image-context
-	python -m gitml.image build --context $(IMAGE_CONTEXT) --tag $(IMAGE) \
+	python -m gitml image build --context $(IMAGE_CONTEXT) --tag $(IMAGE) \
 	  --model-version "$(MODEL_VERSION)" --git-commit "$(GIT_COMMIT)"
 
 .PHONY: audit
@@ -206,7 +206,7 @@ audit: setup
 	mkdir -p build/audit
 	$(UV) export --locked --no-default-groups --no-dev --no-emit-project --quiet \
 	  -o build/audit/requirements.txt
-	python -m gitml.audit --requirements build/audit/requirements.txt
+	python -m gitml audit --requirements build/audit/requirements.txt
 
 # PUSH=true: also push the tag to origin (CI: with GITHUB_TOKEN, retrying when a concurrent
 # run took the same version number). Without a git identity, tags are made as GitHub's bot.
@@ -215,55 +215,55 @@ PUSH ?=
 .PHONY: register
 ## Register the model at HEAD as the next GTO version (a git tag NAME@vX.Y.Z); PUSH=true pushes it.
 register: setup
-	python -m gitml.registry register --name $(MODEL_NAME) $(if $(VERSION),--version $(VERSION)) \
+	python -m gitml registry register --name $(MODEL_NAME) $(if $(VERSION),--version $(VERSION)) \
 	  $(if $(filter true,$(PUSH)),--push)
 
 .PHONY: assign
 ## Record in git that VERSION (default: latest) is in ENV (a GTO stage tag); PUSH=true pushes it.
 assign: setup
-	python -m gitml.registry assign --name $(MODEL_NAME) --stage $(ENV) \
+	python -m gitml registry assign --name $(MODEL_NAME) --stage $(ENV) \
 	  --version "$(or $(VERSION),$(MODEL_VERSION))" $(if $(filter true,$(PUSH)),--push)
 
 .PHONY: deploy
 ## Deploy the packaged model to ENV (staging|production) on the local target (loopback ports).
 deploy: package
-	python -m gitml.deploy deploy --env $(ENV) --version "$(or $(VERSION),$(MODEL_VERSION))"
+	python -m gitml deploy deploy --env $(ENV) --version "$(or $(VERSION),$(MODEL_VERSION))"
 
 .PHONY: smoke
 ## Smoke-check ENV (or SMOKE_URL): health, version, golden predictions, latency.
 smoke: setup
-	python -m gitml.smoke --url "$(SMOKE_URL)" $(if $(VERSION),--version $(VERSION))
+	python -m gitml smoke --url "$(SMOKE_URL)" $(if $(VERSION),--version $(VERSION))
 
 .PHONY: promote
 ## Deploy staging's exact release to production (local target).
 promote: setup
-	python -m gitml.deploy promote
+	python -m gitml deploy promote
 
 .PHONY: rollback
 ## Return ENV (default production) to its previous release (local target).
 rollback: ENV = production
 rollback: setup
-	python -m gitml.deploy rollback --env $(ENV)
+	python -m gitml deploy rollback --env $(ENV)
 
 .PHONY: status
 ## Show what each local environment serves.
 status: setup
-	python -m gitml.deploy status
+	python -m gitml deploy status
 
 .PHONY: release-version
 ## Print the model version (GTO) and the registry image name as GitHub step outputs.
 release-version: setup
-	python -m gitml.registry release-info --name $(MODEL_NAME) --version "$(MODEL_VERSION)"
+	python -m gitml registry release-info --name $(MODEL_NAME) --version "$(MODEL_VERSION)"
 
 .PHONY: release-from-tag
 ## From a GTO stage tag (TAG=bike-demand#production#N): its stage, version and image digest.
 release-from-tag: setup
-	python -m gitml.registry from-tag --tag "$(TAG)"
+	python -m gitml registry from-tag --tag "$(TAG)"
 
 .PHONY: deploy-preflight
 ## Before a deploy job changes anything: are the cluster secret and the smoke URL of ENV set?
 deploy-preflight:
-	PYTHONPATH=src $(STDLIB_PYTHON) -m gitml.preflight --env $(ENV)
+	PYTHONPATH=src $(STDLIB_PYTHON) -m gitml preflight --env $(ENV)
 
 .PHONY: kubeconfig
 ## Write KUBECONFIG_DATA (a secret) to the kubeconfig file kubectl reads.
@@ -273,12 +273,12 @@ kubeconfig:
 .PHONY: k8s-deploy
 ## Deploy IMAGE_REF (name@sha256:...) and VERSION to the Kubernetes ENV; waits, undoes on failure.
 k8s-deploy: setup k8s-tools
-	python -m gitml.k8s apply --env $(ENV) --image "$(IMAGE_REF)" --version "$(VERSION)"
+	python -m gitml k8s apply --env $(ENV) --image "$(IMAGE_REF)" --version "$(VERSION)"
 
 .PHONY: k8s-rollback
 ## Return the Kubernetes ENV to REVISION (what k8s-deploy printed as previous-revision).
 k8s-rollback: setup k8s-tools
-	python -m gitml.k8s rollback --env $(ENV) --to-revision "$(REVISION)"
+	python -m gitml k8s rollback --env $(ENV) --to-revision "$(REVISION)"
 
 .PHONY: golden
 ## The golden cases of the packaged model at HEAD (pulled from the DVC remote, else rebuilt).
@@ -304,25 +304,25 @@ MONITOR_DIR ?= reports/monitor
 .PHONY: replay
 ## Stream the held-out months (Oct-Dec) to local ENV as HTTP traffic; deploys it if down.
 replay: package
-	python -m gitml.deploy deploy --env $(ENV) --version "$(MODEL_VERSION)" --if-down
-	python -m gitml.replay --url $(SMOKE_URL) --actuals $(ACTUALS)
+	python -m gitml deploy deploy --env $(ENV) --version "$(MODEL_VERSION)" --if-down
+	python -m gitml replay --url $(SMOKE_URL) --actuals $(ACTUALS)
 
 .PHONY: monitor
 ## Drift and quality of ENV's recent predictions vs training (evidently); exits 1 on alarm.
 monitor: data
 	dvc repro --pull train $(NO_PROMPT)
-	python -m gitml.monitor --logs $(PREDICTION_LOGS) --actuals $(ACTUALS) --out $(MONITOR_DIR) \
+	python -m gitml monitor --logs $(PREDICTION_LOGS) --actuals $(ACTUALS) --out $(MONITOR_DIR) \
 	  --env $(ENV)
 
 .PHONY: fetch-logs
 ## Copy ENV's prediction log from PREDICTION_LOGS_URL (and ACTUALS_URL); unset: says so, exit 0.
 fetch-logs: setup
-	python -m gitml.fetch_logs --env $(ENV) --logs $(PREDICTION_LOGS) --actuals $(ACTUALS)
+	python -m gitml fetch-logs --env $(ENV) --logs $(PREDICTION_LOGS) --actuals $(ACTUALS)
 
 .PHONY: monitor-issue
 ## Open, update or close ENV's monitoring issue from MONITOR_DIR/summary.json (GITHUB_TOKEN).
 monitor-issue:
-	PYTHONPATH=src $(STDLIB_PYTHON) -m gitml.notify --env "$(ENV)" --reports $(MONITOR_DIR)
+	PYTHONPATH=src $(STDLIB_PYTHON) -m gitml notify --env "$(ENV)" --reports $(MONITOR_DIR)
 
 .PHONY: monitor-tools
 ## promtool and a Pushgateway, for the alerting tests (Debian's packages when missing).

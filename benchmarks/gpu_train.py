@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from gitml.config import load_params, split_path
-from gitml.features import split_xy
-from gitml.train import fit, gpu_name
+from gitml.pipeline.features import split_xy
+from gitml.pipeline.train import fit, gpu_name
 
 
 def main() -> None:

@@ -14,7 +14,13 @@ import pandas as pd
 
 from gitml.config import MODEL_FILE, load_params, split_path
 from gitml.dataset import TARGET
-from gitml.monitor import as_logged, judge, labelled_predictions, relative_error, time_windows
+from gitml.monitoring.monitor import (
+    as_logged,
+    judge,
+    labelled_predictions,
+    relative_error,
+    time_windows,
+)
 
 
 def main() -> None:

@@ -56,90 +56,96 @@ _NO_RUN_URL = "RUN_URL unset: '' and None both fall back to 'see the pr workflow
 EQUIVALENT: dict[str, str] = {
     "gitml.dataset.x_clean__mutmut_25": _UNIT_ALIAS,
     "gitml.dataset.x_clean__mutmut_33": _UNIT_ALIAS,
-    "gitml.comment.x_main__mutmut_72": _PUBLISH_DEFAULT,
-    "gitml.comment.x_main__mutmut_74": _PUBLISH_DEFAULT,
-    "gitml.comment.x_main__mutmut_77": _PUBLISH_DEFAULT,
-    "gitml.comment.x_main__mutmut_89": _NO_RUN_URL,
-    "gitml.comment.x_main__mutmut_105": _NO_RUN_URL,
-    "gitml.comment.x_main__mutmut_107": _NO_RUN_URL,
-    "gitml.comment.x_main__mutmut_143": _CHECK_DEFAULT,
-    "gitml.comment.x_main__mutmut_145": _CHECK_DEFAULT,
-    "gitml.comment.x_main__mutmut_42": _GET_DEFAULT,
-    "gitml.comment.x_all_comments__mutmut_10": _GET_DEFAULT,
-    "gitml.comment.x_api__mutmut_18": _HEADER_CASE,
-    "gitml.comment.x_api__mutmut_19": _HEADER_CASE,
-    "gitml.comment.x_api__mutmut_23": _HEADER_CASE,
-    "gitml.comment.x_api__mutmut_24": _HEADER_CASE,
-    "gitml.comment.x_stale_reports__mutmut_8": (
+    "gitml.pull_requests.comment.x_main__mutmut_72": _PUBLISH_DEFAULT,
+    "gitml.pull_requests.comment.x_main__mutmut_74": _PUBLISH_DEFAULT,
+    "gitml.pull_requests.comment.x_main__mutmut_77": _PUBLISH_DEFAULT,
+    "gitml.pull_requests.comment.x_main__mutmut_89": _NO_RUN_URL,
+    "gitml.pull_requests.comment.x_main__mutmut_105": _NO_RUN_URL,
+    "gitml.pull_requests.comment.x_main__mutmut_107": _NO_RUN_URL,
+    "gitml.pull_requests.comment.x_main__mutmut_143": _CHECK_DEFAULT,
+    "gitml.pull_requests.comment.x_main__mutmut_145": _CHECK_DEFAULT,
+    "gitml.pull_requests.comment.x_main__mutmut_42": _GET_DEFAULT,
+    "gitml.pull_requests.comment.x_all_comments__mutmut_10": _GET_DEFAULT,
+    "gitml.pull_requests.comment.x_api__mutmut_18": _HEADER_CASE,
+    "gitml.pull_requests.comment.x_api__mutmut_19": _HEADER_CASE,
+    "gitml.pull_requests.comment.x_api__mutmut_23": _HEADER_CASE,
+    "gitml.pull_requests.comment.x_api__mutmut_24": _HEADER_CASE,
+    "gitml.pull_requests.comment.x_stale_reports__mutmut_8": (
         "a comment without a body: neither '' nor 'XXXX' holds the watermark"
     ),
-    "gitml.comment.x_main__mutmut_73": _PUBLISH_DEFAULT,
-    "gitml.comment.x_main__mutmut_75": _PUBLISH_DEFAULT,
-    "gitml.comment.x_main__mutmut_78": _PUBLISH_DEFAULT,
-    "gitml.comment.x_main__mutmut_79": _PUBLISH_DEFAULT,
-    "gitml.report.x_git_show__mutmut_6": _CHECK_DEFAULT,
-    "gitml.report.x_git_show__mutmut_11": _CHECK_DEFAULT,
-    "gitml.report.x_command_output__mutmut_6": _CHECK_DEFAULT,
-    "gitml.report.x_command_output__mutmut_11": _CHECK_DEFAULT,
-    "gitml.report.x_runner_section__mutmut_3": _UNKNOWN_KIND,
-    "gitml.report.x_runner_section__mutmut_5": _UNKNOWN_KIND,
-    "gitml.report.x_runner_section__mutmut_8": _UNKNOWN_KIND,
-    "gitml.report.x_runner_section__mutmut_9": _UNKNOWN_KIND,
-    "gitml.report.x_runner_section__mutmut_12": _NO_REASON,
-    "gitml.report.x_runner_section__mutmut_14": _NO_REASON,
-    "gitml.report.x_verdict__mutmut_7": (
+    "gitml.pull_requests.comment.x_main__mutmut_73": _PUBLISH_DEFAULT,
+    "gitml.pull_requests.comment.x_main__mutmut_75": _PUBLISH_DEFAULT,
+    "gitml.pull_requests.comment.x_main__mutmut_78": _PUBLISH_DEFAULT,
+    "gitml.pull_requests.comment.x_main__mutmut_79": _PUBLISH_DEFAULT,
+    "gitml.pull_requests.report.x_git_show__mutmut_6": _CHECK_DEFAULT,
+    "gitml.pull_requests.report.x_git_show__mutmut_11": _CHECK_DEFAULT,
+    "gitml.pull_requests.report.x_command_output__mutmut_6": _CHECK_DEFAULT,
+    "gitml.pull_requests.report.x_command_output__mutmut_11": _CHECK_DEFAULT,
+    "gitml.pull_requests.report.x_runner_section__mutmut_3": _UNKNOWN_KIND,
+    "gitml.pull_requests.report.x_runner_section__mutmut_5": _UNKNOWN_KIND,
+    "gitml.pull_requests.report.x_runner_section__mutmut_8": _UNKNOWN_KIND,
+    "gitml.pull_requests.report.x_runner_section__mutmut_9": _UNKNOWN_KIND,
+    "gitml.pull_requests.report.x_runner_section__mutmut_12": _NO_REASON,
+    "gitml.pull_requests.report.x_runner_section__mutmut_14": _NO_REASON,
+    "gitml.pull_requests.report.x_verdict__mutmut_7": (
         "low >= 0 is reached only when 0 is outside [low, high], where low >= 0 means low > 0"
     ),
-    "gitml.comment.x_fetch_pr__mutmut_8": _HEADER_CASE,
-    "gitml.comment.x_fetch_pr__mutmut_9": _HEADER_CASE,
-    "gitml.comment.x_fetch_pr__mutmut_11": _HEADER_CASE,
-    "gitml.comment.x_fetch_pr__mutmut_12": _HEADER_CASE,
-    "gitml.runner.x_online_runners__mutmut_7": _HEADER_CASE,
-    "gitml.runner.x_online_runners__mutmut_8": _HEADER_CASE,
-    "gitml.runner.x_online_runners__mutmut_10": _HEADER_CASE,
-    "gitml.runner.x_online_runners__mutmut_11": _HEADER_CASE,
-    "gitml.comment.x_verify_pr__mutmut_24": _VERIFIED_HEAD,
-    "gitml.comment.x_verify_pr__mutmut_26": _VERIFIED_HEAD,
-    "gitml.evaluate.x_seasonal_baseline__mutmut_4": _OBSERVED,
-    "gitml.evaluate.x_seasonal_baseline__mutmut_6": _OBSERVED,
-    "gitml.evaluate.x_seasonal_baseline__mutmut_7": _OBSERVED,
-    "gitml.evaluate.x_evaluate__mutmut_91": "groupby(as_index=None) behaves as as_index=False",
-    "gitml.validate.x_describe_failures__mutmut_42": (
+    "gitml.pull_requests.comment.x_fetch_pr__mutmut_8": _HEADER_CASE,
+    "gitml.pull_requests.comment.x_fetch_pr__mutmut_9": _HEADER_CASE,
+    "gitml.pull_requests.comment.x_fetch_pr__mutmut_11": _HEADER_CASE,
+    "gitml.pull_requests.comment.x_fetch_pr__mutmut_12": _HEADER_CASE,
+    "gitml.pull_requests.runner.x_online_runners__mutmut_7": _HEADER_CASE,
+    "gitml.pull_requests.runner.x_online_runners__mutmut_8": _HEADER_CASE,
+    "gitml.pull_requests.runner.x_online_runners__mutmut_10": _HEADER_CASE,
+    "gitml.pull_requests.runner.x_online_runners__mutmut_11": _HEADER_CASE,
+    "gitml.pull_requests.comment.x_verify_pr__mutmut_24": _VERIFIED_HEAD,
+    "gitml.pull_requests.comment.x_verify_pr__mutmut_26": _VERIFIED_HEAD,
+    "gitml.pipeline.evaluate.x_seasonal_baseline__mutmut_4": _OBSERVED,
+    "gitml.pipeline.evaluate.x_seasonal_baseline__mutmut_6": _OBSERVED,
+    "gitml.pipeline.evaluate.x_seasonal_baseline__mutmut_7": _OBSERVED,
+    "gitml.pipeline.evaluate.x_evaluate__mutmut_91": (
+        "groupby(as_index=None) behaves as as_index=False"
+    ),
+    "gitml.pipeline.validate.x_describe_failures__mutmut_42": (
         "groupby(sort=None) is falsy: groups keep their first-seen order, as with sort=False"
     ),
-    "gitml.features.x_build_preprocessor__mutmut_5": _NAMES,
-    "gitml.features.x_build_preprocessor__mutmut_6": _NAMES,
-    "gitml.features.x_build_preprocessor__mutmut_17": _NAMES,
-    "gitml.features.x_build_preprocessor__mutmut_18": _NAMES,
-    "gitml.registry.x_run__mutmut_5": _CHECK_DEFAULT,
-    "gitml.registry.x_run__mutmut_10": _CHECK_DEFAULT,
-    "gitml.registry.x_image_digest__mutmut_5": _CHECK_DEFAULT,
-    "gitml.registry.x_image_digest__mutmut_9": _CHECK_DEFAULT,
-    "gitml.registry.x_image_name__mutmut_7": "the whole image name is lowercased afterwards",
-    "gitml.registry.x_record__mutmut_12": "git config's section and key names ignore case",
-    "gitml.registry.x_image_digest__mutmut_4": "json.loads reads bytes as well as text",
-    "gitml.registry.x_image_digest__mutmut_8": "json.loads reads bytes as well as text",
-    "gitml.registry.x_image_digest__mutmut_24": "json.loads reads bytes as well as text",
+    "gitml.pipeline.features.x_build_preprocessor__mutmut_5": _NAMES,
+    "gitml.pipeline.features.x_build_preprocessor__mutmut_6": _NAMES,
+    "gitml.pipeline.features.x_build_preprocessor__mutmut_17": _NAMES,
+    "gitml.pipeline.features.x_build_preprocessor__mutmut_18": _NAMES,
+    "gitml.release.registry.x_run__mutmut_5": _CHECK_DEFAULT,
+    "gitml.release.registry.x_run__mutmut_10": _CHECK_DEFAULT,
+    "gitml.release.registry.x_image_digest__mutmut_5": _CHECK_DEFAULT,
+    "gitml.release.registry.x_image_digest__mutmut_9": _CHECK_DEFAULT,
+    "gitml.release.registry.x_image_name__mutmut_7": (
+        "the whole image name is lowercased afterwards"
+    ),
+    "gitml.release.registry.x_record__mutmut_12": "git config's section and key names ignore case",
+    "gitml.release.registry.x_image_digest__mutmut_4": "json.loads reads bytes as well as text",
+    "gitml.release.registry.x_image_digest__mutmut_8": "json.loads reads bytes as well as text",
+    "gitml.release.registry.x_image_digest__mutmut_24": "json.loads reads bytes as well as text",
     "gitml.schema.x__pandera_column__mutmut_8": (
         "a category column's dtype left unchecked: its isin check refuses every non-string"
     ),
     "gitml.schema.x__pandera_column__mutmut_10": "pandera's nullable=None is its default, False",
     "gitml.schema.x__pandera_column__mutmut_13": "pandera's nullable default is False",
-    "gitml.runner.x_choose__mutmut_37": "labels '' and None are both not a list: the same error",
-    "gitml.runner.x_main__mutmut_5": "a missing token: '' and None are both false",
-    "gitml.runner.x_main__mutmut_7": "a missing token: '' and None are both false",
-    "gitml.predlog.xǁPredictionLogǁ__init____mutmut_12": (
+    "gitml.pull_requests.runner.x_choose__mutmut_37": (
+        "labels '' and None are both not a list: the same error"
+    ),
+    "gitml.pull_requests.runner.x_main__mutmut_5": "a missing token: '' and None are both false",
+    "gitml.pull_requests.runner.x_main__mutmut_7": "a missing token: '' and None are both false",
+    "gitml.serving.predlog.xǁPredictionLogǁ__init____mutmut_12": (
         "_day is compared only once _fd is set, which sets _day too"
     ),
-    "gitml.predlog.xǁPredictionLogǁ__init____mutmut_13": (
+    "gitml.serving.predlog.xǁPredictionLogǁ__init____mutmut_13": (
         "_day is compared only once _fd is set, which sets _day too"
     ),
-    "gitml.predlog.x__read_jsonl__mutmut_7": "codec names are case-insensitive",
-    "gitml.predlog.x_write_actuals__mutmut_16": "codec names are case-insensitive",
-    "gitml.predlog.x_read_predictions__mutmut_83": (
+    "gitml.serving.predlog.x__read_jsonl__mutmut_7": "codec names are case-insensitive",
+    "gitml.serving.predlog.x_write_actuals__mutmut_16": "codec names are case-insensitive",
+    "gitml.serving.predlog.x_read_predictions__mutmut_83": (
         "merge(on=None) joins on the common columns, which are exactly request_id and row"
     ),
-    "gitml.predlog.x_read_predictions__mutmut_86": (
+    "gitml.serving.predlog.x_read_predictions__mutmut_86": (
         "merge without on= joins on the common columns, which are exactly request_id and row"
     ),
 }
@@ -217,7 +223,7 @@ def main() -> None:
         sys.exit("mutation: no mutmut results under mutants/ (run without --report-only)")
     below, survivors = [], {}
     print(
-        f"{'module':18s} {'mutants':>7s} {'killed':>6s} {'equiv':>5s} {'left':>5s} {'score':>6s}"
+        f"{'module':28s} {'mutants':>7s} {'killed':>6s} {'equiv':>5s} {'left':>5s} {'score':>6s}"
     )
     for module, codes in found.items():
         # a mutant listed as equivalent but killed was not equivalent: it counts as killed
@@ -227,7 +233,7 @@ def main() -> None:
         score = caught / len(counted) if counted else 1.0
         left = {name: status(code) for name, code in counted.items() if code not in CAUGHT}
         survivors.update(left)
-        print(f"{module:18s} {len(codes):7d} {caught:6d} {len(equivalent):5d} {len(left):5d} "
+        print(f"{module:28s} {len(codes):7d} {caught:6d} {len(equivalent):5d} {len(left):5d} "
               f"{score:6.1%}")  # fmt: skip
         if score < GOAL:
             below.append(module)

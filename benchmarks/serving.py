@@ -1,6 +1,6 @@
 """Serving throughput and latency (a benchmark, not a test: it prints, never asserts).
 
-Starts `python -m gitml.serve` on loopback with the packaged model (artifacts/mlem, from
+Starts `python -m gitml serve` on loopback with the packaged model (artifacts/mlem, from
 `make package`), loads it with wrk (single rows, then batches of 100), with the prediction log
 off and on, and measures the same model's in-process predict rate, so the HTTP overhead and
 the logging overhead show as ratios. Run with `make bench-serving` (GITML_BENCH_SECONDS sets
@@ -20,9 +20,9 @@ import httpx
 import pandas as pd
 
 from gitml.config import MLEM_MODEL, split_path
-from gitml.packaging import load_model
-from gitml.predlog import PredictionLog
 from gitml.schema import as_model_input
+from gitml.serving.packaging import load_model
+from gitml.serving.predlog import PredictionLog
 
 SECONDS = int(os.environ.get("GITML_BENCH_SECONDS", "10"))
 PORT = int(os.environ.get("GITML_BENCH_PORT", "18080"))
@@ -72,7 +72,7 @@ def serve_and_load(log_dir: Path | None) -> dict[str, dict[str, float]]:
     env.pop("GITML_PREDICTION_LOG_DIR", None)
     if log_dir is not None:
         env["GITML_PREDICTION_LOG_DIR"] = str(log_dir)
-    server = subprocess.Popen([sys.executable, "-m", "gitml.serve"], env=env)
+    server = subprocess.Popen([sys.executable, "-m", "gitml", "serve"], env=env)
     url = f"http://127.0.0.1:{PORT}"
     try:
         for _ in range(240):

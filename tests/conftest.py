@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 
 from gitml.config import PARAMS_FILE, PROJ_ROOT, load_params
+from gitml.pipeline.prepare import split_by_time
+from gitml.pipeline.validate import RAW_DATA, clean, read_raw
 from gitml.ports import free_port, reserve_port
-from gitml.prepare import split_by_time
-from gitml.validate import RAW_DATA, clean, read_raw
 from tests import fake_github
 
 
@@ -59,7 +59,7 @@ def splits(clean_table: pd.DataFrame, params: dict[str, Any]) -> dict[str, pd.Da
 @pytest.fixture(scope="session")
 def trained_model(splits: dict[str, pd.DataFrame], params: dict[str, Any]) -> Any:
     """The pipeline trained with the committed params (seconds), independent of `make run`."""
-    from gitml.train import fit
+    from gitml.pipeline.train import fit
 
     pipeline, _ = fit(splits["train"], params["features"], params["train"])
     return pipeline
@@ -71,8 +71,8 @@ def packaged_model(
 ) -> Path:
     """That pipeline saved with MLEM, as the package stage does."""
     from gitml.files import write_json
-    from gitml.packaging import GOLDEN_FILE, golden_cases, save_model
     from gitml.schema import as_model_input
+    from gitml.serving.packaging import GOLDEN_FILE, golden_cases, save_model
 
     path = tmp_path_factory.mktemp("mlem") / "model"
     save_model(trained_model, as_model_input(splits["train"].head(50)), path)
@@ -96,8 +96,8 @@ class Served:
 def process_server(
     packaged_model: Path, trained_model: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Served]:
-    """A real server process (`python -m gitml.serve`) on a free loopback port."""
-    from gitml.packaging import model_hash
+    """A real server process (`python -m gitml serve`) on a free loopback port."""
+    from gitml.serving.packaging import model_hash
 
     # The server inherits a socket already listening on a spare port: no other process can
     # take the port between choosing it and the server binding it.
@@ -106,7 +106,7 @@ def process_server(
            "GITML_FD": str(listener.fileno()), "GITML_PREDICTION_LOG_DIR": str(log_dir)}  # fmt: skip
     env["MLEM_NO_ANALYTICS"] = "true"
     process = subprocess.Popen(
-        [sys.executable, "-m", "gitml.serve"], env=env, pass_fds=(listener.fileno(),),
+        [sys.executable, "-m", "gitml", "serve"], env=env, pass_fds=(listener.fileno(),),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{listener.getsockname()[1]}"
@@ -127,7 +127,7 @@ def built_image() -> str:
     result = subprocess.run(["make", "image"], cwd=PROJ_ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         pytest.fail(f"make image failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    from gitml.image import IMAGE
+    from gitml.release.image import IMAGE
 
     return IMAGE
 
@@ -137,8 +137,8 @@ def image_server(built_image: str, tmp_path_factory: pytest.TempPathFactory) -> 
     """The image's own entrypoint, run in a container, on a free loopback port, its prediction
     log on a mounted host directory (as a volume would be)."""
     from gitml.config import MLEM_MODEL
-    from gitml.image import image_config, start, stop
-    from gitml.packaging import load_model
+    from gitml.release.image import image_config, start, stop
+    from gitml.serving.packaging import load_model
 
     port, log_dir = free_port(), tmp_path_factory.mktemp("image-predictions")
     log_dir.chmod(0o777)  # the image's user (uid 10001) writes there

@@ -5,7 +5,7 @@ what they expect from the dataset spec and params.yaml carry on."""
 import pytest
 
 from gitml.config import PROJ_ROOT
-from gitml.data import is_example
+from gitml.pipeline.data import is_example
 
 example_only = pytest.mark.skipif(
     not is_example(PROJ_ROOT),

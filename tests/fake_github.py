@@ -1,5 +1,5 @@
 """A stand-in for the GitHub REST API on loopback, for the stdlib modules that call it with
-urllib (gitml.runner, gitml.comment).
+urllib (gitml.pull_requests.runner, gitml.pull_requests.comment).
 
 GitHub cannot be reached from the tests, and those modules name https://api.github.com
 themselves. So the stand-in is an HTTPS proxy: urllib honours HTTPS_PROXY, sends CONNECT to it,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gitml.data import download_wheel
+from gitml.pipeline.data import download_wheel
 from gitml.ports import free_port
 from tests.e2e.clone import clean_env, make_clone, run
 
@@ -137,7 +137,7 @@ def test_a_fresh_clone_of_the_fork_runs_the_readme_loop(
         monitor = subprocess.run(["make", "monitor"], cwd=clone, env=env, capture_output=True,
                                  text=True, check=False)  # fmt: skip
     finally:
-        run(str(clone / ".venv" / "bin" / "python"), "-m", "gitml.deploy", "stop", "--env",
+        run(str(clone / ".venv" / "bin" / "python"), "-m", "gitml", "deploy", "stop", "--env",
             "staging", cwd=clone, env=env)  # fmt: skip
     sent = int(re.search(r"replay: (\d+) rows of production sent", replayed).group(1))  # type: ignore[union-attr]
     summary = json.loads((clone / "reports" / "monitor" / "summary.json").read_text())

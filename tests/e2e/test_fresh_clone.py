@@ -120,7 +120,7 @@ def test_replay_then_monitor_flags_the_unseen_season(ran_clone: tuple[Path, str]
         monitor = subprocess.run(["make", "monitor"], cwd=clone, env=env, capture_output=True,
                                  text=True, check=False)  # fmt: skip
     finally:
-        run(str(clone / ".venv" / "bin" / "python"), "-m", "gitml.deploy", "stop", "--env",
+        run(str(clone / ".venv" / "bin" / "python"), "-m", "gitml", "deploy", "stop", "--env",
             "staging", cwd=clone, env=env)  # fmt: skip
     assert monitor.returncode != 0, "an alarm must fail `make monitor`"
     assert "Action needed" in monitor.stdout, monitor.stdout + monitor.stderr

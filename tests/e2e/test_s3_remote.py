@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from gitml.config import PROJ_ROOT
+from gitml.pipeline.validate import RAW_DATA
 from gitml.ports import free_port
-from gitml.validate import RAW_DATA
 from tests.e2e.clone import run
 
 pytestmark = pytest.mark.slow

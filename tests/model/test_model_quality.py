@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
 
-from gitml.bootstrap import mae, paired_difference_ci
 from gitml.config import load_params
 from gitml.dataset import TARGET, TIME
-from gitml.evaluate import seasonal_baseline
-from gitml.features import split_xy
-from gitml.train import fit
+from gitml.pipeline.evaluate import seasonal_baseline
+from gitml.pipeline.features import split_xy
+from gitml.pipeline.train import fit
+from gitml.pull_requests.bootstrap import mae, paired_difference_ci
 from tests.example_data import example_only
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_audit import ADVISORIES, osv_serving
+from tests.release.test_audit import ADVISORIES, osv_serving
 from tests.workflows.github import FakeGitHub
 from tests.workflows.harness import Runner, fresh_fork
 

@@ -1,5 +1,5 @@
-"""GitHub's side of the workflows, on loopback: the REST endpoints that `gitml.comment`,
-`gitml.notify` and CML call, served over HTTPS (a throw-away CA that the runner trusts through
+"""GitHub's side of the workflows, on loopback: the REST endpoints that `gitml.pull_requests.comment`,
+`gitml.monitoring.notify` and CML call, served over HTTPS (a throw-away CA that the runner trusts through
 SSL_CERT_FILE / NODE_EXTRA_CA_CERTS), the way a GitHub Enterprise host is reached
 (`https://HOST/api/v3`). It keeps pull requests, comments, issues and labels in memory, answers
 like GitHub (pagination with `per_page`/`page`, 30 by default; 410 when issues are disabled),

@@ -8,7 +8,7 @@ Only GitHub's side is replaced, at the boundary:
   `--github-instance` (GITHUB_SERVER_URL and GITHUB_API_URL point at it): its REST API, and
   `origin`, a bare repository it serves over git's smart HTTP (fetches and pushes are real);
 - osv.dev, which `make audit` queries, is OSV's query API on loopback with the published
-  advisories of the serving dependencies (tests/test_audit.py);
+  advisories of the serving dependencies (tests/release/test_audit.py);
 - the artifact, registry and Docker actions are local actions with the same inputs and outputs
   (`--local-repository`), and `kubectl`, `docker` and `cml` are stand-ins on the runner's PATH
   (the cluster and the registry cannot be reached; CML's npm package is not served here).

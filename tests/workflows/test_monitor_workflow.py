@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from gitml.dataset import TARGET, TIME
-from gitml.predlog import PredictionLog, write_actuals
 from gitml.schema import FEATURES
+from gitml.serving.predlog import PredictionLog, write_actuals
 from tests.workflows import events
 from tests.workflows.conftest import REPOSITORY, Fork
 from tests.workflows.harness import Result

@@ -16,7 +16,7 @@ TOKEN = "ghs_job_token_stand_in"  # what GitHub hands each job as github.token
 # The checks job runs `make test` as written; inside the harness its pytest runs a few modules
 # and no harness (the whole suite is what runs the harness), the alerting tests among them:
 # they need promtool, which a hosted runner must install without being root.
-NESTED_PYTEST = "tests/test_alerts.py tests/test_runner.py tests/test_comment.py"
+NESTED_PYTEST = "tests/monitoring/test_alerts.py tests/pull_requests/test_runner.py tests/pull_requests/test_comment.py"
 EARLIER_COMMENTS = 31  # a discussion longer than the one page of comments CML reads
 
 

@@ -89,7 +89,7 @@ def serve_main_model(fork: Fork, version: str) -> tuple[str, subprocess.Popen[st
     port = free_port()
     env = {**os.environ, "GITML_MODEL_PATH": str(copy / "artifacts" / "mlem" / "model"),
            "GITML_MODEL_VERSION": version, "GITML_PORT": str(port), "MLEM_NO_ANALYTICS": "true"}  # fmt: skip
-    server = subprocess.Popen([sys.executable, "-m", "gitml.serve"], env=env, text=True,
+    server = subprocess.Popen([sys.executable, "-m", "gitml", "serve"], env=env, text=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):

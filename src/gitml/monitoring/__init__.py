@@ -1,0 +1,1 @@
+"""Monitoring: production traffic replayed, drift and quality reports, logs fetched, alarms."""

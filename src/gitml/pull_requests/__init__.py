@@ -1,0 +1,1 @@
+"""Pull requests: which runner trains one, its report (metrics, noise, figures), the comment."""

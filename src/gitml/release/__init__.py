@@ -1,0 +1,1 @@
+"""Releases: the image and its audit, GTO versions and stages, deploys, smoke checks."""

@@ -1,0 +1,1 @@
+"""Serving: the MLEM-packaged model, its HTTP server, metrics, prediction log, batch predict."""

@@ -1,0 +1,165 @@
+"""package stage, and the one module that talks to MLEM.
+
+MLEM is archived upstream (0.4.14 is its last release) and pins old pydantic/FastAPI/typer/
+isort; keeping every MLEM call here means replacing it later touches one file.
+`python -m gitml package` saves the trained pipeline with sample data, so the `.mlem`
+metadata records the input schema (columns and dtypes) the server decodes requests with.
+"""
+
+import json
+import math
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+import joblib
+import pandas as pd
+import typer
+import yaml
+from fastapi import FastAPI, Request, Response
+from mlem.api import load_meta, save
+from mlem.contrib.fastapi import FastAPIServer
+from mlem.runtime.interface import ModelInterface
+from mlem.runtime.server import ServerInterface
+from pydantic import BaseModel, parse_obj_as
+
+from gitml.config import MLEM_MODEL, MODEL_FILE, SPLITS_DIR, split_path
+from gitml.files import write_json
+from gitml.schema import EXAMPLE_ROW, as_model_input
+
+SAMPLE_ROWS = 50
+GOLDEN_ROWS = 20
+GOLDEN_FILE = "golden.json"  # beside the model: requests and the predictions they must get
+REQUEST_ID_HEADER = "X-Request-ID"  # the caller's id for a request, or one made up here
+RequestModels = dict[str, type[BaseModel]]
+# Called after each successful predict with (request id, rows as sent, predictions).
+PredictHook = Callable[[str, list[dict[str, Any]], list[float]], None]
+
+
+def save_model(model: Any, sample: pd.DataFrame, path: Path) -> None:
+    """Save with MLEM into `path` (+ `path.mlem`), atomically: a failure leaves nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".mlem-", dir=path.parent))
+    try:
+        save(model, str(scratch / path.name), sample_data=sample)
+        for produced in scratch.iterdir():
+            produced.replace(path.parent / produced.name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def golden_cases(model: Any, rows: pd.DataFrame) -> dict[str, Any]:
+    """Requests with the predictions the packaged model gives them: what smoke checks replay."""
+    records = json.loads(rows.to_json(orient="records"))  # JSON as a client sends it (NaN->null)
+    return {"rows": records, "predictions": [float(x) for x in model.predict(rows)]}
+
+
+def load_model(path: Path) -> Any:
+    """The saved model object itself (here the scikit-learn Pipeline)."""
+    return load_meta(str(path), load_value=True).get_value()
+
+
+def model_hash(path: Path) -> str:
+    """The md5 MLEM records for the model artifact: a version id that changes with the model."""
+    meta = yaml.safe_load(Path(f"{path}.mlem").read_text())
+    return str(meta["artifacts"]["data"]["hash"])
+
+
+class StrictFastAPIServer(FastAPIServer):
+    """MLEM's FastAPI server with our own request model for `predict`.
+
+    MLEM still loads the model, decodes the DataFrame (column order, dtypes) and serializes the
+    response; the pydantic request model validates every field first, so bad input is a 422
+    naming the field, and MLEM's catch-all "any exception is a 400" handler can be dropped:
+    what is left is a real bug, and a 500 says so.
+    """
+
+    type: ClassVar[str] = "gitml_fastapi"
+    request_models: ClassVar[RequestModels] = {}
+    on_predict: ClassVar[PredictHook | None] = None
+
+    @classmethod
+    def _create_handler_executor(  # type: ignore[no-untyped-def]
+        cls, method_name, args, arg_serializers, executor, response_serializer, middlewares
+    ):
+        request_model = cls.request_models.get(method_name)
+        if request_model is None or list(args) != ["data"]:
+            return super()._create_handler_executor(
+                method_name, args, arg_serializers, executor, response_serializer, middlewares
+            )
+        response_model = response_serializer.get_model()
+        decode = arg_serializers["data"].deserialize
+
+        on_predict = cls.on_predict
+
+        def handler(model: request_model, request: Request, reply: Response):  # type: ignore[valid-type]
+            rows = [row.dict() for row in model.data.values]  # type: ignore[attr-defined]
+            values = middlewares.on_request({"data": decode({"values": rows})})
+            result = middlewares.on_response(values, executor(**values))
+            response = response_serializer.serialize(result)
+            if not all(math.isfinite(x) for x in response):
+                raise RuntimeError("the model returned a non-finite prediction")
+            # the caller's id, capped: it is echoed and logged, never trusted to be short
+            request_id = request.headers.get(REQUEST_ID_HEADER, "")[:128] or uuid.uuid4().hex
+            reply.headers[REQUEST_ID_HEADER] = request_id
+            if on_predict is not None:
+                on_predict(request_id, rows, response)
+            return parse_obj_as(response_model, response)
+
+        handler.__name__ = method_name
+        return handler, response_model, None
+
+    def app_init(self, interface: Any) -> FastAPI:
+        app = super().app_init(interface)
+        app.exception_handlers.pop(Exception, None)
+        return app
+
+
+def build_app(
+    path: Path, request_model: type[BaseModel], on_predict: PredictHook | None = None
+) -> tuple[FastAPI, Callable[..., Any]]:
+    """MLEM's FastAPI app for the model at `path`, validating `predict` with `request_model`
+    and handing every answered request to `on_predict` (the prediction log).
+
+    Returns:
+        The app, and the in-process predict function of the same interface (used to warm up).
+    """
+    meta = load_meta(str(path), load_value=True)
+    StrictFastAPIServer.request_models = {"predict": request_model}
+    StrictFastAPIServer.on_predict = on_predict
+    server = StrictFastAPIServer()
+    interface = ServerInterface.create(server, ModelInterface.from_model(meta))
+    app = server.app_init(interface)
+    serializer = interface.get_method_signature("predict").args[0].get_serializer()
+    executor = interface.get_method_executor("predict")
+
+    def predict(rows: list[dict[str, Any]]) -> Any:
+        return executor(data=serializer.deserialize({"values": rows}))
+
+    predict([EXAMPLE_ROW])  # the first prediction pays lazy imports and thread-pool start-up
+    return app, predict
+
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(
+    model_path: Annotated[Path, typer.Option("--model", help="Trained pipeline.")] = MODEL_FILE,
+    splits_dir: Annotated[Path, typer.Option(help="Where the splits are.")] = SPLITS_DIR,
+    out: Annotated[Path, typer.Option(help="MLEM model path to write.")] = MLEM_MODEL,
+) -> None:
+    """Package the trained pipeline with MLEM, recording its input schema from sample rows."""
+    sample = as_model_input(pd.read_parquet(split_path("train", splits_dir)).head(SAMPLE_ROWS))
+    model = joblib.load(model_path)
+    save_model(model, sample, out)
+    golden = as_model_input(pd.read_parquet(split_path("test", splits_dir)).head(GOLDEN_ROWS))
+    write_json(out.parent / GOLDEN_FILE, golden_cases(model, golden))
+    typer.echo(f"package: {out} (+ .mlem, {GOLDEN_FILE}), model hash {model_hash(out)}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,72 @@
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from gitml.dataset import TIME
+from gitml.pipeline.prepare import boundary, split_by_time
+
+
+def test_splits_are_ordered_in_time_disjoint_and_complete(
+    splits: dict[str, pd.DataFrame], clean_table: pd.DataFrame
+) -> None:
+    train, test, production = splits["train"], splits["test"], splits["production"]
+    assert train[TIME].max() < test[TIME].min()
+    assert test[TIME].max() < production[TIME].min()
+    assert sum(len(s) for s in splits.values()) == len(clean_table)
+
+
+def test_split_boundaries_follow_params(
+    splits: dict[str, pd.DataFrame], params: dict[str, Any]
+) -> None:
+    test_from = pd.Timestamp(params["split"]["test_from"])
+    production_from = pd.Timestamp(params["split"]["production_from"])
+    assert splits["train"][TIME].max() < test_from <= splits["test"][TIME].min()
+    assert splits["test"][TIME].max() < production_from <= splits["production"][TIME].min()
+
+
+def test_days_back_count_from_the_end_of_the_data(clean_table: pd.DataFrame) -> None:
+    last_day = clean_table[TIME].max().normalize()
+    assert boundary("split.x", "-1d", clean_table[TIME]) == last_day
+    assert boundary("split.x", " -30d ", clean_table[TIME]) == last_day - pd.Timedelta(days=29)
+    splits = split_by_time(clean_table, "-60d", "-30d")
+    assert splits["production"][TIME].min() >= last_day - pd.Timedelta(days=29)
+    assert splits["production"][TIME].dt.normalize().nunique() <= 30
+
+
+def test_boundaries_span_any_number_of_years() -> None:
+    times = pd.date_range("2019-01-01", "2021-12-31 23:00", freq="h")
+    table = pd.DataFrame({TIME: times, "y": range(len(times))})
+    splits = split_by_time(table, "2020-10-01", "2021-01-01")
+    assert splits["train"][TIME].max() == pd.Timestamp("2020-09-30 23:00")
+    assert len(splits["test"]) == (31 + 30 + 31) * 24  # Oct-Dec of the second year only
+    assert splits["production"][TIME].min() == pd.Timestamp("2021-01-01")
+
+
+@pytest.mark.parametrize(
+    ("test_from", "production_from", "empty"),
+    [
+        ("1900-01-01", "-30d", "train"),
+        ("-30d", "-30d", "test"),
+        ("-10d", "-30d", "test"),
+        ("-30d", "2999-01-01", "production"),
+    ],
+)
+def test_a_cut_that_leaves_a_split_empty_is_an_error_naming_it(
+    clean_table: pd.DataFrame, test_from: str, production_from: str, empty: str
+) -> None:
+    with pytest.raises(ValueError) as err:
+        split_by_time(clean_table, test_from, production_from)
+    message = str(err.value)
+    assert f"split.test_from={test_from}" in message
+    assert f"split.production_from={production_from}" in message
+    assert f"leave {empty} empty" in message
+    assert f"{clean_table[TIME].min():%Y-%m-%d %H:%M}" in message  # the data's range
+
+
+@pytest.mark.parametrize("value", ["September", "30d", "-d", 10, None, "2011-13-01"])
+def test_an_unreadable_boundary_is_an_error_naming_the_setting(
+    clean_table: pd.DataFrame, value: object
+) -> None:
+    with pytest.raises(ValueError, match=r"split.test_from=.* is neither a date"):
+        split_by_time(clean_table, value, "-30d")

@@ -1,0 +1,432 @@
+"""The Kubernetes deployment targets in deploy/k8s: each overlay renders with `kubectl kustomize`,
+every rendered object is valid against the Kubernetes API schemas (kubernetes-validate, offline,
+strict), and the serving rules hold: zero-downtime rollouts, /healthz probes, bounded resources,
+a locked-down non-root container, an image pinned by digest per environment, and a prediction
+log on shared storage, one file per pod."""
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from gitml.release import k8s
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+OVERLAYS = ("staging", "production")
+KUBERNETES_VERSION = "1.30.0"  # schemas bundled with kubernetes-validate: no network
+KINDS = {
+    "Deployment",
+    "Service",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+    "PersistentVolumeClaim",
+}
+PREDICTIONS_CLAIM = "gitml-predictions"
+UID = 10001
+PORT = 8080
+PINNED_IMAGE = re.compile(r"ghcr\.io/[a-z0-9._-]+/[a-z0-9._/-]+@sha256:[0-9a-f]{64}")
+QUANTITY_UNITS = {
+    "m": 1e-3,
+    "": 1.0,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "Ki": 2.0**10,
+    "Mi": 2.0**20,
+    "Gi": 2.0**30,
+}
+
+Doc = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    overlay: str
+    kustomization: Doc
+    docs: list[Doc]
+
+    def one(self, kind: str) -> Doc:
+        found = [doc for doc in self.docs if doc["kind"] == kind]
+        assert len(found) == 1, f"{self.overlay}: expected one {kind}, got {len(found)}"
+        return found[0]
+
+    @property
+    def deployment(self) -> Doc:
+        return self.one("Deployment")
+
+    @property
+    def pod(self) -> Doc:
+        return self.deployment["spec"]["template"]
+
+    @property
+    def container(self) -> Doc:
+        containers = self.pod["spec"]["containers"]
+        assert len(containers) == 1, f"{self.overlay}: expected one container"
+        return containers[0]
+
+
+def kustomize(directory: Path) -> list[Doc]:
+    kubectl = os.environ.get("KUBECTL", "kubectl")
+    if shutil.which(kubectl) is None:
+        pytest.fail(
+            f"{kubectl!r} not found: the deploy/k8s tests render the overlays with "
+            "`kubectl kustomize`; `make k8s-tools` installs it (Debian package kubernetes-client)."
+        )
+    result = subprocess.run(
+        [kubectl, "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"kubectl kustomize {directory} failed:\n{result.stderr}"
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
+    assert docs, f"kubectl kustomize {directory} rendered nothing"
+    return docs
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request: pytest.FixtureRequest) -> Rendered:
+    overlay = K8S / "overlays" / request.param
+    kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    return Rendered(request.param, kustomization, kustomize(overlay))
+
+
+@pytest.fixture(scope="module")
+def both() -> dict[str, Rendered]:
+    return {
+        name: Rendered(
+            name,
+            yaml.safe_load((K8S / "overlays" / name / "kustomization.yaml").read_text()),
+            kustomize(K8S / "overlays" / name),
+        )
+        for name in OVERLAYS
+    }
+
+
+def dockerfile_env(name: str) -> str:
+    """The value the Dockerfile's `ENV` gives `name`: what the image the pods run sees."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        if line.startswith("ENV "):
+            for word in shlex.split(line[4:]):
+                key, _, value = word.partition("=")
+                if key == name:
+                    return value
+    pytest.fail(f"the Dockerfile sets no ENV {name}")
+
+
+def quantity(value: Any) -> float:
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)", str(value))
+    assert match and match.group(2) in QUANTITY_UNITS, f"unparsed quantity {value!r}"
+    return float(match.group(1)) * QUANTITY_UNITS[match.group(2)]
+
+
+def effective(rendered: Rendered, key: str) -> Any:
+    """A securityContext setting as the kubelet applies it: the container's, else the pod's."""
+    container = rendered.container.get("securityContext", {})
+    pod = rendered.pod["spec"].get("securityContext", {})
+    return container.get(key, pod.get(key))
+
+
+def assert_schema_valid(docs: list[Doc]) -> None:
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:  # a jsonschema ValidationError
+            name = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+            where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
+            pytest.fail(
+                f"{name} is not a valid Kubernetes {KUBERNETES_VERSION} object: "
+                f"{where}: {error.message}",
+                pytrace=False,
+            )
+
+
+def test_base_renders_valid_objects() -> None:
+    docs = kustomize(K8S / "base")
+    assert {doc["kind"] for doc in docs} == KINDS
+    assert_schema_valid(docs)
+
+
+def test_overlay_renders_valid_objects(rendered: Rendered) -> None:
+    kinds = [doc["kind"] for doc in rendered.docs]
+    assert sorted(kinds) == sorted(KINDS), kinds
+    assert_schema_valid(rendered.docs)
+    for doc in rendered.docs:
+        expected = PREDICTIONS_CLAIM if doc["kind"] == "PersistentVolumeClaim" else "gitml-serving"
+        assert doc["metadata"]["name"] == expected, doc["kind"]
+
+
+def test_rollout_never_drops_capacity(rendered: Rendered) -> None:
+    spec = rendered.deployment["spec"]
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    rolling = spec["strategy"]["rollingUpdate"]
+    assert rolling["maxUnavailable"] in (0, "0%")
+    assert isinstance(rolling["maxSurge"], int) and rolling["maxSurge"] >= 1
+    assert spec["minReadySeconds"] > 0
+    assert 0 < spec["revisionHistoryLimit"] <= 10
+
+
+def test_probes_hit_healthz_on_the_named_port(rendered: Rendered) -> None:
+    container = rendered.container
+    assert {"name": "http", "containerPort": PORT, "protocol": "TCP"} in container["ports"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert probe in container, f"{rendered.overlay}: no {probe}"
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}, probe
+        assert container[probe]["failureThreshold"] >= 1
+    startup = container["startupProbe"]
+    # Model import + warm-up takes ~5-20 s; the startup budget must cover it with room to spare.
+    budget = (
+        startup.get("initialDelaySeconds", 0)
+        + startup["periodSeconds"] * startup["failureThreshold"]
+    )
+    assert budget >= 60, f"startupProbe allows only {budget} s"
+    # A pod is taken out of rotation before the kubelet gives up on it and restarts it.
+    readiness, liveness = container["readinessProbe"], container["livenessProbe"]
+    assert (
+        readiness["periodSeconds"] * readiness["failureThreshold"]
+        <= liveness["periodSeconds"] * liveness["failureThreshold"]
+    )
+
+
+def test_resources_have_requests_and_limits(rendered: Rendered) -> None:
+    resources = rendered.container["resources"]
+    for resource in ("cpu", "memory"):
+        request = quantity(resources["requests"][resource])
+        limit = quantity(resources["limits"][resource])
+        assert 0 < request <= limit, f"{resource}: request {request} > limit {limit}"
+
+
+def test_container_runs_locked_down(rendered: Rendered) -> None:
+    assert effective(rendered, "runAsNonRoot") is True
+    assert effective(rendered, "runAsUser") == UID  # the image's USER 10001:10001
+    security = rendered.container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security.get("privileged", False) is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert "add" not in security["capabilities"]
+    assert effective(rendered, "seccompProfile") == {"type": "RuntimeDefault"}
+    # The read-only root needs somewhere writable: /tmp, from an emptyDir.
+    mounts = {mount["mountPath"]: mount["name"] for mount in rendered.container["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in rendered.pod["spec"]["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+
+
+def test_service_and_selectors_reach_the_pods(rendered: Rendered) -> None:
+    pod_labels = rendered.pod["metadata"]["labels"]
+    service = rendered.one("Service")["spec"]
+    assert service.get("type", "ClusterIP") == "ClusterIP"
+    assert service["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+    ]
+    port_names = {port["name"] for port in rendered.container["ports"]}
+    assert service["ports"][0]["targetPort"] in port_names
+    selectors = {
+        "Service": service["selector"],
+        "Deployment": rendered.deployment["spec"]["selector"]["matchLabels"],
+        "PodDisruptionBudget": rendered.one("PodDisruptionBudget")["spec"]["selector"][
+            "matchLabels"
+        ],
+    }
+    for kind, selector in selectors.items():
+        assert selector, f"{kind} selects everything"
+        assert selector.items() <= pod_labels.items(), f"{kind} selector misses the pods"
+
+
+def test_hpa_scales_the_deployment(rendered: Rendered) -> None:
+    hpa = rendered.one("HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    spec = hpa["spec"]
+    assert spec["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": rendered.deployment["metadata"]["name"],
+    }
+    assert 1 <= spec["minReplicas"] <= spec["maxReplicas"]
+    assert spec["minReplicas"] <= rendered.deployment["spec"]["replicas"] <= spec["maxReplicas"]
+    assert [metric["resource"]["name"] for metric in spec["metrics"]] == ["cpu"]
+    assert spec["metrics"][0]["resource"]["target"]["type"] == "Utilization"
+    # Utilization is relative to the request, so there must be one (checked above too).
+    assert "cpu" in rendered.container["resources"]["requests"]
+
+
+def test_pdb_lets_nodes_drain(rendered: Rendered) -> None:
+    pdb = rendered.one("PodDisruptionBudget")["spec"]
+    minimum = rendered.one("HorizontalPodAutoscaler")["spec"]["minReplicas"]
+    assert ("minAvailable" in pdb) != ("maxUnavailable" in pdb)
+    if "minAvailable" in pdb:
+        # At the HPA floor, a budget equal to the replica count would block every eviction.
+        assert 1 <= pdb["minAvailable"] < minimum
+    else:
+        assert pdb["maxUnavailable"] >= 1
+
+
+def test_overlay_pins_namespace_and_image_by_digest(rendered: Rendered) -> None:
+    namespace = f"gitml-{rendered.overlay}"
+    assert rendered.kustomization["namespace"] == namespace
+    assert {doc["metadata"].get("namespace") for doc in rendered.docs} == {namespace}
+    [image] = rendered.kustomization["images"]
+    assert image["name"] == "gitml-serving"
+    assert image["newName"].startswith("ghcr.io/")
+    assert "newTag" not in image
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", image["digest"]), image["digest"]
+    deployed = rendered.container["image"]
+    assert deployed == f"{image['newName']}@{image['digest']}"
+    assert PINNED_IMAGE.fullmatch(deployed), deployed
+
+
+def test_everything_is_marked_with_its_environment(rendered: Rendered) -> None:
+    for meta in [doc["metadata"] for doc in rendered.docs] + [rendered.pod["metadata"]]:
+        assert meta["labels"]["environment"] == rendered.overlay, meta.get("name")
+        assert meta["annotations"]["environment"] == rendered.overlay, meta.get("name")
+
+
+def test_model_version_and_scrape_annotations(rendered: Rendered) -> None:
+    annotations = rendered.pod["metadata"]["annotations"]
+    env = {var["name"]: var for var in rendered.container["env"]}
+    version = env["GITML_MODEL_VERSION"]
+    if "value" in version:
+        assert version["value"]
+    else:  # downward API: the pod annotation the release workflow sets
+        path = version["valueFrom"]["fieldRef"]["fieldPath"]
+        match = re.fullmatch(r"metadata\.annotations\['([^']+)'\]", path)
+        assert match, path
+        assert annotations.get(match.group(1)), f"{match.group(1)} is not set on the pod"
+    assert env["GITML_PORT"]["value"] == str(PORT)
+    assert annotations["prometheus.io/scrape"] == "true"
+    # The scrape target is the port the server listens on, declared as a container port.
+    container_ports = {port["containerPort"] for port in rendered.container["ports"]}
+    assert int(annotations["prometheus.io/port"]) in container_ports
+    assert annotations["prometheus.io/port"] == env["GITML_PORT"]["value"]
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_prediction_log_is_mounted_from_the_shared_claim(rendered: Rendered) -> None:
+    log_dir = dockerfile_env("GITML_PREDICTION_LOG_DIR")
+    assert log_dir.startswith("/"), log_dir
+    env = {var["name"]: var for var in rendered.container["env"]}
+    if "GITML_PREDICTION_LOG_DIR" in env:  # an override must still point at the mount
+        assert env["GITML_PREDICTION_LOG_DIR"].get("value") == log_dir
+    [mount] = [m for m in rendered.container["volumeMounts"] if m["mountPath"] == log_dir]
+    assert not mount.get("readOnly", False)
+    assert "subPath" not in mount  # every pod sees the whole tree; GITML_INSTANCE separates
+    [volume] = [v for v in rendered.pod["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert volume["persistentVolumeClaim"]["claimName"] == PREDICTIONS_CLAIM
+    claim = rendered.one("PersistentVolumeClaim")
+    assert claim["metadata"]["name"] == PREDICTIONS_CLAIM
+    spec = claim["spec"]
+    assert spec["accessModes"] == ["ReadWriteMany"]  # all replicas, on any node
+    assert 0 < quantity(spec["resources"]["requests"]["storage"]) <= quantity("50Gi")
+    # commonLabels must not become a claim selector: a selector blocks dynamic provisioning.
+    assert "selector" not in spec
+
+
+def test_each_pod_writes_its_own_log_file(rendered: Rendered) -> None:
+    env = {var["name"]: var for var in rendered.container["env"]}
+    assert env["GITML_INSTANCE"] == {
+        "name": "GITML_INSTANCE",
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+    }
+
+
+def test_staging_and_production_differ(both: dict[str, Rendered]) -> None:
+    staging, production = both["staging"], both["production"]
+    assert staging.kustomization["namespace"] != production.kustomization["namespace"]
+    staging_hpa = staging.one("HorizontalPodAutoscaler")["spec"]
+    production_hpa = production.one("HorizontalPodAutoscaler")["spec"]
+    base_hpa = next(
+        doc for doc in kustomize(K8S / "base") if doc["kind"] == "HorizontalPodAutoscaler"
+    )["spec"]
+    assert (staging_hpa["minReplicas"], staging_hpa["maxReplicas"]) == (1, 2)
+    assert staging.deployment["spec"]["replicas"] == 1
+    assert production_hpa["minReplicas"] >= base_hpa["minReplicas"] >= 2
+    assert production_hpa["maxReplicas"] >= base_hpa["maxReplicas"]
+    assert production.deployment["spec"]["replicas"] >= 2
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_release_pins_digest_and_version_and_stays_valid(overlay: str) -> None:
+    from gitml.release.k8s import pin, render
+
+    image = "ghcr.io/team/gitml-serving@sha256:" + "ab" * 32
+    docs = pin(render(overlay), image, "v1.4.2")
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["annotations"]["gitml/model-version"] == "v1.4.2"
+    assert template["spec"]["containers"][0]["image"] == image
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_release_refuses_a_tag_instead_of_a_digest() -> None:
+    from gitml.release.k8s import pin, render
+
+    with pytest.raises(ValueError, match="by digest"):
+        pin(render("staging"), "ghcr.io/team/gitml-serving:latest", "v1")
+
+
+# --- apply and rollback, against the cluster stand-in of the workflow harness ----------------
+
+STANDIN_BIN = ROOT / "tests" / "workflows" / "bin"
+DIGEST = "ghcr.io/acme/bike-demand@sha256:" + "1" * 64
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """kubectl is the stand-in (tests/workflows/bin/kubectl): a recorded cluster."""
+    monkeypatch.setenv("PATH", f"{STANDIN_BIN}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("GITML_RECORDINGS", str(tmp_path))
+    return tmp_path
+
+
+def kubectl_calls(cluster: Path, verb: str) -> list[list[str]]:
+    lines = (cluster / "kubectl.jsonl").read_text().splitlines()
+    return [c for c in (json.loads(line)["argv"] for line in lines) if c[:2] == verb.split()]
+
+
+def test_an_unready_rollout_returns_to_the_revision_that_served(cluster: Path) -> None:
+    assert k8s.apply(k8s.pin(k8s.render("production"), DIGEST, "v1"), "1s") is None
+    (cluster / "unready-gitml-production").touch()
+    with pytest.raises(RuntimeError, match="rolled back to revision 1"):
+        k8s.apply(k8s.pin(k8s.render("production"), DIGEST, "v2"), "1s")
+    assert kubectl_calls(cluster, "rollout undo") == [
+        ["rollout", "undo", "deployment/gitml-serving", "-n", "gitml-production",
+         "--to-revision=1"]
+    ]  # fmt: skip
+    assert json.loads((cluster / "cluster.json").read_text())["gitml-production"]["current"] == 1
+
+
+def test_an_unready_first_deploy_has_nothing_to_roll_back_to(cluster: Path) -> None:
+    (cluster / "unready-gitml-staging").touch()
+    with pytest.raises(RuntimeError, match="first deploy, no revision"):
+        k8s.apply(k8s.pin(k8s.render("staging"), DIGEST, "v1"), "1s")
+    assert kubectl_calls(cluster, "rollout undo") == []
+
+
+def test_a_ready_deploy_reports_the_revision_it_replaced(cluster: Path) -> None:
+    k8s.apply(k8s.pin(k8s.render("staging"), DIGEST, "v1"), "1s")
+    assert k8s.apply(k8s.pin(k8s.render("staging"), DIGEST, "v2"), "1s") == 1
+
+
+def test_rollback_without_a_known_revision_changes_nothing(cluster: Path) -> None:
+    result = CliRunner().invoke(k8s.app, ["rollback", "--env", "production"])
+    assert result.exit_code == 1 and "no revision" in result.output
+    assert not (cluster / "kubectl.jsonl").exists()
+
+
+def test_pods_can_pull_a_private_ghcr_image(rendered: Rendered) -> None:
+    pod = rendered.one("Deployment")["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "ghcr-pull"}]

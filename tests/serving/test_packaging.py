@@ -1,0 +1,58 @@
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from gitml.pipeline.features import split_xy
+from gitml.schema import FEATURES
+from gitml.serving.packaging import GOLDEN_FILE, load_model, model_hash
+
+
+def test_mlem_metadata_records_the_input_schema(packaged_model: Path) -> None:
+    meta = yaml.safe_load(Path(f"{packaged_model}.mlem").read_text())
+    frame = meta["processors"]["model"]["methods"]["predict"]["args"][0]["type_"]
+    assert frame["columns"] == list(FEATURES)
+    kinds = {"int": "int64", "float": "float64", "category": "object"}
+    assert frame["dtypes"] == [kinds[spec.kind] for spec in FEATURES.values()]
+
+
+def test_loaded_model_predicts_like_the_trained_one(
+    packaged_model: Path,
+    trained_model: Any,
+    splits: dict[str, pd.DataFrame],
+    params: dict[str, Any],
+) -> None:
+    inputs, _ = split_xy(splits["test"], params["features"])
+    np.testing.assert_allclose(
+        load_model(packaged_model).predict(inputs), trained_model.predict(inputs)
+    )
+
+
+def test_hash_identifies_the_artifact(packaged_model: Path) -> None:
+    import hashlib
+
+    assert model_hash(packaged_model) == hashlib.md5(packaged_model.read_bytes()).hexdigest()
+
+
+def test_golden_cases_are_test_rows_as_sent_with_the_packaged_models_predictions(
+    packaged_model: Path, splits: dict[str, pd.DataFrame]
+) -> None:
+    import json
+
+    golden = json.loads((packaged_model.parent / GOLDEN_FILE).read_text())
+    # the rows: the first test rows, feature columns only, as JSON a client sends
+    rows = pd.DataFrame(golden["rows"])
+    expected = splits["test"].head(20)[list(FEATURES)].reset_index(drop=True)
+    assert sorted(rows) == sorted(FEATURES) and len(rows) == 20
+    for name, spec in FEATURES.items():
+        if spec.kind == "float":
+            np.testing.assert_allclose(rows[name], expected[name])
+        else:
+            assert rows[name].tolist() == expected[name].astype(rows[name].dtype).tolist(), name
+    # the predictions: what the model saved on disk (loaded back by MLEM, as the server does)
+    # gives them, not the in-memory object that wrote them
+    loaded = load_model(packaged_model)
+    np.testing.assert_allclose(loaded.predict(rows), golden["predictions"], rtol=1e-12)
+    assert len(set(golden["predictions"])) > 1  # real predictions, not one constant

@@ -1,0 +1,280 @@
+"""The prediction log: append-only, one file per day and instance, nothing lost on restart,
+read back with clear errors for malformed or empty logs."""
+
+import json
+import os
+import re
+import stat
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from gitml.schema import EXAMPLE_ROW, FEATURES
+from gitml.serving.predlog import (
+    SYNTHETIC_PREFIX,
+    LogError,
+    PredictionLog,
+    read_actuals,
+    read_predictions,
+    write_actuals,
+)
+from tests.example_data import example_only
+
+NOON = datetime(2026, 11, 23, 12, tzinfo=UTC)
+
+
+def row(**changes: object) -> dict[str, object]:
+    return {**EXAMPLE_ROW, **changes}
+
+
+def test_rows_come_back_as_sent_with_prediction_version_and_time(tmp_path: Path) -> None:
+    nullable = next((n for n, spec in FEATURES.items() if spec.nullable), None)
+    missing = {nullable: None} if nullable else {}
+    log = PredictionLog(tmp_path, "v1.2.3", instance="pod-a")
+    log.append("req-1", [row(), row(**missing)], [10.5, 20.25], now=NOON)
+    frame = read_predictions(tmp_path)
+    assert [p.name.split(".")[0] for p in (tmp_path / "2026-11-23").iterdir()] == ["pod-a"]
+    assert frame[list(FEATURES)].iloc[0].to_dict() == EXAMPLE_ROW
+    assert frame["prediction"].tolist() == [10.5, 20.25]
+    assert frame["row"].tolist() == [0, 1]
+    assert set(frame["request_id"]) == {"req-1"} and set(frame["model_version"]) == {"v1.2.3"}
+    if nullable:
+        assert frame[nullable].isna().tolist() == [False, True]
+    assert frame["ts"].tolist() == [pd.Timestamp(NOON)] * 2
+    assert frame["actual"].isna().all()  # no actuals given: none arrived, the monitor reads
+
+
+def test_a_restarted_server_starts_its_own_file_and_loses_nothing(tmp_path: Path) -> None:
+    first = PredictionLog(tmp_path, "v1", instance="pod-1")
+    first.append("a", [row()], [1.0], now=NOON)
+    first.close()  # the process ends; the pod (and its name) stays
+    PredictionLog(tmp_path, "v1", instance="pod-1").append("b", [row()], [2.0], now=NOON)
+    PredictionLog(tmp_path, "v2", instance="pod-2").append("c", [row()], [3.0], now=NOON)
+    assert len(list(tmp_path.rglob("*.jsonl"))) == 3
+    assert sorted(read_predictions(tmp_path)["request_id"]) == ["a", "b", "c"]
+
+
+def test_a_line_cut_short_by_a_crash_is_skipped(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, "v1", instance="pod")
+    log.append("answered", [row()], [1.0], now=NOON)
+    (path,) = tmp_path.rglob("*.jsonl")
+    with open(path, "a") as handle:
+        handle.write('{"ts": "2026-11-23T12:00:01+00:00", "request_id": "never-answ')
+    assert read_predictions(tmp_path)["request_id"].tolist() == ["answered"]
+
+
+def test_a_new_day_starts_a_new_file(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, "v1", instance="pod")
+    log.append("today", [row()], [1.0], now=NOON)
+    log.append("tomorrow", [row()], [1.0], now=NOON + timedelta(days=1))
+    assert sorted(p.parent.name for p in tmp_path.rglob("*.jsonl")) == [
+        "2026-11-23",
+        "2026-11-24",
+    ]
+
+
+def test_concurrent_requests_never_interleave_lines(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, "v1", instance="pod")
+    batch = [row(hr=h % 24) for h in range(50)]
+
+    def client(n: int) -> None:
+        for i in range(20):
+            log.append(f"{n}-{i}", batch, [float(i)] * len(batch), now=NOON)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    frame = read_predictions(tmp_path)  # would raise on a torn line
+    assert len(frame) == 8 * 20 * 50
+    assert frame.groupby("request_id")["row"].nunique().eq(50).all()
+
+
+def test_the_window_selects_by_time_and_smoke_checks_are_not_traffic(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, "v1", instance="pod")
+    log.append("old", [row()], [1.0], now=NOON - timedelta(days=30))
+    log.append("new", [row()], [1.0], now=NOON)
+    log.append(f"{SYNTHETIC_PREFIX}golden", [row()], [1.0], now=NOON)
+    frame = read_predictions(tmp_path, since=NOON - timedelta(days=14), until=NOON + timedelta(1))
+    assert frame["request_id"].tolist() == ["new"]
+    with pytest.raises(LogError, match="no prediction records between"):
+        read_predictions(tmp_path, since=NOON + timedelta(days=1))
+
+
+def test_the_window_includes_its_start_and_excludes_its_end(tmp_path: Path) -> None:
+    # [since, until): consecutive windows share no record and miss none
+    log = PredictionLog(tmp_path, "v1", instance="pod")
+    for hour in range(3):
+        log.append(f"h{hour}", [row()], [1.0], now=NOON + timedelta(hours=hour))
+    first = read_predictions(tmp_path, since=NOON, until=NOON + timedelta(hours=1))
+    second = read_predictions(tmp_path, since=NOON + timedelta(hours=1))
+    assert first["request_id"].tolist() == ["h0"]
+    assert second["request_id"].tolist() == ["h1", "h2"]
+    before = read_predictions(tmp_path, until=NOON + timedelta(hours=2))
+    assert before["request_id"].tolist() == ["h0", "h1"]
+
+
+def test_actuals_are_joined_by_request_and_row_the_latest_winning(tmp_path: Path) -> None:
+    PredictionLog(tmp_path / "log", "v1", instance="pod").append(
+        "r", [row(), row()], [1.0, 2.0], now=NOON
+    )
+    write_actuals(tmp_path / "actuals" / "a.jsonl", [("r", 0, 5.0), ("r", 0, 6.0)])
+    frame = read_predictions(tmp_path / "log", tmp_path / "actuals")
+    assert frame["actual"].iloc[0] == 6.0 and pd.isna(frame["actual"].iloc[1])
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", r"\.jsonl:2: not a JSON line"),
+        ("[1, 2]", r"\.jsonl:2: expected a JSON object"),
+        ('{"ts": "2026-11-23T12:00:00+00:00"}', r"\.jsonl:2: missing field\(s\) \['request_id'"),
+    ],
+)
+def test_a_malformed_line_names_file_and_line(tmp_path: Path, line: str, message: str) -> None:
+    PredictionLog(tmp_path, "v1", instance="2").append("ok", [row()], [1.0], now=NOON)
+    (path,) = tmp_path.rglob("*.jsonl")
+    with open(path, "a") as handle:
+        handle.write(line + "\n")
+    with pytest.raises(LogError, match=message):
+        read_predictions(tmp_path)
+
+
+def test_features_outside_the_input_contract_name_the_column(tmp_path: Path) -> None:
+    name, spec = next((n, s) for n, s in FEATURES.items() if s.high is not None or s.categories)
+    outside = spec.high + 10 if spec.high is not None else "zzz-unknown"
+    PredictionLog(tmp_path, "v1", instance="pod").append("x", [row(**{name: outside})], [1.0],
+                                                         now=NOON)  # fmt: skip
+    check = "in_range" if spec.high is not None and spec.low is not None else "isin"
+    with pytest.raises(LogError, match=f"input contract: {name}: {check}"):
+        read_predictions(tmp_path)
+
+
+def test_a_non_numeric_prediction_or_time_is_an_error(tmp_path: Path) -> None:
+    record = {"ts": "yesterday", "request_id": "x", "row": 0, "model_version": "v1",
+              **EXAMPLE_ROW, "prediction": 1.0}  # fmt: skip
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(LogError, match="'ts' is not an ISO 8601 time"):
+        read_predictions(tmp_path)
+    record.update(ts=NOON.isoformat(), prediction="many")
+    (tmp_path / "d" / "a.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(LogError, match="'prediction' is not a number"):
+        read_predictions(tmp_path)
+
+
+def test_an_empty_or_missing_log_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(LogError, match="no such log directory"):
+        read_predictions(tmp_path / "nowhere")
+    (tmp_path / "2026-11-23").mkdir()
+    (tmp_path / "2026-11-23" / "pod.jsonl").write_text("\n")
+    with pytest.raises(LogError, match=r"no prediction records \(1 log files\)"):
+        read_predictions(tmp_path)
+
+
+def test_a_non_numeric_actual_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_text('{"request_id": "r", "row": 0, "actual": "lots"}\n')
+    with pytest.raises(LogError, match="'actual' is not a number"):
+        read_actuals(tmp_path)
+
+
+def test_returning_to_an_earlier_day_appends_to_its_file(tmp_path: Path) -> None:
+    # a clock stepping back over midnight reopens yesterday's file: it must append, not
+    # overwrite from the start
+    log = PredictionLog(tmp_path, "v1", instance="pod")
+    log.append("first", [row()], [1.0], now=NOON)
+    log.append("next-day", [row()], [1.0], now=NOON + timedelta(days=1))
+    log.append("back", [row()], [1.0], now=NOON + timedelta(hours=1))
+    assert sorted(read_predictions(tmp_path)["request_id"]) == ["back", "first", "next-day"]
+
+
+def test_a_closed_log_reopens_on_the_next_append(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, "v1", instance="pod")
+    log.append("a", [row()], [1.0], now=NOON)
+    log.close()
+    log.append("b", [row()], [1.0], now=NOON)
+    assert read_predictions(tmp_path)["request_id"].tolist() == ["a", "b"]
+
+
+def test_log_files_are_named_by_instance_and_start_time_and_readable_by_all(
+    tmp_path: Path,
+) -> None:
+    old_umask = os.umask(0o022)
+    try:
+        PredictionLog(tmp_path, "v1", instance="pod-7").append("a", [row()], [1.0], now=NOON)
+    finally:
+        os.umask(old_umask)
+    (path,) = tmp_path.rglob("*.jsonl")
+    assert re.fullmatch(r"pod-7\.\d{8}T\d{12}\.jsonl", path.name), path.name
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_a_prediction_that_is_not_a_number_or_a_missing_one_is_refused(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, "v1", instance="pod")
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        log.append("nan", [row()], [float("nan")], now=NOON)
+    with pytest.raises(ValueError, match="zip"):
+        log.append("short", [row(), row()], [1.0], now=NOON)
+    assert not list(tmp_path.rglob("*.jsonl")) or all(
+        p.read_text() == "" for p in tmp_path.rglob("*.jsonl")
+    )
+
+
+def test_blank_lines_and_extra_fields_are_skipped(tmp_path: Path) -> None:
+    record = {"ts": NOON.isoformat(), "request_id": "a", "row": 0, "model_version": "v1",
+              **EXAMPLE_ROW, "prediction": 1.0, "extra": "ignored"}  # fmt: skip
+    (tmp_path / "d").mkdir()
+    later = {**record, "request_id": "b"}
+    (tmp_path / "d" / "x.jsonl").write_text(f"{json.dumps(record)}\n\n{json.dumps(later)}\n")
+    frame = read_predictions(tmp_path)
+    assert frame["request_id"].tolist() == ["a", "b"]  # the line after the blank one too
+    assert set(frame.columns) == {"ts", "request_id", "row", "model_version", *EXAMPLE_ROW,
+                                  "prediction", "actual"}  # fmt: skip
+
+
+def test_times_with_offsets_or_milliseconds_are_read_as_utc(tmp_path: Path) -> None:
+    base = {"request_id": "a", "row": 0, "model_version": "v1", **EXAMPLE_ROW, "prediction": 1.0}
+    lines = [
+        {**base, "ts": "2026-11-23T12:00:00+00:00"},
+        {**base, "request_id": "b", "ts": "2026-11-23T13:30:00.250+01:00"},
+    ]
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    frame = read_predictions(tmp_path)
+    assert frame["ts"].tolist() == [
+        pd.Timestamp("2026-11-23 12:00:00", tz="UTC"),
+        pd.Timestamp("2026-11-23 12:30:00.250", tz="UTC"),
+    ]
+
+
+@example_only
+def test_contract_errors_name_at_most_five_column_checks(tmp_path: Path) -> None:
+    bad = row(hr=30, weekday=9, workingday=5, holiday=5, temp=3.0, atemp=3.0)
+    PredictionLog(tmp_path, "v1", instance="pod").append("x", [bad], [1.0], now=NOON)
+    with pytest.raises(LogError) as failure:
+        read_predictions(tmp_path)
+    found = str(failure.value).split("input contract: ")[1]
+    assert len(found.split("; ")) == 5 and found.startswith("hr: in_range(0, 23); weekday: ")
+
+
+def test_actuals_files_are_created_with_their_folders_and_appended(tmp_path: Path) -> None:
+    path = tmp_path / "actuals" / "2026" / "a.jsonl"
+    write_actuals(path, [("r", 0, 5.0)])
+    write_actuals(path, [("r", 1, 6.0)])
+    assert read_actuals(tmp_path / "actuals").to_dict("list") == {
+        "request_id": ["r", "r"], "row": [0, 1], "actual": [5.0, 6.0]
+    }  # fmt: skip
+
+
+def test_no_actuals_yet_is_an_empty_table_that_still_joins(tmp_path: Path) -> None:
+    (tmp_path / "actuals").mkdir()
+    empty = read_actuals(tmp_path / "actuals")
+    assert list(empty.columns) == ["request_id", "row", "actual"] and empty.empty
+    assert empty["row"].dtype == int
+    PredictionLog(tmp_path / "log", "v1", instance="pod").append("r", [row()], [1.0], now=NOON)
+    frame = read_predictions(tmp_path / "log", tmp_path / "actuals")
+    assert frame["actual"].isna().all() and len(frame) == 1

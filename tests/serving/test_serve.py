@@ -1,0 +1,264 @@
+"""The HTTP API, against a real server process and against the built image's entrypoint:
+predictions, health, OpenAPI, bad input, and a property-based fuzzer."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gitml.pipeline.features import split_xy
+from gitml.schema import EXAMPLE_ROW, FEATURES, as_model_input
+from gitml.serving.metrics import ServerMetrics
+from gitml.serving.predlog import PredictionLog, read_predictions
+from gitml.serving.serve import prediction_hook, request_model
+from tests.conftest import Served
+from tests.example_data import example_only
+
+
+def rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    records = as_model_input(frame).astype(object).to_dict(orient="records")
+    return [
+        {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+        for r in records
+    ]
+
+
+def post(url: str, body: Any, **kwargs: Any) -> httpx.Response:
+    if isinstance(body, bytes | str):
+        return httpx.post(
+            f"{url}/predict",
+            content=body,
+            headers={"content-type": "application/json"},
+            timeout=30,
+            **kwargs,
+        )
+    return httpx.post(f"{url}/predict", json=body, timeout=30, **kwargs)
+
+
+@pytest.mark.parametrize("size", [1, 100])
+def test_predictions_equal_the_in_process_model(
+    served: Served, splits: dict[str, pd.DataFrame], params: dict[str, Any], size: int
+) -> None:
+    test = splits["test"].sample(size, random_state=size)
+    response = post(served.url, {"data": {"values": rows(test)}})
+    assert response.status_code == 200, response.text
+    inputs, _ = split_xy(test, params["features"])
+    np.testing.assert_allclose(response.json(), served.model.predict(inputs), rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", [n for n, spec in FEATURES.items() if spec.nullable])
+def test_a_missing_value_is_imputed(served: Served, name: str) -> None:
+    response = post(served.url, {"data": {"values": [{**EXAMPLE_ROW, name: None}]}})
+    assert response.status_code == 200, response.text
+    assert np.isfinite(response.json()[0])
+
+
+def test_health_reports_the_model_version(served: Served) -> None:
+    body = httpx.get(f"{served.url}/healthz").json()
+    assert body == {"status": "ok", "model_version": served.version}
+
+
+def test_openapi_documents_predict_and_health(served: Served) -> None:
+    spec = httpx.get(f"{served.url}/openapi.json").json()
+    assert {"/predict", "/healthz"} <= set(spec["paths"])
+    row = spec["components"]["schemas"]["PredictRow"]
+    assert set(row["required"]) == set(FEATURES)
+
+
+def bad(**changes: Any) -> dict[str, Any]:
+    row = {**EXAMPLE_ROW, **changes}
+    return {"data": {"values": [{k: v for k, v in row.items() if v != "<drop>"}]}}
+
+
+def first(kind: str, **having: Any) -> str | None:
+    """The first feature of `kind` in the dataset spec (with the given attributes)."""
+    return next(
+        (n for n, spec in FEATURES.items()
+         if spec.kind == kind and all(getattr(spec, k) == v for k, v in having.items())),
+        None,
+    )  # fmt: skip
+
+
+NUMBER = first("float", nullable=False)  # a float that may not be missing
+INTEGER = first("int")
+CATEGORY = first("category")
+TOP = next(((n, s.high) for n, s in FEATURES.items() if s.kind == "int" and s.high is not None),
+           None)  # fmt: skip
+ANY = next(iter(FEATURES))
+BAD_REQUESTS: dict[str, tuple[Any, int, str]] = {
+    "missing column": (bad(**{ANY: "<drop>"}), 422, f"data.values.0.{ANY}: field required"),
+    "extra column": (bad(price_xyz=3), 422, "data.values.0.price_xyz: extra fields not permitted"),
+    "empty list": (
+        {"data": {"values": []}},
+        422,
+        "data.values: ensure this value has at least 1 items",
+    ),
+    "no data": ({}, 422, "data: field required"),
+    "malformed JSON": ('{"data": {"values": [', 422, "malformed JSON"),
+    "too many rows": ({"data": {"values": [EXAMPLE_ROW] * 1001}}, 422, "at most 1000 items"),
+    "oversized body": ("[" + " " * (2 << 20) + "]", 413, "request body larger than"),
+}
+if NUMBER:
+    BAD_REQUESTS |= {
+        "string for a number": (bad(**{NUMBER: "warm"}), 422,
+                                f"data.values.0.{NUMBER}: must be a JSON number"),
+        "numeric string": (bad(**{NUMBER: "0.5"}), 422, f"data.values.0.{NUMBER}"),
+        "null where not allowed": (bad(**{NUMBER: None}), 422, f"data.values.0.{NUMBER}"),
+        "NaN": (json.dumps(bad(**{NUMBER: float("nan")})), 422, f"data.values.0.{NUMBER}"),
+        "Infinity": (json.dumps(bad(**{NUMBER: float("inf")})), 422, f"data.values.0.{NUMBER}"),
+    }  # fmt: skip
+if INTEGER:
+    BAD_REQUESTS["fractional integer"] = (
+        bad(**{INTEGER: 3.7}), 422, f"data.values.0.{INTEGER}: must be a JSON integer"
+    )  # fmt: skip
+if TOP:
+    BAD_REQUESTS["out of range"] = (
+        bad(**{TOP[0]: int(TOP[1]) + 1}), 422,
+        f"data.values.0.{TOP[0]}: ensure this value is less than or equal to {int(TOP[1])}",
+    )  # fmt: skip
+if CATEGORY:
+    BAD_REQUESTS["unknown category"] = (
+        bad(**{CATEGORY: "tornado-xyz"}), 422, f"data.values.0.{CATEGORY}"
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_input_is_a_4xx_naming_the_field(served: Served, case: str) -> None:
+    body, status, words = BAD_REQUESTS[case]
+    response = post(served.url, body)
+    assert response.status_code == status, response.text
+    assert words in response.json()["error"]
+
+
+@example_only
+def test_request_model_mirrors_the_input_contract() -> None:
+    schema = request_model(max_rows=10).schema()
+    row = schema["definitions"]["PredictRow"]
+    # the bounds written out, not read back from FEATURES (the source the model is built from)
+    assert (row["properties"]["hr"]["minimum"], row["properties"]["hr"]["maximum"]) == (0, 23)
+    assert (row["properties"]["temp"]["minimum"], row["properties"]["temp"]["maximum"]) == (0, 1)
+    assert row["properties"]["weathersit"]["enum"] == [
+        "clear", "cloudy/misty", "light rain/snow", "heavy rain/snow"
+    ]  # fmt: skip
+    assert sorted(row["required"]) == sorted(FEATURES)  # hum too: sent, possibly as null
+    assert row["properties"]["hum"]["anyOf"][1] == {"type": "null"}
+    assert row["additionalProperties"] is False
+
+
+def test_fuzzer_finds_no_server_error(served: Served, tmp_path: Path) -> None:
+    """schemathesis generates valid and invalid requests from the server's own OpenAPI document
+    and runs every check: no 5xx, responses conform to the documented schemas and codes."""
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "schemathesis"), "run", f"{served.url}/openapi.json",
+         "--checks", "all", "--max-examples", "60", "--seed", "1", "--no-color"],
+        capture_output=True, text=True, cwd=tmp_path, check=False,
+        env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "passed" in result.stdout
+
+
+def logged(served: Served, request_id: str) -> pd.DataFrame:
+    frame = read_predictions(served.log_dir)
+    return frame[frame["request_id"] == request_id].sort_values("row")
+
+
+def test_every_answered_row_is_logged_with_its_prediction(
+    served: Served, splits: dict[str, pd.DataFrame]
+) -> None:
+    request_id = f"test-{uuid.uuid4().hex}"
+    sent = rows(splits["test"].head(3))
+    response = post(served.url, {"data": {"values": sent}}, headers={"X-Request-ID": request_id})
+    assert response.status_code == 200 and response.headers["X-Request-ID"] == request_id
+    log = logged(served, request_id)
+    assert log["prediction"].tolist() == response.json()
+    assert set(log["model_version"]) == {served.version}
+    pd.testing.assert_frame_equal(
+        log[list(FEATURES)].reset_index(drop=True),
+        pd.DataFrame(sent).astype(log[list(FEATURES)].dtypes.to_dict()),
+    )
+
+
+def test_a_rejected_request_is_not_logged(served: Served) -> None:
+    # one answered request first: the log exists even when this test runs alone
+    answered, rejected = (f"test-{uuid.uuid4().hex}" for _ in range(2))
+    response = post(served.url, bad(), headers={"X-Request-ID": answered})
+    assert response.status_code == 200, response.text
+    response = post(served.url, bad(price_xyz=3), headers={"X-Request-ID": rejected})
+    assert response.status_code == 422
+    assert len(logged(served, answered)) == 1 and logged(served, rejected).empty
+
+
+def scrape(url: str) -> tuple[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
+    text = httpx.get(f"{url}/metrics").text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    return text, samples
+
+
+def test_metrics_count_requests_errors_and_rows(served: Served) -> None:
+    ok = ("gitml_requests_total", (("method", "POST"), ("route", "/predict"), ("status", "200")))
+    rejected = (ok[0], (*ok[1][:2], ("status", "422")))
+    rows_predicted = ("gitml_predictions_total", ())
+    timed = ("gitml_request_duration_seconds_count", (("method", "POST"), ("route", "/predict")))
+    _, before = scrape(served.url)
+    assert post(served.url, {"data": {"values": [EXAMPLE_ROW] * 4}}).status_code == 200
+    assert post(served.url, bad(hr=99)).status_code == 422
+    text, after = scrape(served.url)
+    assert after[ok] - before.get(ok, 0) == 1
+    assert after[rejected] - before.get(rejected, 0) == 1
+    assert after[rows_predicted] - before.get(rows_predicted, 0) == 4
+    assert after[timed] - before.get(timed, 0) == 2
+    assert after[("gitml_model_info", (("version", served.version),))] == 1
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: run `make monitor-tools` (Debian package prometheus)"
+    lint = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                          text=True)  # fmt: skip
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+def test_a_failing_prediction_log_is_counted_not_fatal(tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    metrics = ServerMetrics("v1")
+    hook = prediction_hook(PredictionLog(blocked, "v1"), metrics)
+    hook("r", [EXAMPLE_ROW], [1.0])  # must not raise: the caller still gets its answer
+    assert metrics.log_errors._value.get() == 1
+    assert metrics.predictions._value.get() == 1
+
+
+def test_a_long_request_id_is_capped_before_it_is_echoed_and_logged(served: Served) -> None:
+    # unique per run: the server (and its log) is shared with every other test, and reruns
+    long_id = (uuid.uuid4().hex + "x" * 300)[:300]
+    response = post(
+        served.url, {"data": {"values": [EXAMPLE_ROW]}}, headers={"X-Request-ID": long_id}
+    )
+    assert response.status_code == 200
+    assert response.headers["X-Request-ID"] == long_id[:128]
+    assert len(logged(served, long_id[:128])) == 1
+
+
+@pytest.mark.parametrize("kind", ["int", "float", "category"])
+def test_a_contract_of_one_kind_of_column_builds_a_request_model(
+    monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    from gitml.columns import Column
+    from gitml.serving import serve
+
+    column = Column(kind, categories=("a", "b"), example="a" if kind == "category" else 1)  # type: ignore[arg-type]
+    monkeypatch.setattr(serve, "FEATURES", {"x": column})
+    model = serve.request_model(max_rows=10)
+    model(data={"values": [{"x": column.example}]})
