@@ -1,3 +1,4 @@
+import re
 from typing import Any
 
 import pandas as pd
@@ -6,11 +7,15 @@ import pytest
 
 from gitml.dataset import TARGET
 from gitml.schema import (
+    EVENT_TIME_FORMAT,
+    EVENT_TIME_PATTERN,
+    EVENT_YEARS,
     EXAMPLE_ROW,
     FEATURES,
     INPUT_SCHEMA,
     Column,
     as_model_input,
+    event_time,
     input_schema,
 )
 from tests.example_data import example_only
@@ -141,3 +146,42 @@ def test_checks_across_columns_are_applied() -> None:
     schema.validate(pd.DataFrame({"a": [1], "b": [2]}))
     with pytest.raises(pandera.errors.SchemaError, match="a below b"):
         schema.validate(pd.DataFrame({"a": [3], "b": [2]}))
+
+
+@pytest.mark.parametrize(
+    ("sent", "utc"),
+    [
+        ("2024-05-01T08:00:00Z", "2024-05-01T08:00:00+00:00"),
+        ("2024-05-01T10:00+02:00", "2024-05-01T08:00:00+00:00"),
+        ("2024-05-01T03:30:00.250-04:30", "2024-05-01T08:00:00.250000+00:00"),
+        ("2024-05-01t08:00:00z", "2024-05-01T08:00:00+00:00"),  # RFC 3339's lowercase
+        ("2024-05-01T08:00", "2024-05-01T08:00:00+00:00"),  # no offset: UTC
+        ("2024-05-01", "2024-05-01T00:00:00+00:00"),
+    ],
+)
+def test_an_event_time_is_read_as_utc(sent: str, utc: str) -> None:
+    assert event_time(sent) == utc
+
+
+@pytest.mark.parametrize(
+    "sent", ["yesterday", "2024-13-01T00:00", "2024-05-01T25:00", "", "2024-05-01T08:00+25:00",
+             1714550400, None, ["2024-05-01"]],
+)  # fmt: skip
+def test_anything_else_is_refused_naming_the_format(sent: object) -> None:
+    with pytest.raises(ValueError, match="ISO 8601 date-time") as refused:
+        event_time(sent)
+    assert EVENT_TIME_FORMAT in str(refused.value)
+
+
+@pytest.mark.parametrize("sent", ["1699-12-31T23:59:59Z", "2200-01-01T00:00:00Z", "0001-01-01"])
+def test_an_event_time_the_log_could_not_hold_is_refused(sent: str) -> None:
+    # the prediction log is read with pandas, whose timestamps span 1677-2262
+    first, last = EVENT_YEARS
+    with pytest.raises(ValueError, match=f"must be in the years {first} to {last}"):
+        event_time(sent)
+    assert event_time(f"{first}-01-01T00:00:00+01:00").startswith(f"{first - 1}-12-31T23:00")
+    assert event_time(f"{last}-12-31T23:59:59-01:00").startswith(f"{last + 1}-01-01T00:59")
+    assert re.match(EVENT_TIME_PATTERN, f"{first}-01-01") and re.match(
+        EVENT_TIME_PATTERN, f"{last}-12-31"
+    )
+    assert not re.match(EVENT_TIME_PATTERN, sent)

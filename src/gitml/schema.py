@@ -1,15 +1,34 @@
 """The model's input contract, built from the dataset spec's `FEATURES` (dataset.py): the
 batch validator (pandera) here, the HTTP request model (pydantic) in serve.py, so they can never
 disagree.
+
+Beside the features, a row may carry its event time (EVENT_TIME, the dataset's TIME column):
+the time the prediction is about, which the log records and monitoring windows go by. It is not
+a model input.
 """
+
+from datetime import UTC, datetime
 
 import pandas as pd
 import pandera.pandas as pa
 
 from gitml.columns import Column
-from gitml.dataset import FEATURES
+from gitml.dataset import FEATURES, TIME
 
-__all__ = ["EXAMPLE_ROW", "FEATURES", "INPUT_SCHEMA", "Column", "as_model_input", "input_schema"]
+__all__ = [
+    "EVENT_TIME",
+    "EXAMPLE_ROW",
+    "FEATURES",
+    "INPUT_SCHEMA",
+    "Column",
+    "as_model_input",
+    "event_time",
+    "input_schema",
+]
+
+EVENT_TIME = TIME
+if EVENT_TIME in FEATURES:
+    raise ValueError(f"dataset.TIME {TIME!r} is also a feature: the event time must be apart")
 
 
 EXAMPLE_ROW = {name: spec.example for name, spec in FEATURES.items()}
@@ -54,3 +73,26 @@ def as_model_input(frame: pd.DataFrame) -> pd.DataFrame:
         if spec.kind == "category":
             table[name] = table[name].astype(str)
     return table
+
+
+# The prediction log is read with pandas, whose timestamps span 1677-2262; the OpenAPI document
+# states these years as a pattern (JSON Schema has no date bounds).
+EVENT_YEARS = (1700, 2199)
+EVENT_TIME_PATTERN = r"^(1[7-9]|2[01])\d\d-"
+EVENT_TIME_FORMAT = "ISO 8601 date-time, YYYY-MM-DDTHH:MM[:SS] with an offset or Z (none: UTC)"
+
+
+def event_time(value: object) -> str:
+    """An event time as UTC ISO text (`2024-05-01T08:00:00+00:00`); a ValueError naming the
+    expected format for anything else."""
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string: {EVENT_TIME_FORMAT}")
+    try:
+        moment = datetime.fromisoformat(value.upper())  # RFC 3339 allows a lowercase t and z
+    except ValueError:
+        raise ValueError(f"must be an {EVENT_TIME_FORMAT}") from None
+    if not EVENT_YEARS[0] <= moment.year <= EVENT_YEARS[1]:
+        raise ValueError(f"must be in the years {EVENT_YEARS[0]} to {EVENT_YEARS[1]}")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat()

@@ -21,6 +21,7 @@ from gitml.config import PROJ_ROOT, load_params
 from gitml.dataset import TARGET, TIME
 from gitml.monitoring.monitor import (
     as_logged,
+    event_window,
     judge,
     labelled_predictions,
     push_verdict,
@@ -31,7 +32,7 @@ from gitml.monitoring.monitor import (
     verdict,
 )
 from gitml.ports import free_port
-from gitml.schema import FEATURES
+from gitml.schema import EVENT_TIME, FEATURES, as_model_input
 from gitml.serving.predlog import LogError, PredictionLog, write_actuals
 from tests.example_data import example_only
 
@@ -121,10 +122,16 @@ def test_an_unknown_finding_in_alarm_on_names_the_setting() -> None:
         verdict({}, ["quality", "weather"])
 
 
-def write_log(directory: Path, frame: pd.DataFrame, model: Any, when: datetime) -> list[str]:
-    """The rows as a server would have logged them, one request per row."""
+def write_log(
+    directory: Path, frame: pd.DataFrame, model: Any, when: datetime, events: bool = False
+) -> list[str]:
+    """The rows as a server would have logged them, one request per row (with the row's time
+    as its event time when `events`)."""
     log = PredictionLog(directory / "predictions", "v9.9.9", instance="pod")
     rows = json.loads(frame[list(FEATURES)].to_json(orient="records"))
+    if events:
+        times = frame[TIME].dt.tz_localize(UTC)
+        rows = [{**row, EVENT_TIME: t.isoformat()} for row, t in zip(rows, times, strict=True)]
     ids = [f"req-{i}" for i in range(len(rows))]
     for request_id, row, prediction in zip(
         ids, rows, model.predict(frame[list(FEATURES)]), strict=True
@@ -170,6 +177,47 @@ def test_run_writes_reports_summary_and_metrics_from_a_real_log(
                            text=True)  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
     assert f"gitml_monitor_alarm {float(summary['alarm'])}" in metrics
+
+
+def test_a_replayed_stream_is_judged_by_its_event_days_with_its_bias(
+    tmp_path: Path, trained_model: Any, splits: dict[str, pd.DataFrame], params: dict[str, Any],
+    settings: dict[str, Any],
+) -> None:  # fmt: skip
+    # the whole production stream served within a minute, as `make replay` does
+    for name, frame in splits.items():
+        frame.to_parquet(tmp_path / f"{name}.parquet")
+    joblib.dump(trained_model, tmp_path / "model.joblib")
+    stream = splits["production"].sort_values(TIME)
+    ids = write_log(tmp_path, stream, trained_model, datetime.now(UTC), events=True)
+    write_actuals(tmp_path / "actuals" / "a.jsonl",
+                  [(i, 0, float(y)) for i, y in zip(ids, stream[TARGET], strict=True)])  # fmt: skip
+    since, until = event_window(tmp_path / "predictions", settings["window_days"])
+    last = stream[TIME].max().tz_localize(UTC)
+    assert (since, until) == (last - timedelta(days=settings["window_days"]) + timedelta(microseconds=1),
+                              last + timedelta(microseconds=1))  # fmt: skip
+    summary = run(
+        tmp_path / "predictions", tmp_path / "actuals", since, until, tmp_path / "out", settings,
+        params["features"], model_path=tmp_path / "model.joblib", splits_dir=tmp_path,
+    )  # fmt: skip
+    judged = stream[stream[TIME].dt.tz_localize(UTC) >= since]
+    assert summary["rows"] == len(judged)
+    assert summary["window"] == {"from": judged[TIME].min().tz_localize(UTC).isoformat(),
+                                 "to": last.isoformat()}  # fmt: skip
+    days = sorted(judged[TIME].dt.strftime("%Y-%m-%d").unique())
+    assert list(summary["quality"]["daily_relative_error"]) == days
+    predicted = trained_model.predict(as_model_input(judged))
+    bias = (predicted - judged[TARGET]).sum() / judged[TARGET].sum()
+    assert summary["quality"]["bias"] == pytest.approx(bias, abs=1e-4)
+    shown = f"| bias: (predicted - actual) / actual | {summary['quality']['bias']:+.1%} |"
+    assert shown in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_an_explicit_window_end_without_an_offset_is_utc(tmp_path: Path) -> None:
+    end = datetime(2024, 5, 1, 8)
+    assert event_window(tmp_path / "no-log-needed", 14, end) == (
+        datetime(2024, 4, 17, 8, tzinfo=UTC),
+        datetime(2024, 5, 1, 8, tzinfo=UTC),
+    )
 
 
 def test_quality_is_judged_only_from_min_rows_labelled_rows(

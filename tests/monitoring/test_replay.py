@@ -1,5 +1,8 @@
 """The production replay: the held-out rows as real HTTP requests to a real server."""
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -9,7 +12,7 @@ import pytest
 from gitml.dataset import TIME
 from gitml.monitoring.replay import ReplayError, replay, requests_from
 from gitml.ports import free_port
-from gitml.schema import EXAMPLE_ROW, FEATURES
+from gitml.schema import EVENT_TIME, EXAMPLE_ROW, FEATURES
 from gitml.serving.predlog import read_predictions
 from gitml.serving.serve import request_model
 from tests.conftest import Served
@@ -44,8 +47,11 @@ def test_replayed_rows_are_answered_and_logged(
     predictions = replay(process_server.url, requests, concurrency=4)
     expected = process_server.model.predict(rows[list(FEATURES)])
     np.testing.assert_allclose(predictions, expected, rtol=1e-9)
-    log = read_predictions(process_server.log_dir)
-    assert {request_id for request_id, _ in requests} <= set(log["request_id"])
+    log = read_predictions(process_server.log_dir).set_index("request_id")
+    ids = [request_id for request_id, _ in requests]
+    assert set(ids) <= set(log.index)
+    # each row is logged as about its own hour, not the moment it was replayed
+    assert log.loc[ids, EVENT_TIME].tolist() == rows[TIME].dt.tz_localize("UTC").tolist()
 
 
 def test_a_rejected_row_names_the_request(process_server: Served) -> None:
@@ -59,3 +65,17 @@ def test_no_server_is_an_error_naming_the_url() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ReplayError, match=f"no answer from {url}"):
         replay(url, [("replay-x", EXAMPLE_ROW)])
+
+
+def test_an_empty_split_is_refused_before_any_request(
+    tmp_path: Path, splits: dict[str, pd.DataFrame]
+) -> None:
+    splits["production"].head(0).to_parquet(tmp_path / "production.parquet")
+    result = subprocess.run(
+        [sys.executable, "-m", "gitml", "replay", "--url", f"http://127.0.0.1:{free_port()}",
+         "--actuals", str(tmp_path / "actuals"), "--splits-dir", str(tmp_path)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "the production split is empty" in result.stderr
+    assert not (tmp_path / "actuals").exists()

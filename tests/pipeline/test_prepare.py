@@ -70,3 +70,22 @@ def test_an_unreadable_boundary_is_an_error_naming_the_setting(
 ) -> None:
     with pytest.raises(ValueError, match=r"split.test_from=.* is neither a date"):
         split_by_time(clean_table, value, "-30d")
+
+
+def test_a_rolling_split_without_a_held_back_stream_trains_and_tests_on_everything(
+    clean_table: pd.DataFrame,
+) -> None:
+    splits = split_by_time(clean_table, "-14d", None)
+    assert splits["production"].empty
+    assert list(splits["production"].columns) == list(clean_table.columns)
+    assert len(splits["train"]) + len(splits["test"]) == len(clean_table)
+    end = clean_table[TIME].max().normalize() + pd.Timedelta(days=1)
+    assert splits["test"][TIME].min() >= end - pd.Timedelta(days=14) > splits["train"][TIME].max()
+
+
+def test_a_rolling_test_window_moves_with_newer_data(clean_table: pd.DataFrame) -> None:
+    # the same params on a table that has grown by a month: the test window is its last month
+    older = clean_table[clean_table[TIME] < clean_table[TIME].max() - pd.Timedelta(days=30)]
+    before, after = (split_by_time(table, "-14d", None)["test"] for table in (older, clean_table))
+    assert after[TIME].min() - before[TIME].min() >= pd.Timedelta(days=29)
+    assert after[TIME].max() == clean_table[TIME].max()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from gitml.schema import EXAMPLE_ROW, FEATURES
+from gitml.schema import EVENT_TIME, EXAMPLE_ROW, FEATURES
 from gitml.serving.predlog import (
     SYNTHETIC_PREFIX,
     LogError,
@@ -101,7 +101,7 @@ def test_the_window_selects_by_time_and_smoke_checks_are_not_traffic(tmp_path: P
     log.append(f"{SYNTHETIC_PREFIX}golden", [row()], [1.0], now=NOON)
     frame = read_predictions(tmp_path, since=NOON - timedelta(days=14), until=NOON + timedelta(1))
     assert frame["request_id"].tolist() == ["new"]
-    with pytest.raises(LogError, match="no prediction records between"):
+    with pytest.raises(LogError, match="no prediction records with event times from"):
         read_predictions(tmp_path, since=NOON + timedelta(days=1))
 
 
@@ -233,7 +233,7 @@ def test_blank_lines_and_extra_fields_are_skipped(tmp_path: Path) -> None:
     frame = read_predictions(tmp_path)
     assert frame["request_id"].tolist() == ["a", "b"]  # the line after the blank one too
     assert set(frame.columns) == {"ts", "request_id", "row", "model_version", *EXAMPLE_ROW,
-                                  "prediction", "actual"}  # fmt: skip
+                                  EVENT_TIME, "prediction", "actual"}  # fmt: skip
 
 
 def test_times_with_offsets_or_milliseconds_are_read_as_utc(tmp_path: Path) -> None:
@@ -278,3 +278,55 @@ def test_no_actuals_yet_is_an_empty_table_that_still_joins(tmp_path: Path) -> No
     PredictionLog(tmp_path / "log", "v1", instance="pod").append("r", [row()], [1.0], now=NOON)
     frame = read_predictions(tmp_path / "log", tmp_path / "actuals")
     assert frame["actual"].isna().all() and len(frame) == 1
+
+
+# --- event time: the hour a prediction is about --------------------------------------------
+
+
+def test_the_event_time_a_row_carries_is_read_back_else_the_time_it_was_served(
+    tmp_path: Path,
+) -> None:
+    log = PredictionLog(tmp_path, "v1", instance="pod")
+    last_year = NOON - timedelta(days=365)
+    log.append("req-1", [row(**{EVENT_TIME: last_year.isoformat()}), row()], [1.0, 2.0], now=NOON)
+    log.close()
+    frame = read_predictions(tmp_path).sort_values("row")
+    assert frame[EVENT_TIME].tolist() == [pd.Timestamp(last_year), pd.Timestamp(NOON)]
+    assert frame["ts"].tolist() == [pd.Timestamp(NOON)] * 2
+
+
+def test_windows_select_by_event_time_not_by_when_rows_were_served(tmp_path: Path) -> None:
+    # a year replayed in one minute: its windows are the year's days, not that minute
+    log = PredictionLog(tmp_path, "v1", instance="pod")
+    days = [NOON - timedelta(days=400 - d) for d in range(30)]
+    for number, day in enumerate(days):
+        log.append(f"r{number}", [row(**{EVENT_TIME: day.isoformat()})], [1.0], now=NOON)
+    log.close()
+    window = read_predictions(tmp_path, since=days[10], until=days[20])
+    assert window[EVENT_TIME].tolist() == [pd.Timestamp(day) for day in days[10:20]]
+    with pytest.raises(LogError, match="no prediction records with event times from"):
+        read_predictions(tmp_path, since=NOON - timedelta(days=14))
+
+
+def test_a_retried_request_counts_once_with_its_last_answer(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, "v1", instance="pod")
+    log.append("same-id", [row()], [1.0], now=NOON)
+    log.append("same-id", [row()], [3.0], now=NOON + timedelta(seconds=1))  # the retry
+    log.append(
+        "other-id", [row()], [2.0], now=NOON + timedelta(seconds=2)
+    )  # same event, asked again
+    log.close()
+    frame = read_predictions(tmp_path)
+    assert sorted(zip(frame["request_id"], frame["prediction"], strict=True)) == [
+        ("other-id", 2.0), ("same-id", 3.0),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", ["yesterday", 20111001, "2011-13-01T00:00"])
+def test_a_malformed_event_time_in_the_log_is_named(tmp_path: Path, bad: object) -> None:
+    record = {"ts": NOON.isoformat(), "request_id": "x", "row": 0, "model_version": "v1",
+              **EXAMPLE_ROW, EVENT_TIME: bad, "prediction": 1.0}  # fmt: skip
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(LogError, match=f"field '{EVENT_TIME}' is not an ISO 8601 time"):
+        read_predictions(tmp_path)

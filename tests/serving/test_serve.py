@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gitml.pipeline.features import split_xy
-from gitml.schema import EXAMPLE_ROW, FEATURES, as_model_input
+from gitml.schema import EVENT_TIME, EVENT_TIME_PATTERN, EXAMPLE_ROW, FEATURES, as_model_input
 from gitml.serving.metrics import ServerMetrics
 from gitml.serving.predlog import PredictionLog, read_predictions
 from gitml.serving.serve import prediction_hook, request_model
@@ -72,7 +72,12 @@ def test_openapi_documents_predict_and_health(served: Served) -> None:
     spec = httpx.get(f"{served.url}/openapi.json").json()
     assert {"/predict", "/healthz"} <= set(spec["paths"])
     row = spec["components"]["schemas"]["PredictRow"]
-    assert set(row["required"]) == set(FEATURES)
+    assert set(row["required"]) == set(FEATURES)  # the event time is optional
+    event = row["properties"][EVENT_TIME]
+    assert {"type": "string", "format": "date-time", "pattern": EVENT_TIME_PATTERN} in event[
+        "anyOf"
+    ]
+    assert "ISO 8601" in event["description"]
 
 
 def bad(**changes: Any) -> dict[str, Any]:
@@ -107,6 +112,16 @@ BAD_REQUESTS: dict[str, tuple[Any, int, str]] = {
     "malformed JSON": ('{"data": {"values": [', 422, "malformed JSON"),
     "too many rows": ({"data": {"values": [EXAMPLE_ROW] * 1001}}, 422, "at most 1000 items"),
     "oversized body": ("[" + " " * (2 << 20) + "]", 413, "request body larger than"),
+    "event time not a time": (
+        bad(**{EVENT_TIME: "yesterday"}),
+        422,
+        f"data.values.0.{EVENT_TIME}: must be an ISO 8601",
+    ),
+    "event time a number": (
+        bad(**{EVENT_TIME: 1714550400}),
+        422,
+        f"data.values.0.{EVENT_TIME}: must be a string",
+    ),
 }
 if NUMBER:
     BAD_REQUESTS |= {
@@ -187,6 +202,18 @@ def test_every_answered_row_is_logged_with_its_prediction(
         log[list(FEATURES)].reset_index(drop=True),
         pd.DataFrame(sent).astype(log[list(FEATURES)].dtypes.to_dict()),
     )
+
+
+def test_the_event_time_is_logged_in_utc_and_never_reaches_the_model(served: Served) -> None:
+    request_id = f"event-{uuid.uuid4().hex}"
+    sent = [{**EXAMPLE_ROW, EVENT_TIME: "2024-05-01T10:00:00+02:00"}, EXAMPLE_ROW]
+    response = post(served.url, {"data": {"values": sent}}, headers={"X-Request-ID": request_id})
+    assert response.status_code == 200, response.text
+    # the same prediction as without it: the event time is not a feature
+    assert response.json() == [response.json()[1]] * 2
+    times = logged(served, request_id)[EVENT_TIME].tolist()
+    assert times[0] == pd.Timestamp("2024-05-01T08:00:00Z")
+    assert times[1] == logged(served, request_id)["ts"].iloc[1]  # none sent: when it was served
 
 
 def test_a_rejected_request_is_not_logged(served: Served) -> None:

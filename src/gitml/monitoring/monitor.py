@@ -6,6 +6,10 @@ is set against the held-out test month's (concept drift), with evidently's regre
 Writes `reports/monitor/`: drift.html, quality.html (with actuals), summary.json, summary.md
 and monitor.prom (Prometheus textfile). Exit status: 0 healthy, 1 action needed, 2 the logs or
 the reference cannot be used. Thresholds: `monitor` in params.yaml.
+
+Windows go by event time (the hour a prediction is about, which the request carries; else the
+time it was served): the last `monitor.window_days` days up to the log's latest event, or
+`--until`. A replayed year is judged on its own calendar, not on the minutes it took to send.
 """
 
 import warnings
@@ -21,7 +25,7 @@ from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_t
 from gitml.config import MODEL_FILE, REPORTS_DIR, SPLITS_DIR, load_params, split_path
 from gitml.dataset import TARGET, TIME
 from gitml.files import write_atomic, write_json
-from gitml.schema import FEATURES, as_model_input
+from gitml.schema import EVENT_TIME, FEATURES, as_model_input
 from gitml.serving.predlog import ACTUAL, PREDICTION, LogError, read_predictions
 
 MONITOR_DIR = REPORTS_DIR / "monitor"
@@ -122,7 +126,7 @@ def quality(current: pd.DataFrame, expected: float, settings: dict[str, Any]) ->
         note = f"{len(labelled)} rows have actuals, fewer than monitor.min_rows"
         return {"detected": False, "labelled_rows": len(labelled), "note": note}
     error = relative_error(labelled)
-    daily = labelled.groupby(labelled["ts"].dt.strftime("%Y-%m-%d")).apply(relative_error)
+    daily = labelled.groupby(labelled[EVENT_TIME].dt.strftime("%Y-%m-%d")).apply(relative_error)
     errors = labelled[PREDICTION] - labelled[ACTUAL]
     return {
         "detected": error > expected * settings["max_error_ratio"],
@@ -185,8 +189,21 @@ def time_windows(split: pd.DataFrame, days: int) -> list[pd.DataFrame]:
 def as_logged(model: Any, window: pd.DataFrame, target: str) -> pd.DataFrame:
     """A window of a split as the prediction log would hold it, actuals joined."""
     frame = labelled_predictions(model, window, target)
-    frame["ts"] = window[TIME].dt.tz_localize(UTC).to_numpy()
+    frame["ts"] = frame[EVENT_TIME] = window[TIME].dt.tz_localize(UTC).to_numpy()
     return frame
+
+
+def event_window(
+    logs: Path, days: float, until: datetime | None = None
+) -> tuple[datetime, datetime]:
+    """[since, until) of event time: `days` days up to `until` (no offset: UTC), by default
+    up to and including the log's latest event."""
+    if until is None:
+        latest = read_predictions(logs)[EVENT_TIME].max().to_pydatetime()
+        until = latest + timedelta(microseconds=1)
+    elif until.tzinfo is None:
+        until = until.replace(tzinfo=UTC)
+    return until - timedelta(days=days), until
 
 
 def _yes(flag: bool) -> str:
@@ -218,6 +235,9 @@ def markdown(summary: dict[str, Any]) -> str:
             f"| relative error vs held-out | {qual['relative_error']:.3f} / "
             f"{qual['expected_relative_error']:.3f} = {qual['error_ratio']:.2f} "
             f"| {qual['max_error_ratio']} | {_yes('quality' in summary['alarm_on'])} |"
+        )
+        lines.append(
+            f"| bias: (predicted - actual) / actual | {qual['bias']:+.1%} | | {_yes(False)} |"
         )
     else:
         lines.append(f"| quality | {qual['note']} | | |")
@@ -257,6 +277,12 @@ def push_verdict(summary: dict[str, Any], gateway: str, env: str) -> None:
                     registry=verdict_metrics(summary), timeout=10)  # fmt: skip
 
 
+def forget_verdict(out: Path) -> None:
+    """An earlier run's reports go first: a run that fails leaves no verdict standing."""
+    for stale in ("summary.json", "drift.html", "quality.html"):
+        (out / stale).unlink(missing_ok=True)
+
+
 def run(
     logs: Path,
     actuals: Path | None,
@@ -269,8 +295,7 @@ def run(
     splits_dir: Path = SPLITS_DIR,
 ) -> dict[str, Any]:
     """Judge the logged window [since, until) and write the reports; returns the summary."""
-    for stale in ("summary.json", "drift.html", "quality.html"):  # a failed run leaves no verdict
-        (out / stale).unlink(missing_ok=True)
+    forget_verdict(out)
     current = read_predictions(logs, actuals, since, until)
     if len(current) < params_monitor["min_rows"]:
         raise LogError(
@@ -287,7 +312,10 @@ def run(
     )
     summary = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "window": {"from": current["ts"].min().isoformat(), "to": current["ts"].max().isoformat()},
+        "window": {  # event times: the hours the predictions are about
+            "from": current[EVENT_TIME].min().isoformat(),
+            "to": current[EVENT_TIME].max().isoformat(),
+        },
         "rows": len(current),
         "model_versions": sorted(current["model_version"].unique()),
         "alarm": bool(alarms),
@@ -320,6 +348,10 @@ def main(
         Optional[float],  # noqa: UP045
         typer.Option(help="Judge the last DAYS days (default: monitor.window_days)."),
     ] = None,
+    until: Annotated[
+        Optional[datetime],  # noqa: UP045
+        typer.Option(help="The window's end, an event time (default: the log's latest)."),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Where the reports go.")] = MONITOR_DIR,
     pushgateway: Annotated[
         str, typer.Option(envvar="PUSHGATEWAY_URL", help="Also push the verdict there.")
@@ -330,9 +362,10 @@ def main(
 ) -> None:
     """Compare production's recent predictions with the training reference; exit 1 on alarm."""
     settings = load_params("monitor")
-    until = datetime.now(UTC)
-    since = until - timedelta(days=days if days is not None else settings["window_days"])
     try:
+        forget_verdict(out)  # before reading the log, which may fail
+        days = days if days is not None else settings["window_days"]
+        since, until = event_window(logs, days, until)
         summary = run(
             logs,
             actuals if actuals and actuals.exists() else None,

@@ -1,9 +1,9 @@
 """Production replay: the held-out stream, row by row, as real HTTP traffic to a server.
 
 Each row of the `production` split (never trained on) is one POST /predict with
-`X-Request-ID: replay-<its time>`, so the server's prediction log records it as traffic. The
-true target of each row is then delivered as actuals (what a labelling job would deliver later),
-keyed by the same request id, for `make monitor` to join in.
+`X-Request-ID: replay-<its time>` and its event time in the row, so the server's prediction log
+records it as traffic about that hour. The true target of each row is then delivered as actuals
+(what a labelling job would deliver later), keyed by the same request id, for `make monitor`.
 """
 
 import json
@@ -18,7 +18,7 @@ import typer
 
 from gitml.config import SPLITS_DIR, split_path
 from gitml.dataset import TARGET, TIME
-from gitml.schema import as_model_input
+from gitml.schema import EVENT_TIME, as_model_input
 from gitml.serving.packaging import REQUEST_ID_HEADER
 from gitml.serving.predlog import write_actuals
 
@@ -28,11 +28,12 @@ class ReplayError(RuntimeError):
 
 
 def requests_from(split: pd.DataFrame) -> list[tuple[str, dict[str, Any]]]:
-    """(request id, row as a client sends it) for each row, in time order."""
+    """(request id, row as a client sends it, with its event time) for each row, in time order."""
     ordered = split.sort_values(TIME)
     rows = json.loads(as_model_input(ordered).to_json(orient="records"))  # NaN -> null
     return [
-        (f"replay-{ts:%Y-%m-%dT%H:%M}", row) for ts, row in zip(ordered[TIME], rows, strict=True)
+        (f"replay-{ts:%Y-%m-%dT%H:%M}", {**row, EVENT_TIME: ts.isoformat()})
+        for ts, row in zip(ordered[TIME], rows, strict=True)
     ]
 
 
@@ -76,6 +77,11 @@ def main(
 ) -> None:
     """Replay a split's rows against URL, then deliver their actuals."""
     split = pd.read_parquet(split_path(split_name, splits_dir))
+    if split.empty:
+        typer.echo(
+            f"replay: the {split_name} split is empty (split.production_from: null?)", err=True
+        )
+        raise typer.Exit(1)
     requests = requests_from(split)[: limit or None]
     started = datetime.now(UTC)
     try:

@@ -4,6 +4,11 @@ Nothing is shuffled across time: train is everything before `split.test_from`, t
 to `split.production_from`, and production, from there to the end, is never trained or tested
 on: the stream monitoring replays. Each boundary is a date (`2011-10-01`) or a number of days
 back from the end of the data (`-92d`: the last 92 days), over any number of years.
+
+Rolling splits: with `-Nd` boundaries the windows move with the data, so a retrain on newer
+labelled data tests on its last days and learns the season before them. `production_from:
+null` holds no stream back (a fork whose production stream is its real traffic): production is
+written empty, and everything labelled trains or tests.
 """
 
 import re
@@ -50,7 +55,12 @@ def split_by_time(
     """
     times = table[TIME]
     first_test = boundary("split.test_from", test_from, times)
-    first_production = boundary("split.production_from", production_from, times)
+    held_back = production_from is not None
+    first_production = (
+        boundary("split.production_from", production_from, times)
+        if held_back
+        else times.max() + pd.Timedelta(days=1)
+    )
     table = table.sort_values(TIME)
     when = table[TIME]
     splits = {
@@ -58,7 +68,11 @@ def split_by_time(
         "test": table[(when >= first_test) & (when < first_production)],
         "production": table[when >= first_production],
     }
-    empty = [name for name, frame in splits.items() if frame.empty]
+    empty = [
+        name
+        for name, frame in splits.items()
+        if frame.empty and (held_back or name != "production")
+    ]
     if empty:
         raise ValueError(
             f"split.test_from={test_from} ({first_test:%Y-%m-%d}) and split.production_from="
@@ -93,6 +107,9 @@ def main(
         raise typer.Exit(1) from None
     for name, frame in splits.items():
         write_table(split_path(name, out_dir), frame)
+        if frame.empty:
+            typer.echo(f"prepare: {name}: none held back (split.production_from: null)")
+            continue
         first, last = frame[TIME].min(), frame[TIME].max()
         typer.echo(f"prepare: {name}: {len(frame)} rows, {first:%Y-%m-%d} .. {last:%Y-%m-%d}")
 

@@ -28,14 +28,15 @@ from pydantic import BaseModel, parse_obj_as
 
 from gitml.config import MLEM_MODEL, MODEL_FILE, SPLITS_DIR, split_path
 from gitml.files import write_json
-from gitml.schema import EXAMPLE_ROW, as_model_input
+from gitml.schema import EXAMPLE_ROW, FEATURES, as_model_input
 
 SAMPLE_ROWS = 50
 GOLDEN_ROWS = 20
 GOLDEN_FILE = "golden.json"  # beside the model: requests and the predictions they must get
 REQUEST_ID_HEADER = "X-Request-ID"  # the caller's id for a request, or one made up here
 RequestModels = dict[str, type[BaseModel]]
-# Called after each successful predict with (request id, rows as sent, predictions).
+# Called after each successful predict with (request id, rows as sent (event time included),
+# predictions).
 PredictHook = Callable[[str, list[dict[str, Any]], list[float]], None]
 
 
@@ -97,7 +98,8 @@ class StrictFastAPIServer(FastAPIServer):
 
         def handler(model: request_model, request: Request, reply: Response):  # type: ignore[valid-type]
             rows = [row.dict() for row in model.data.values]  # type: ignore[attr-defined]
-            values = middlewares.on_request({"data": decode({"values": rows})})
+            features = [{name: row[name] for name in FEATURES} for row in rows]  # no event time
+            values = middlewares.on_request({"data": decode({"values": features})})
             result = middlewares.on_response(values, executor(**values))
             response = response_serializer.serialize(result)
             if not all(math.isfinite(x) for x in response):

@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 import pandera.errors
 
-from gitml.schema import FEATURES, INPUT_SCHEMA
+from gitml.schema import EVENT_TIME, FEATURES, INPUT_SCHEMA
 
 KEY = ["request_id", "row"]
 META = ["ts", "request_id", "row", "model_version"]
@@ -88,7 +88,9 @@ class PredictionLog:
             self._fd = None
 
 
-def _read_jsonl(files: list[Path], required: list[str]) -> pd.DataFrame:
+def _read_jsonl(
+    files: list[Path], required: list[str], optional: tuple[str, ...] = ()
+) -> pd.DataFrame:
     records = []
     for path in files:
         with open(path, encoding="utf-8") as handle:
@@ -105,7 +107,8 @@ def _read_jsonl(files: list[Path], required: list[str]) -> pd.DataFrame:
                 if missing:
                     raise LogError(f"{path}:{number}: missing field(s) {missing}")
                 records.append(record)
-    return pd.DataFrame.from_records(records, columns=required) if records else pd.DataFrame()
+    columns = [*required, *optional]
+    return pd.DataFrame.from_records(records, columns=columns) if records else pd.DataFrame()
 
 
 def log_files(directory: Path) -> list[Path]:
@@ -120,24 +123,36 @@ def read_predictions(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> pd.DataFrame:
-    """The logged rows with `ts` in [since, until), smoke checks left out, features checked
-    against the input contract, and an `actual` column (missing where no actual has arrived,
-    everywhere when there is no `actuals_dir`).
+    """The logged rows whose event time is in [since, until), smoke checks left out, a retried
+    request counted once, features checked against the input contract, and an `actual` column
+    (missing where no actual has arrived, everywhere when there is no `actuals_dir`).
+
+    A row's event time (EVENT_TIME) is the one its request carried, else the time it was served.
     """
     files = log_files(directory)
-    frame = _read_jsonl(files, [*META, *FEATURES, PREDICTION])
+    frame = _read_jsonl(files, [*META, *FEATURES, PREDICTION], optional=(EVENT_TIME,))
     if frame.empty:
         raise LogError(f"{directory}: no prediction records ({len(files)} log files)")
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601", errors="coerce")
-    if frame["ts"].isna().any():
-        raise LogError(f"{directory}: field 'ts' is not an ISO 8601 time in some records")
+    times = {}
+    for field in ("ts", EVENT_TIME):
+        given = frame[field].notna() | (field == "ts")  # ts is required, the event time optional
+        text = frame[field].where(frame[field].map(lambda value: isinstance(value, str)))
+        times[field] = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+        if (given & times[field].isna()).any():
+            raise LogError(f"{directory}: field {field!r} is not an ISO 8601 time in some records")
+    frame["ts"], frame[EVENT_TIME] = times["ts"], times[EVENT_TIME].fillna(times["ts"])
     frame = frame[~frame["request_id"].astype(str).str.startswith(SYNTHETIC_PREFIX)]
+    # a request id names one request: the same id and row again is a retry, the last one counts
+    frame = frame.drop_duplicates(KEY, keep="last")
     if since is not None:
-        frame = frame[frame["ts"] >= pd.Timestamp(since)]
+        frame = frame[frame[EVENT_TIME] >= pd.Timestamp(since)]
     if until is not None:
-        frame = frame[frame["ts"] < pd.Timestamp(until)]
+        frame = frame[frame[EVENT_TIME] < pd.Timestamp(until)]
     if frame.empty:
-        raise LogError(f"{directory}: no prediction records between {since} and {until}")
+        raise LogError(
+            f"{directory}: no prediction records with event times from "
+            f"{since or 'the first'} to {until or 'the last'}"
+        )
     frame = frame.reset_index(drop=True)
     try:
         features = INPUT_SCHEMA.validate(frame[list(FEATURES)], lazy=True)

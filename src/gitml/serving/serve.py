@@ -32,7 +32,15 @@ from pydantic import (
 )
 
 from gitml.config import MLEM_MODEL
-from gitml.schema import FEATURES, Column
+from gitml.schema import (
+    EVENT_TIME,
+    EVENT_TIME_FORMAT,
+    EVENT_TIME_PATTERN,
+    EVENT_YEARS,
+    FEATURES,
+    Column,
+    event_time,
+)
 from gitml.serving.metrics import MetricsMiddleware, ServerMetrics
 from gitml.serving.packaging import PredictHook, build_app, model_hash
 from gitml.serving.predlog import PredictionLog
@@ -81,15 +89,20 @@ def _json_number(value: Any) -> Any:
     return value
 
 
+def _event_time(value: Any) -> Any:
+    return None if value is None else event_time(value)
+
+
 def _nullable_in_openapi(schema: dict[str, Any], model: Any) -> None:
     # pydantic 1 drops `null` from Optional fields; FastAPI 0.99 emits OpenAPI 3.1.
-    for name, spec in FEATURES.items():
-        if spec.nullable:
-            field = schema["properties"][name]
-            schema["properties"][name] = {
-                "title": field.pop("title", name),
-                "anyOf": [field, {"type": "null"}],
-            }
+    nullable = [name for name, spec in FEATURES.items() if spec.nullable] + [EVENT_TIME]
+    for name in nullable:
+        field = schema["properties"][name]
+        schema["properties"][name] = {
+            "title": field.pop("title", name),
+            **({"description": field.pop("description")} if "description" in field else {}),
+            "anyOf": [field, {"type": "null"}],
+        }
 
 
 def request_model(max_rows: int) -> type[BaseModel]:
@@ -102,6 +115,16 @@ def request_model(max_rows: int) -> type[BaseModel]:
             Optional[kind] if spec.nullable else kind,  # noqa: UP045 (a runtime type)
             Field(..., example=spec.example),
         )
+    fields[EVENT_TIME] = (
+        Optional[str],  # noqa: UP045
+        Field(
+            None,
+            format="date-time",
+            pattern=EVENT_TIME_PATTERN,
+            description=f"The hour the prediction is about (optional): {EVENT_TIME_FORMAT}, "
+            f"in the years {EVENT_YEARS[0]} to {EVENT_YEARS[1]}",
+        ),
+    )
     ints = [n for n, s in FEATURES.items() if s.kind == "int"]
     floats = [n for n, s in FEATURES.items() if s.kind == "float"]
     kinds = (("ints", ints, _json_integer), ("floats", floats, _json_number))
@@ -111,9 +134,12 @@ def request_model(max_rows: int) -> type[BaseModel]:
             "Config", (), {"extra": Extra.forbid, "schema_extra": _nullable_in_openapi}
         ),
         __validators__={  # pydantic refuses a validator of no fields: only the kinds present
-            name: validator(*columns, pre=True, allow_reuse=True)(check)
-            for name, columns, check in kinds
-            if columns
+            **{
+                name: validator(*columns, pre=True, allow_reuse=True)(check)
+                for name, columns, check in kinds
+                if columns
+            },
+            "event_time": validator(EVENT_TIME, pre=True, allow_reuse=True)(_event_time),
         },
         **fields,
     )
