@@ -314,6 +314,12 @@ monitor: data
 	python -m gitml monitor --logs $(PREDICTION_LOGS) --actuals $(ACTUALS) --out $(MONITOR_DIR) \
 	  --env $(ENV)
 
+.PHONY: feedback
+## Add ENV's labelled predictions (SINCE/UNTIL: event times) to data/ as a new DVC version, pushed.
+feedback: data
+	python -m gitml feedback --logs $(PREDICTION_LOGS) --actuals $(ACTUALS) \
+	  $(if $(SINCE),--since "$(SINCE)") $(if $(UNTIL),--until "$(UNTIL)")
+
 .PHONY: fetch-logs
 ## Copy ENV's prediction log from PREDICTION_LOGS_URL (and ACTUALS_URL); unset: says so, exit 0.
 fetch-logs: setup

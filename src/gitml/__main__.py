@@ -41,6 +41,7 @@ COMMANDS: dict[str, dict[str, tuple[str, str]]] = {
         "monitor": ("gitml.monitoring.monitor", "drift and quality of production's log"),
         "fetch-logs": ("gitml.monitoring.fetch_logs", "copy an environment's log and actuals"),
         "notify": ("gitml.monitoring.notify", "one GitHub issue per alarming environment"),
+        "feedback": ("gitml.monitoring.feedback", "labelled production rows -> new data version"),
     },
 }
 MODULES = {command: module for part in COMMANDS.values() for command, (module, _) in part.items()}

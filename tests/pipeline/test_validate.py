@@ -211,3 +211,45 @@ def test_at_most_max_rows_lines_are_named(raw: pd.DataFrame) -> None:
         validate.RAW_SCHEMA.validate(bad, lazy=True)
     described = validate.describe_failures(err.value.failure_cases, max_rows=2)
     assert "at CSV lines [2, 3] ..." in described
+
+
+# --- feedback rows (make feedback) join the clean table ------------------------------------
+
+
+def feedback_rows(table: pd.DataFrame) -> pd.DataFrame:
+    return table[[dataset.TIME, *dataset.FEATURES, dataset.TARGET]].reset_index(drop=True)
+
+
+def test_feedback_rows_join_the_table_in_time_order(clean_table: pd.DataFrame) -> None:
+    recent = clean_table[clean_table[dataset.TIME] >= clean_table[dataset.TIME].quantile(0.9)]
+    older = clean_table.drop(recent.index)
+    merged = validate.with_feedback(older, feedback_rows(recent))
+    assert len(merged) == len(clean_table)
+    assert merged[dataset.TIME].is_monotonic_increasing
+    assert merged[dataset.TARGET].sum() == clean_table[dataset.TARGET].sum()
+    assert merged.dtypes[dataset.TARGET] == clean_table.dtypes[dataset.TARGET]
+
+
+def test_feedback_repeating_a_key_of_the_data_is_refused(clean_table: pd.DataFrame) -> None:
+    with pytest.raises(DataValidationError, match=r"data/feedback repeats 2 rows of the key"):
+        validate.with_feedback(clean_table, feedback_rows(clean_table.head(1)))
+
+
+def test_a_feedback_file_that_breaks_a_column_spec_is_named(
+    tmp_path: Path, clean_table: pd.DataFrame
+) -> None:
+    rows = feedback_rows(clean_table.head(3))
+    column, spec = next((n, s) for n, s in dataset.FEATURES.items() if s.high is not None)
+    rows.loc[1, column] = spec.high + 1
+    (tmp_path / "feedback").mkdir()
+    rows.to_parquet(tmp_path / "feedback" / "bad.parquet")
+    with pytest.raises(
+        DataValidationError, match=rf"bad\.parquet failed validation:\n.*'{column}'"
+    ):
+        validate.read_feedback(tmp_path / "feedback")
+
+
+def test_no_feedback_directory_is_no_feedback(tmp_path: Path, clean_table: pd.DataFrame) -> None:
+    none = validate.read_feedback(tmp_path / "absent")
+    assert none.empty
+    assert validate.with_feedback(clean_table, none) is clean_table

@@ -14,6 +14,7 @@ import pytest
 
 from gitml.schema import EVENT_TIME, EXAMPLE_ROW, FEATURES
 from gitml.serving.predlog import (
+    EVENT_SENT,
     SYNTHETIC_PREFIX,
     LogError,
     PredictionLog,
@@ -233,7 +234,7 @@ def test_blank_lines_and_extra_fields_are_skipped(tmp_path: Path) -> None:
     frame = read_predictions(tmp_path)
     assert frame["request_id"].tolist() == ["a", "b"]  # the line after the blank one too
     assert set(frame.columns) == {"ts", "request_id", "row", "model_version", *EXAMPLE_ROW,
-                                  EVENT_TIME, "prediction", "actual"}  # fmt: skip
+                                  EVENT_TIME, EVENT_SENT, "prediction", "actual"}  # fmt: skip
 
 
 def test_times_with_offsets_or_milliseconds_are_read_as_utc(tmp_path: Path) -> None:
@@ -292,6 +293,7 @@ def test_the_event_time_a_row_carries_is_read_back_else_the_time_it_was_served(
     log.close()
     frame = read_predictions(tmp_path).sort_values("row")
     assert frame[EVENT_TIME].tolist() == [pd.Timestamp(last_year), pd.Timestamp(NOON)]
+    assert frame[EVENT_SENT].tolist() == [True, False]
     assert frame["ts"].tolist() == [pd.Timestamp(NOON)] * 2
 
 

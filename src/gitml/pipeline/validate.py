@@ -5,6 +5,9 @@ nothing. What is checked, and how the raw file becomes the clean table, is the d
 (dataset.py): every raw column (FEATURES and OTHER_COLUMNS) with its kind and bounds, the
 CHECKS across columns, and `clean`. This stage adds what holds for any data: the key is unique,
 and the table is sorted by time.
+
+Labelled production rows (`make feedback`) join the raw data as parquet files in
+data/feedback/: the features, the time and the target, checked with the same column specs.
 """
 
 from collections.abc import Iterable
@@ -22,7 +25,11 @@ from gitml.files import write_table
 from gitml.schema import input_schema
 
 RAW_DATA = DATA_DIR / dataset.RAW_FILE
-RAW_SCHEMA = input_schema({**dataset.FEATURES, **dataset.OTHER_COLUMNS}, dataset.CHECKS)
+RAW_COLUMNS = {**dataset.FEATURES, **dataset.OTHER_COLUMNS}
+RAW_SCHEMA = input_schema(RAW_COLUMNS, dataset.CHECKS)
+FEEDBACK_DIR = DATA_DIR / "feedback"
+# a labelled production row: what the log holds (features), and the target its actual gives
+FEEDBACK_SCHEMA = input_schema({**dataset.FEATURES, dataset.TARGET: RAW_COLUMNS[dataset.TARGET]})
 
 PRESENCE_CHECKS = ("column_in_dataframe", "column_in_schema")
 
@@ -91,6 +98,43 @@ def clean(raw: pd.DataFrame, data_params: dict[str, Any]) -> pd.DataFrame:
     return table.sort_values(dataset.TIME).reset_index(drop=True)
 
 
+def validate_feedback(rows: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Labelled production rows checked as raw rows are: every column's spec, a time each."""
+    try:
+        FEEDBACK_SCHEMA.validate(rows.drop(columns=[dataset.TIME]), lazy=True)
+    except pa.errors.SchemaErrors as err:
+        faults = describe_failures(err.failure_cases).replace("CSV lines", "rows")
+        raise DataValidationError(f"{source} failed validation:\n{faults}") from None
+    missing = rows[dataset.TIME].isna()
+    if missing.any():
+        raise DataValidationError(f"{source}: {missing.sum()} rows have no {dataset.TIME!r}")
+    return rows
+
+
+def read_feedback(directory: Path) -> pd.DataFrame:
+    """Every feedback file, validated; none (or no directory): an empty table."""
+    files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+    frames = [validate_feedback(pd.read_parquet(path), str(path)) for path in files]
+    columns = [dataset.TIME, *dataset.FEATURES, dataset.TARGET]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def with_feedback(table: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
+    """The clean table and the feedback rows, one row per key, sorted by time."""
+    if feedback.empty:
+        return table
+    feedback = feedback.astype({name: table[name].dtype for name in feedback.columns})
+    merged = pd.concat([table, feedback], ignore_index=True)
+    key = list(dataset.KEY)
+    repeated = merged[merged.duplicated(key, keep=False)]
+    if len(repeated):
+        raise DataValidationError(
+            f"data/feedback repeats {len(repeated)} rows of the key {key}, first "
+            f"{repeated[key].iloc[0].tolist()}: remove the file that adds them"
+        )
+    return merged.sort_values(dataset.TIME).reset_index(drop=True)
+
+
 def read_raw(path: Path) -> pd.DataFrame:
     """Read the raw CSV, failing clearly when it is not one."""
     try:
@@ -105,6 +149,9 @@ app = typer.Typer(add_completion=False)
 @app.command()
 def main(
     raw_path: Annotated[Path, typer.Option("--raw", help="Raw CSV.")] = RAW_DATA,
+    feedback_dir: Annotated[
+        Path, typer.Option("--feedback", help="Labelled production rows (make feedback).")
+    ] = FEEDBACK_DIR,
     out_path: Annotated[Path, typer.Option("--out", help="Clean parquet to write.")] = CLEAN_DATA,
 ) -> None:
     """Validate the raw data; write the clean table only if every check passes."""
@@ -112,6 +159,11 @@ def main(
         table = clean(validate_raw(read_raw(raw_path)), load_params("data"))
     except DataValidationError as err:
         typer.echo(f"validate: {raw_path}: {err}", err=True)
+        raise typer.Exit(1) from None
+    try:
+        table = with_feedback(table, read_feedback(feedback_dir))
+    except DataValidationError as err:
+        typer.echo(f"validate: {err}", err=True)
         raise typer.Exit(1) from None
     write_table(out_path, table)
     typer.echo(f"validate: {len(table)} rows OK -> {out_path}")

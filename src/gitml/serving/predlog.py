@@ -30,6 +30,7 @@ META = ["ts", "request_id", "row", "model_version"]
 PREDICTION = "prediction"
 SYNTHETIC_PREFIX = "smoke-"  # request ids of smoke checks: logged, but not traffic
 ACTUAL = "actual"
+EVENT_SENT = "event_time_sent"  # read back: did the request carry the row's event time?
 
 
 class LogError(ValueError):
@@ -140,6 +141,7 @@ def read_predictions(
         times[field] = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
         if (given & times[field].isna()).any():
             raise LogError(f"{directory}: field {field!r} is not an ISO 8601 time in some records")
+    frame[EVENT_SENT] = times[EVENT_TIME].notna()
     frame["ts"], frame[EVENT_TIME] = times["ts"], times[EVENT_TIME].fillna(times["ts"])
     frame = frame[~frame["request_id"].astype(str).str.startswith(SYNTHETIC_PREFIX)]
     # a request id names one request: the same id and row again is a retry, the last one counts

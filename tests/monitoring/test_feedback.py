@@ -1,0 +1,216 @@
+"""Feedback: labelled production rows become a new, pushed version of the DVC-tracked data,
+once, checked like raw data, and nothing is left half-added when DVC fails."""
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from gitml import dataset
+from gitml.config import load_params
+from gitml.monitoring.feedback import FeedbackError, labelled_rows, unseen
+from gitml.pipeline.validate import RAW_COLUMNS, RAW_DATA, DataValidationError, validate_feedback
+from gitml.schema import EVENT_TIME, FEATURES, as_model_input
+from gitml.serving.predlog import PredictionLog, read_predictions, write_actuals
+
+SERVED = datetime(2026, 11, 23, 12, tzinfo=UTC)
+
+
+def serve(
+    directory: Path, rows: pd.DataFrame, prefix: str = "req", events: bool = True,
+    predictions: list[float] | None = None, when: datetime = SERVED,
+) -> list[str]:  # fmt: skip
+    """Log `rows` as a server would (one request per row, with the row's event time)."""
+    log = PredictionLog(directory / "predictions", "v1", instance="pod")
+    sent = json.loads(as_model_input(rows).to_json(orient="records"))
+    ids = [f"{prefix}-{i}" for i in range(len(sent))]
+    for i, (request_id, row, time) in enumerate(zip(ids, sent, rows[dataset.TIME], strict=True)):
+        event = {EVENT_TIME: time.isoformat()} if events else {}
+        log.append(request_id, [{**row, **event}], [predictions[i] if predictions else 1.0],
+                   now=when + timedelta(seconds=i))  # fmt: skip
+    log.close()
+    return ids
+
+
+def label(directory: Path, ids: list[str], rows: pd.DataFrame, name: str = "a.jsonl") -> None:
+    truth = rows[dataset.TARGET].astype(float)
+    write_actuals(directory / "actuals" / name, zip(ids, [0] * len(ids), truth, strict=True))
+
+
+@pytest.fixture
+def stream(splits: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    return splits["production"].sort_values(dataset.TIME).head(48).reset_index(drop=True)
+
+
+def logged(tmp_path: Path) -> pd.DataFrame:
+    return read_predictions(tmp_path / "predictions", tmp_path / "actuals")
+
+
+def test_the_labelled_rows_are_the_rows_that_were_served(
+    tmp_path: Path, stream: pd.DataFrame
+) -> None:
+    ids = serve(tmp_path, stream)
+    label(tmp_path, ids[:40], stream.head(40))  # the last 8 hours have no actual yet
+    rows = labelled_rows(logged(tmp_path))
+    expected = stream.head(40)
+    assert list(rows.columns) == [dataset.TIME, *FEATURES, dataset.TARGET]
+    assert rows[dataset.TIME].tolist() == expected[dataset.TIME].tolist()
+    assert rows[dataset.TARGET].tolist() == expected[dataset.TARGET].tolist()
+    pd.testing.assert_frame_equal(
+        as_model_input(rows), as_model_input(expected), check_dtype=False
+    )
+    validate_feedback(rows, "rows")  # they pass the raw data's column specs
+
+
+def test_two_predictions_about_one_event_give_one_row_the_last_served(
+    tmp_path: Path, stream: pd.DataFrame
+) -> None:
+    hour = stream.head(1)
+    first = serve(tmp_path, hour, prefix="early", predictions=[1.0])
+    again = serve(tmp_path, hour, prefix="late", predictions=[2.0], when=SERVED + timedelta(1))
+    label(tmp_path, first + again, pd.concat([hour, hour]))
+    rows = labelled_rows(logged(tmp_path))
+    assert len(rows) == 1 and rows[dataset.TIME].iloc[0] == hour[dataset.TIME].iloc[0]
+
+
+def test_no_actuals_yet_is_an_error_saying_so(tmp_path: Path, stream: pd.DataFrame) -> None:
+    serve(tmp_path, stream)
+    label(tmp_path, [], stream.head(0))
+    with pytest.raises(FeedbackError, match="no logged row has an actual yet"):
+        labelled_rows(logged(tmp_path))
+
+
+def test_rows_logged_without_an_event_time_cannot_be_data(
+    tmp_path: Path, stream: pd.DataFrame
+) -> None:
+    ids = serve(tmp_path, stream, events=False)
+    label(tmp_path, ids, stream)
+    with pytest.raises(
+        FeedbackError, match=f"48 labelled rows .* without an event time .*{EVENT_TIME}"
+    ):
+        labelled_rows(logged(tmp_path))
+
+
+def test_an_actual_that_breaks_the_targets_spec_is_named(
+    tmp_path: Path, stream: pd.DataFrame
+) -> None:
+    spec = RAW_COLUMNS[dataset.TARGET]
+    ids = serve(tmp_path, stream.head(2))
+    if spec.kind == "int":  # a fraction of a count
+        write_actuals(tmp_path / "actuals" / "a.jsonl", [(ids[0], 0, 1.5), (ids[1], 0, 2.0)])
+        with pytest.raises(
+            FeedbackError, match=f"whole numbers for the target '{dataset.TARGET}'"
+        ):
+            labelled_rows(logged(tmp_path))
+        return
+    below = (spec.low if spec.low is not None else -1e308) - 1.0  # under its lower bound
+    write_actuals(tmp_path / "actuals" / "a.jsonl", [(ids[0], 0, below), (ids[1], 0, below)])
+    with pytest.raises(DataValidationError, match=f"column '{dataset.TARGET}'"):
+        validate_feedback(labelled_rows(logged(tmp_path)), "rows")
+
+
+def test_rows_the_dataset_already_holds_are_left_out(tmp_path: Path, stream: pd.DataFrame) -> None:
+    ids = serve(tmp_path, stream)
+    label(tmp_path, ids, stream)
+    rows = labelled_rows(logged(tmp_path))
+    held = pd.concat([stream.head(30), stream.tail(5)])
+    new = unseen(rows, held)
+    assert new[dataset.TIME].tolist() == stream[dataset.TIME].iloc[30:43].tolist()
+    assert unseen(rows, stream).empty
+
+
+# --- the command, against a real DVC repository and remote ------------------------------
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False)
+
+
+def dvc(*args: str, cwd: Path) -> str:
+    done = run(sys.executable, "-m", "dvc", *args, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture
+def repository(tmp_path: Path, splits: dict[str, pd.DataFrame]) -> Path:
+    """A DVC project whose data ends where the production stream begins, pushed to a remote."""
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    raw = pd.read_csv(RAW_DATA)
+    times = dataset.clean(raw, load_params("data"))[dataset.TIME]
+    start = splits["production"][dataset.TIME].min()
+    raw[times < start].to_csv(repo / "data" / RAW_DATA.name, index=False)
+    for command in (("git", "init", "-q"), (sys.executable, "-m", "dvc", "init", "-q")):
+        assert run(*command, cwd=repo).returncode == 0
+    dvc("remote", "add", "-d", "storage", str(tmp_path / "remote"), cwd=repo)
+    dvc("add", "data", cwd=repo)
+    dvc("push", cwd=repo)
+    return repo
+
+
+def feedback(repo: Path, logs: Path) -> subprocess.CompletedProcess[str]:
+    return run(sys.executable, "-m", "gitml", "feedback", "--logs", str(logs / "predictions"),
+               "--actuals", str(logs / "actuals"), "--data-dir", str(repo / "data"), cwd=repo)  # fmt: skip
+
+
+@pytest.mark.slow  # real dvc add and push, several times
+def test_feedback_adds_a_pushed_data_version_once_and_validate_reads_it(
+    tmp_path: Path, repository: Path, splits: dict[str, pd.DataFrame]
+) -> None:
+    stream = splits["production"].sort_values(dataset.TIME).head(48)
+    ids = serve(tmp_path, stream)
+    label(tmp_path, ids, stream)
+    before = (repository / "data.dvc").read_text()
+
+    added = feedback(repository, tmp_path)
+    assert added.returncode == 0, added.stderr
+    assert "48 new rows (0 already held)" in added.stdout
+    files = list((repository / "data" / "feedback").glob("*.parquet"))
+    assert len(files) == 1 and len(pd.read_parquet(files[0])) == 48
+    version = (repository / "data.dvc").read_text()
+    assert version != before
+    assert "in sync" in dvc("status", "--cloud", cwd=repository)  # the new version is pushed
+
+    again = feedback(repository, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "nothing new: the dataset holds all 48 labelled rows" in again.stdout
+    assert (repository / "data.dvc").read_text() == version
+
+    clean = tmp_path / "clean.parquet"
+    validated = run(sys.executable, "-m", "gitml", "validate", "--raw",
+                    str(repository / "data" / RAW_DATA.name), "--feedback",
+                    str(repository / "data" / "feedback"), "--out", str(clean), cwd=repository)  # fmt: skip
+    assert validated.returncode == 0, validated.stderr
+    table = pd.read_parquet(clean)
+    assert table[dataset.TIME].max() == stream[dataset.TIME].max()
+    assert table[dataset.TIME].is_unique
+
+
+@pytest.mark.slow
+def test_a_failed_push_leaves_the_data_and_its_version_as_they_were(
+    tmp_path: Path, repository: Path, splits: dict[str, pd.DataFrame]
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    dvc("remote", "modify", "storage", "url", str(blocker / "remote"), cwd=repository)
+    stream = splits["production"].sort_values(dataset.TIME).head(24)
+    ids = serve(tmp_path, stream)
+    label(tmp_path, ids, stream)
+    before = (repository / "data.dvc").read_text()
+    failed = feedback(repository, tmp_path)
+    assert failed.returncode == 1
+    assert "feedback: dvc push data.dvc failed" in failed.stderr
+    assert (repository / "data.dvc").read_text() == before
+    assert not list((repository / "data" / "feedback").glob("*.parquet"))
+
+
+def test_a_missing_actuals_directory_is_named(tmp_path: Path, stream: pd.DataFrame) -> None:
+    serve(tmp_path, stream)
+    result = feedback(tmp_path, tmp_path)
+    assert result.returncode == 1
+    assert f"feedback: {tmp_path / 'actuals'}: no actuals directory" in result.stderr
