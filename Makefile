@@ -224,6 +224,13 @@ assign: setup
 	python -m gitml registry assign --name $(MODEL_NAME) --stage $(ENV) \
 	  --version "$(or $(VERSION),$(MODEL_VERSION))" $(if $(filter true,$(PUSH)),--push)
 
+.PHONY: gate
+## The trained model vs the one GTO has in production (fetched with dvc get), on the test split;
+## exits 1 when it is worse beyond params' gate.tolerance. GATE_OVERRIDE="why" releases it anyway.
+gate: data
+	dvc repro evaluate
+	python -m gitml gate --name $(MODEL_NAME) $(if $(GATE_OVERRIDE),--override "$(GATE_OVERRIDE)")
+
 .PHONY: deploy
 ## Deploy the packaged model to ENV (staging|production) on the local target (loopback ports).
 deploy: package

@@ -32,6 +32,7 @@ COMMANDS: dict[str, dict[str, tuple[str, str]]] = {
         "audit": ("gitml.release.audit", "pip-audit of the serving dependencies"),
         "registry": ("gitml.release.registry", "GTO versions and stages (Git tags)"),
         "deploy": ("gitml.release.deploy", "local staging/production: deploy, promote, rollback"),
+        "gate": ("gitml.release.gate", "the candidate against production's model"),
         "smoke": ("gitml.release.smoke", "smoke checks of a running server"),
         "k8s": ("gitml.release.k8s", "deploy to Kubernetes, or roll back"),
         "preflight": ("gitml.release.preflight", "the settings a deploy job lacks"),

@@ -1,0 +1,174 @@
+"""The champion/challenger gate: a candidate reaches production only if it is not worse than
+the model production runs, on the same most recent labelled window that trained neither.
+
+Both models predict the window (the candidate's test split: with rolling splits, the last days
+of the data); the paired day-block bootstrap (bootstrap.py) gives the interval of the MAE
+difference, candidate minus champion. The candidate is refused when even the interval's lower
+bound is worse than `gate.tolerance` (a share of the champion's MAE): worse beyond noise and
+beyond what params allow. `--override "why"` lets it through, and the reason is written into
+reports/gate.json, which the release commits beside the version.
+"""
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import joblib
+import numpy as np
+import pandas as pd
+import typer
+
+from gitml.config import MODEL_FILE, PROJ_ROOT, REPORTS_DIR, SPLITS_DIR, load_params, split_path
+from gitml.dataset import TARGET, TIME
+from gitml.files import write_json
+from gitml.pull_requests.bootstrap import mae, paired_difference_ci
+from gitml.release.registry import stage_assignment
+from gitml.schema import as_model_input
+
+GATE_FILE = REPORTS_DIR / "gate.json"
+MODEL_IN_GIT = MODEL_FILE.relative_to(PROJ_ROOT).as_posix()
+CHAMPION_FILE = PROJ_ROOT / "build" / "champion" / MODEL_FILE.name  # fetched, never committed
+
+
+class GateError(RuntimeError):
+    """Production's model cannot be found or fetched; the message names the tag or command."""
+
+
+def git(*args: str) -> str:
+    done = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise GateError(f"git {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def production_model(name: str, dest: Path) -> Path | None:
+    """Fetch the model of the version GTO has in production (its latest `NAME#production#N`
+    tag) from DVC at that version's commit; None when nothing is in production yet."""
+    tags = git("tag", "--list", f"{name}#production#*").split()
+    if not tags:
+        return None
+    latest = max(tags, key=lambda tag: int(tag.rsplit("#", 1)[1]))
+    check = subprocess.run(["gto", "check-ref", latest, "--json"], capture_output=True,
+                           text=True, check=False)  # fmt: skip
+    try:
+        _, version = stage_assignment(json.loads(check.stdout or "{}"))
+    except (ValueError, json.JSONDecodeError) as err:
+        raise GateError(f"{latest}: {err} {check.stderr.strip()}") from None
+    commit = git("rev-list", "-n", "1", f"{name}@{version}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fetched = subprocess.run(
+        [sys.executable, "-m", "dvc", "get", ".", MODEL_IN_GIT, "--rev", commit, "-o", str(dest),
+         "--force"], capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if fetched.returncode != 0:
+        raise GateError(
+            f"dvc get {MODEL_IN_GIT} at {name}@{version} ({commit[:12]}) failed: "
+            f"{fetched.stderr.strip()}"
+        )
+    return dest
+
+
+def judge(
+    window: pd.DataFrame,
+    champion: np.ndarray,
+    candidate: np.ndarray,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    """The two models' MAE on the window, the interval of their difference, and the verdict."""
+    actual = window[TARGET].to_numpy(dtype=float)
+    days = window[TIME].dt.strftime("%Y-%m-%d").to_numpy()
+    difference, low, high = paired_difference_ci(
+        actual, candidate, champion, days, mae,
+        n_resamples=int(settings["bootstrap_resamples"]), seed=int(settings["seed"]),
+    )  # fmt: skip
+    champion_mae = mae(actual, champion)
+    allowed = float(settings["tolerance"]) * champion_mae
+    return {
+        "window": {
+            "from": str(window[TIME].min()),
+            "to": str(window[TIME].max()),
+            "rows": len(window),
+            "days": len(set(days)),
+        },
+        "champion_mae": round(champion_mae, 4),
+        "candidate_mae": round(mae(actual, candidate), 4),
+        "difference": round(difference, 4),
+        "interval": [round(low, 4), round(high, 4)],
+        "tolerance": float(settings["tolerance"]),
+        "passed": bool(low <= allowed),
+    }
+
+
+def summary(result: dict[str, Any]) -> str:
+    window = result["window"]
+    low, high = result["interval"]
+    verdict = "passes" if result["passed"] else "is refused"
+    return (
+        f"gate: on {window['rows']} rows ({window['days']} days, {window['from']} to "
+        f"{window['to']}), candidate MAE {result['candidate_mae']:.3f} vs champion "
+        f"{result['champion_mae']:.3f}: difference {result['difference']:+.3f}, 95 % interval "
+        f"[{low:+.3f}, {high:+.3f}]; allowed worse: {result['tolerance']:.0%} of the champion's "
+        f"MAE. The candidate {verdict}."
+    )
+
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(
+    champion: Annotated[
+        Optional[Path],  # noqa: UP045 (typer 0.9 cannot read `X | None`)
+        typer.Option(help="The model production runs (default: GTO's, with --name)."),
+    ] = None,
+    name: Annotated[str, typer.Option(help="GTO artifact whose production model to fetch.")] = "",
+    candidate: Annotated[Path, typer.Option(help="The model to release.")] = MODEL_FILE,
+    window_path: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--window", help="Labelled rows neither model trained on (default: test)."),
+    ] = None,
+    override: Annotated[str, typer.Option(help="Release a refused candidate: why.")] = "",
+    out: Annotated[Path, typer.Option(help="The verdict, committed with the release.")] = (
+        GATE_FILE
+    ),
+) -> None:
+    """Compare the candidate with production's model; exit 1 if it is refused."""
+    checked_at = datetime.now(UTC).isoformat(timespec="seconds")
+    if champion is None and name:
+        try:
+            champion = production_model(name, CHAMPION_FILE)
+        except GateError as err:
+            typer.echo(f"gate: {err}", err=True)
+            raise typer.Exit(1) from None
+    if champion is None:
+        result: dict[str, Any] = {"passed": True, "note": "no model in production yet"}
+        typer.echo("gate: no model in production yet: nothing to beat, the candidate passes")
+    else:
+        window = pd.read_parquet(window_path or split_path("test", SPLITS_DIR))
+        if window.empty:
+            typer.echo("gate: the window has no labelled rows", err=True)
+            raise typer.Exit(1)
+        inputs = as_model_input(window)
+        old, new = (joblib.load(path).predict(inputs) for path in (champion, candidate))
+        result = judge(window, old, new, load_params("gate"))
+        typer.echo(summary(result))
+    if override:
+        result["override"] = override
+    write_json(out, {"checked_at": checked_at, **result})
+    if not result["passed"]:
+        if override:
+            typer.echo(f"gate: overridden ({override}); recorded in {out}")
+            return
+        typer.echo(
+            "gate: refused. Retrain or fix the candidate, or release it anyway with "
+            'GATE_OVERRIDE="why" (recorded in the release).',
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

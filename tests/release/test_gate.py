@@ -1,0 +1,170 @@
+"""The champion/challenger gate: a candidate worse than production's model beyond noise and
+tolerance is refused; an override lets it through and is recorded."""
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+
+from gitml.config import load_params
+from gitml.dataset import TARGET
+from gitml.pull_requests.bootstrap import mae
+from gitml.release.gate import judge
+from gitml.schema import as_model_input
+
+
+@pytest.fixture(scope="module")
+def settings() -> dict[str, Any]:
+    return load_params("gate")
+
+
+@pytest.fixture(scope="module")
+def worse_model(splits: dict[str, pd.DataFrame], params: dict[str, Any]) -> Any:
+    """A params change that makes the model worse: boosting stopped after 3 rounds."""
+    from gitml.pipeline.train import fit
+
+    train = copy.deepcopy(params["train"])
+    if train["model"] != "hist_gradient_boosting":
+        pytest.skip("the worse candidate is made by cutting hist_gradient_boosting's rounds")
+    train["hyperparams"]["hist_gradient_boosting"]["max_iter"] = 3
+    pipeline, _ = fit(splits["train"], params["features"], train)
+    return pipeline
+
+
+def predictions(model: Any, window: pd.DataFrame) -> np.ndarray:
+    return np.asarray(model.predict(as_model_input(window)), dtype=float)
+
+
+def test_the_same_model_passes_with_no_difference(
+    trained_model: Any, splits: dict[str, pd.DataFrame], settings: dict[str, Any]
+) -> None:
+    window = splits["test"]
+    same = predictions(trained_model, window)
+    result = judge(window, same, same, settings)
+    assert result["passed"] and result["difference"] == 0 and result["interval"] == [0, 0]
+    assert result["champion_mae"] == pytest.approx(mae(window[TARGET].to_numpy(float), same), 1e-3)
+    assert result["window"]["rows"] == len(window)
+
+
+def test_a_worse_candidate_is_refused_and_the_better_one_passes(
+    trained_model: Any, worse_model: Any, splits: dict[str, pd.DataFrame],
+    settings: dict[str, Any],
+) -> None:  # fmt: skip
+    window = splits["test"]
+    good, bad = predictions(trained_model, window), predictions(worse_model, window)
+    refused = judge(window, good, bad, settings)
+    assert not refused["passed"]
+    assert refused["interval"][0] > settings["tolerance"] * refused["champion_mae"]
+    assert refused["candidate_mae"] > refused["champion_mae"]
+    assert judge(window, bad, good, settings)["passed"]  # the other way round
+
+
+def test_worse_within_the_tolerance_passes(
+    trained_model: Any, splits: dict[str, pd.DataFrame], settings: dict[str, Any]
+) -> None:
+    window = splits["test"]
+    good = predictions(trained_model, window)
+    actual = window[TARGET].to_numpy(float)
+    # every error a little larger: the MAE grows by half the tolerance
+    slightly = good + np.sign(good - actual) * settings["tolerance"] / 2 * mae(actual, good)
+    result = judge(window, good, slightly, settings)
+    assert 0 < result["difference"] <= settings["tolerance"] * result["champion_mae"]
+    assert result["passed"]
+    # and by twice the tolerance: refused
+    beyond = good + np.sign(good - actual) * settings["tolerance"] * 2 * mae(actual, good)
+    assert not judge(window, good, beyond, settings)["passed"]
+
+
+def gate(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gitml", "gate", *args, "--out",
+                           str(tmp_path / "gate.json")], capture_output=True, text=True,
+                          check=False)  # fmt: skip
+
+
+def test_the_command_refuses_a_worse_candidate_unless_overridden(
+    tmp_path: Path, trained_model: Any, worse_model: Any, splits: dict[str, pd.DataFrame]
+) -> None:
+    joblib.dump(trained_model, tmp_path / "champion.joblib")
+    joblib.dump(worse_model, tmp_path / "candidate.joblib")
+    splits["test"].to_parquet(tmp_path / "window.parquet")
+    models = ("--champion", str(tmp_path / "champion.joblib"),
+              "--candidate", str(tmp_path / "candidate.joblib"),
+              "--window", str(tmp_path / "window.parquet"))  # fmt: skip
+    refused = gate(tmp_path, *models)
+    assert refused.returncode == 1
+    assert "The candidate is refused" in refused.stdout
+    assert 'GATE_OVERRIDE="why"' in refused.stderr
+    recorded = json.loads((tmp_path / "gate.json").read_text())
+    assert recorded["passed"] is False and "override" not in recorded
+
+    overridden = gate(tmp_path, *models, "--override", "the old model leaks a retired column")
+    assert overridden.returncode == 0, overridden.stderr
+    recorded = json.loads((tmp_path / "gate.json").read_text())
+    assert recorded["passed"] is False
+    assert recorded["override"] == "the old model leaks a retired column"
+
+
+def test_with_nothing_in_production_the_first_release_passes(tmp_path: Path) -> None:
+    first = gate(tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "no model in production yet" in first.stdout
+    assert json.loads((tmp_path / "gate.json").read_text())["passed"] is True
+
+
+# --- production's model, as GTO names it and DVC stores it --------------------------------
+
+
+def sh(*args: str, cwd: Path) -> str:
+    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, (args, done.stderr)
+    return done.stdout
+
+
+@pytest.mark.slow  # a git repository, DVC remote and GTO tags of its own
+def test_production_model_is_the_version_gto_has_in_production(
+    tmp_path: Path, trained_model: Any, worse_model: Any, splits: dict[str, pd.DataFrame],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from gitml.release.gate import MODEL_IN_GIT, production_model
+
+    for variable in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{variable}_NAME", "gate test")
+        monkeypatch.setenv(f"GIT_{variable}_EMAIL", "gate@example.com")
+    repo, python = tmp_path / "repo", sys.executable
+    model = repo / MODEL_IN_GIT
+    model.parent.mkdir(parents=True)
+    sh("git", "init", "-q", "-b", "main", cwd=repo)
+    sh(python, "-m", "dvc", "init", "-q", cwd=repo)
+    sh(python, "-m", "dvc", "remote", "add", "-d", "storage", str(tmp_path / "remote"), cwd=repo)
+    monkeypatch.chdir(repo)
+    assert production_model("demand", tmp_path / "none.joblib") is None  # nothing released
+
+    for version, fitted in (("v1.0.0", worse_model), ("v1.1.0", trained_model)):
+        joblib.dump(fitted, model)
+        sh(python, "-m", "dvc", "add", MODEL_IN_GIT, cwd=repo)
+        sh("git", "add", "-A", cwd=repo)
+        sh("git", "commit", "-q", "-m", version, cwd=repo)
+        sh(python, "-m", "dvc", "push", "-q", cwd=repo)
+        sh("gto", "register", "demand", "--version", version, cwd=repo)
+    # production runs v1.0.0 (the newer v1.1.0 is registered but not promoted)
+    sh("gto", "assign", "demand", "--version", "v1.0.0", "--stage", "production", cwd=repo)
+    fetched = production_model("demand", tmp_path / "champion.joblib")
+    assert fetched is not None
+    rows = splits["test"].head(50)
+    np.testing.assert_array_equal(
+        predictions(joblib.load(fetched), rows), predictions(worse_model, rows)
+    )
+    # promoted: production's model is now v1.1.0
+    sh("gto", "assign", "demand", "--version", "v1.1.0", "--stage", "production", cwd=repo)
+    promoted = production_model("demand", tmp_path / "champion.joblib")
+    assert promoted is not None
+    np.testing.assert_array_equal(
+        predictions(joblib.load(promoted), rows), predictions(trained_model, rows)
+    )
