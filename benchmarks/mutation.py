@@ -142,11 +142,19 @@ EQUIVALENT: dict[str, str] = {
     ),
     "gitml.serving.predlog.x__read_jsonl__mutmut_7": "codec names are case-insensitive",
     "gitml.serving.predlog.x_write_actuals__mutmut_16": "codec names are case-insensitive",
-    "gitml.serving.predlog.x_read_predictions__mutmut_83": (
+    "gitml.serving.predlog.x_read_predictions__mutmut_112": (
         "merge(on=None) joins on the common columns, which are exactly request_id and row"
     ),
-    "gitml.serving.predlog.x_read_predictions__mutmut_86": (
+    "gitml.serving.predlog.x_read_predictions__mutmut_115": (
         "merge without on= joins on the common columns, which are exactly request_id and row"
+    ),
+    "gitml.serving.predlog.x_read_predictions__mutmut_110": "float() reads 'NAN' as 'nan'",
+    **dict.fromkeys(
+        [f"gitml.pipeline.validate.x_with_feedback__mutmut_{n}" for n in (5, 7, 8)],
+        "the index is rebuilt by reset_index(drop=True) after the sort",
+    ),
+    "gitml.serving.predlog.xǁPredictionLogǁappend__mutmut_20": (
+        "json.dumps(allow_nan=None) is falsy: NaN is refused as with False"
     ),
 }
 

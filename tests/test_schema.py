@@ -1,4 +1,5 @@
 import re
+import time
 from typing import Any
 
 import pandas as pd
@@ -185,3 +186,16 @@ def test_an_event_time_the_log_could_not_hold_is_refused(sent: str) -> None:
         EVENT_TIME_PATTERN, f"{last}-12-31"
     )
     assert not re.match(EVENT_TIME_PATTERN, sent)
+
+
+def test_an_event_time_without_an_offset_is_utc_whatever_the_machines_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert event_time("2024-05-01T08:00") == "2024-05-01T08:00:00+00:00"
+        assert event_time("2024-05-01T10:00+02:00") == "2024-05-01T08:00:00+00:00"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

@@ -1,3 +1,4 @@
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -253,3 +254,45 @@ def test_no_feedback_directory_is_no_feedback(tmp_path: Path, clean_table: pd.Da
     none = validate.read_feedback(tmp_path / "absent")
     assert none.empty
     assert validate.with_feedback(clean_table, none) is clean_table
+
+
+def test_feedback_faults_name_rows_and_a_missing_time(
+    tmp_path: Path, clean_table: pd.DataFrame
+) -> None:
+    rows = feedback_rows(clean_table.head(3))
+    column, spec = next((n, s) for n, s in dataset.FEATURES.items() if s.high is not None)
+    rows.loc[1, column] = spec.high + 1
+    with pytest.raises(DataValidationError) as refused:
+        validate.validate_feedback(rows, "these rows")
+    assert "at rows [3]" in str(refused.value) and "CSV" not in str(refused.value)
+    timeless = feedback_rows(clean_table.head(3))
+    timeless.loc[2, dataset.TIME] = pd.NaT
+    with pytest.raises(
+        DataValidationError, match=rf"^these rows: 1 rows have no '{dataset.TIME}'$"
+    ):
+        validate.validate_feedback(timeless, "these rows")
+
+
+def test_feedback_files_read_together_with_a_fresh_index(
+    tmp_path: Path, clean_table: pd.DataFrame
+) -> None:
+    (tmp_path / "feedback").mkdir()
+    first, second = feedback_rows(clean_table.head(3)), feedback_rows(clean_table.iloc[3:5])
+    first.to_parquet(tmp_path / "feedback" / "a.parquet")
+    second.to_parquet(tmp_path / "feedback" / "b.parquet")
+    rows = validate.read_feedback(tmp_path / "feedback")
+    assert rows.index.tolist() == list(range(5))
+    assert rows[dataset.TIME].tolist() == clean_table[dataset.TIME].head(5).tolist()
+    none = validate.read_feedback(tmp_path / "absent")
+    assert list(none.columns) == [dataset.TIME, *dataset.FEATURES, dataset.TARGET]
+    older = clean_table.iloc[5:]
+    merged = validate.with_feedback(older, rows)
+    assert merged.index.tolist() == list(range(len(clean_table)))
+    assert list(merged.columns) == list(clean_table.columns)
+
+
+def test_a_repeated_key_is_named_by_its_first_row(clean_table: pd.DataFrame) -> None:
+    again = feedback_rows(clean_table.iloc[[7, 9]])
+    first = clean_table[list(dataset.KEY)].iloc[7].tolist()
+    with pytest.raises(DataValidationError, match=re.escape(f"first {first}")):
+        validate.with_feedback(clean_table, again)

@@ -6,6 +6,7 @@ import os
 import re
 import stat
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -250,6 +251,7 @@ def test_times_with_offsets_or_milliseconds_are_read_as_utc(tmp_path: Path) -> N
         pd.Timestamp("2026-11-23 12:00:00", tz="UTC"),
         pd.Timestamp("2026-11-23 12:30:00.250", tz="UTC"),
     ]
+    assert str(frame["ts"].dt.tz) == str(frame[EVENT_TIME].dt.tz) == "UTC"
 
 
 @example_only
@@ -332,3 +334,39 @@ def test_a_malformed_event_time_in_the_log_is_named(tmp_path: Path, bad: object)
     (tmp_path / "d" / "x.jsonl").write_text(json.dumps(record) + "\n")
     with pytest.raises(LogError, match=f"field '{EVENT_TIME}' is not an ISO 8601 time"):
         read_predictions(tmp_path)
+
+
+def test_a_missing_served_time_is_named(tmp_path: Path) -> None:
+    record = {"ts": None, "request_id": "x", "row": 0, "model_version": "v1",
+              **EXAMPLE_ROW, "prediction": 1.0}  # fmt: skip
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(LogError, match="field 'ts' is not an ISO 8601 time"):
+        read_predictions(tmp_path)
+
+
+def test_an_empty_window_names_its_open_ends(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, "v1", instance="pod")
+    log.append("a", [row()], [1.0], now=NOON)
+    log.close()
+    with pytest.raises(LogError, match=r"from 2027-01-01 00:00:00\+00:00 to the last$"):
+        read_predictions(tmp_path, since=datetime(2027, 1, 1, tzinfo=UTC))
+    with pytest.raises(LogError, match=r"from the first to 2020-01-01 00:00:00\+00:00$"):
+        read_predictions(tmp_path, until=datetime(2020, 1, 1, tzinfo=UTC))
+
+
+def test_the_served_time_is_utc_whatever_the_machines_zone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # UTC+9, no daylight saving
+    time.tzset()
+    try:
+        before = datetime.now(UTC)
+        log = PredictionLog(tmp_path, "v1", instance="pod")
+        log.append("a", [row()], [1.0])  # no `now`: the clock
+        log.close()
+        served = read_predictions(tmp_path)["ts"].iloc[0]
+        assert before - timedelta(seconds=1) <= served <= datetime.now(UTC) + timedelta(seconds=1)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
