@@ -54,6 +54,7 @@ NYSE_PARAMS = {
     "evaluate.baseline_keys": "[day_of_week]",
     "quality.min_gain": "0.0",  # weak features (no lags): no better than the weekday mean
     "quality.beyond_noise": "false",
+    "monitor.window_days": "365",  # a daily series: a year of trading days per window
 }
 
 

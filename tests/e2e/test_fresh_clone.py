@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from gitml.config import load_params
+from gitml.dataset import TIME
 from gitml.ports import free_port
 from tests.e2e.clone import clean_env, run
 from tests.example_data import example_only
@@ -129,7 +131,13 @@ def test_replay_then_monitor_flags_the_unseen_season(ran_clone: tuple[Path, str]
     reports = clone / "reports" / "monitor"
     summary = json.loads((reports / "summary.json").read_text())
     assert summary["alarm"] and summary["alarms"] == ["quality"]
-    assert summary["rows"] == production and summary["quality"]["labelled_rows"] == production
+    # the last monitor.window_days of the stream's event time, not the minutes it took to send
+    stream = pd.read_parquet(clone / "artifacts" / "data" / "production.parquet")[TIME]
+    days = load_params("monitor", clone / "params.yaml")["window_days"]
+    judged = int((stream > stream.max() - pd.Timedelta(days=days)).sum())
+    assert 0 < judged < production
+    assert summary["rows"] == judged == summary["quality"]["labelled_rows"]
+    assert summary["window"]["to"] == stream.max().tz_localize("UTC").isoformat()
     assert {"temp", "atemp"} <= set(summary["data_drift"]["drifted_features"])
     assert (reports / "drift.html").stat().st_size > 100_000
     assert (reports / "quality.html").stat().st_size > 100_000
