@@ -24,3 +24,17 @@ class WrongInEnvironments(RegressorMixin, BaseEstimator):  # type: ignore[misc]
     def predict(self, X: Any) -> Any:
         shift = 1.0 if os.environ.get("GITML_PREDICTION_LOG_DIR") else 0.0
         return self.model.predict(X) + shift
+
+
+class Shifted(RegressorMixin, BaseEstimator):  # type: ignore[misc]
+    """Predicts like the model it wraps plus `shift`: worse by about `shift` on any data (the
+    gate tests' candidate that must be refused)."""
+
+    def __init__(self, model: Any = None, shift: float = 0.0) -> None:
+        self.model, self.shift = model, shift
+
+    def fit(self, X: Any, y: Any) -> "Shifted":
+        return self
+
+    def predict(self, X: Any) -> Any:
+        return self.model.predict(X) + self.shift

@@ -107,7 +107,9 @@ def test_an_actual_that_breaks_the_targets_spec_is_named(
         ):
             labelled_rows(logged(tmp_path))
         return
-    below = (spec.low if spec.low is not None else -1e308) - 1.0  # under its lower bound
+    if spec.low is None:
+        pytest.skip(f"the target {dataset.TARGET!r} has no bound an actual could break")
+    below = spec.low - 1.0  # under its lower bound
     write_actuals(tmp_path / "actuals" / "a.jsonl", [(ids[0], 0, below), (ids[1], 0, below)])
     with pytest.raises(DataValidationError, match=f"column '{dataset.TARGET}'"):
         validate_feedback(labelled_rows(logged(tmp_path)), "rows")

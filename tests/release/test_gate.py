@@ -18,6 +18,8 @@ from gitml.dataset import TARGET
 from gitml.pull_requests.bootstrap import mae
 from gitml.release.gate import judge
 from gitml.schema import as_model_input
+from tests.example_data import example_only
+from tests.faulty_model import Shifted
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +28,17 @@ def settings() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def worse_model(splits: dict[str, pd.DataFrame], params: dict[str, Any]) -> Any:
-    """A params change that makes the model worse: boosting stopped after 3 rounds."""
+def worse_model(trained_model: Any, splits: dict[str, pd.DataFrame]) -> Any:
+    """The trained model, every prediction off by the target's standard deviation."""
+    return Shifted(trained_model, float(splits["train"][TARGET].std()))
+
+
+@pytest.fixture(scope="module")
+def fewer_rounds(splits: dict[str, pd.DataFrame], params: dict[str, Any]) -> Any:
+    """A params change that makes the example's model worse: boosting stopped after 3 rounds."""
     from gitml.pipeline.train import fit
 
     train = copy.deepcopy(params["train"])
-    if train["model"] != "hist_gradient_boosting":
-        pytest.skip("the worse candidate is made by cutting hist_gradient_boosting's rounds")
     train["hyperparams"]["hist_gradient_boosting"]["max_iter"] = 3
     pipeline, _ = fit(splits["train"], params["features"], train)
     return pipeline
@@ -40,6 +46,17 @@ def worse_model(splits: dict[str, pd.DataFrame], params: dict[str, Any]) -> Any:
 
 def predictions(model: Any, window: pd.DataFrame) -> np.ndarray:
     return np.asarray(model.predict(as_model_input(window)), dtype=float)
+
+
+@example_only
+def test_a_params_change_that_cuts_boosting_rounds_is_refused(
+    trained_model: Any, fewer_rounds: Any, splits: dict[str, pd.DataFrame],
+    settings: dict[str, Any],
+) -> None:  # fmt: skip
+    window = splits["test"]
+    result = judge(window, predictions(trained_model, window), predictions(fewer_rounds, window),
+                   settings)  # fmt: skip
+    assert not result["passed"] and result["candidate_mae"] > result["champion_mae"]
 
 
 def test_the_same_model_passes_with_no_difference(
