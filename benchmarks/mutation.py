@@ -149,6 +149,14 @@ EQUIVALENT: dict[str, str] = {
         "merge without on= joins on the common columns, which are exactly request_id and row"
     ),
     "gitml.serving.predlog.x_read_predictions__mutmut_110": "float() reads 'NAN' as 'nan'",
+    "gitml.monitoring.feedback.x_labelled_rows__mutmut_31": (
+        "tz_convert(None) converts to UTC and drops the zone, as the tz_localize(None) after it"
+    ),
+    "gitml.release.gate.x_judge__mutmut_2": (
+        "numpy computes the MAE of an int target as of a float"
+    ),
+    "gitml.release.gate.x_judge__mutmut_5": "other labels, the same grouping by day",
+    "gitml.release.gate.x_judge__mutmut_6": "%y and %Y group alike within a century",
     **dict.fromkeys(
         [f"gitml.pipeline.validate.x_with_feedback__mutmut_{n}" for n in (5, 7, 8)],
         "the index is rebuilt by reset_index(drop=True) after the sort",

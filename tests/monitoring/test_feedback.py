@@ -216,3 +216,66 @@ def test_a_missing_actuals_directory_is_named(tmp_path: Path, stream: pd.DataFra
     result = feedback(tmp_path, tmp_path)
     assert result.returncode == 1
     assert f"feedback: {tmp_path / 'actuals'}: no actuals directory" in result.stderr
+
+
+def test_of_two_answers_about_one_event_the_last_served_is_kept(
+    tmp_path: Path, stream: pd.DataFrame
+) -> None:
+    hour = stream.head(1)
+    # the later answer's file sorts first: the time served decides, not the file order
+    late = PredictionLog(tmp_path / "predictions", "v1", instance="a-pod")
+    early = PredictionLog(tmp_path / "predictions", "v1", instance="b-pod")
+    row = {**json.loads(as_model_input(hour).to_json(orient="records"))[0],
+           EVENT_TIME: hour[dataset.TIME].iloc[0].isoformat()}  # fmt: skip
+    early.append("early", [row], [1.0], now=SERVED)
+    late.append("late", [row], [2.0], now=SERVED + timedelta(hours=1))
+    late.close()
+    early.close()
+    write_actuals(tmp_path / "actuals" / "a.jsonl", [("early", 0, 10.0), ("late", 0, 12.0)])
+    rows = labelled_rows(logged(tmp_path))
+    assert rows[dataset.TARGET].tolist() == [12]
+
+
+def test_a_missing_optional_feature_keeps_the_row(tmp_path: Path, stream: pd.DataFrame) -> None:
+    nullable = next((n for n, s in FEATURES.items() if s.nullable), None)
+    if nullable is None:
+        pytest.skip("no feature of the dataset spec may be missing")
+    rows = stream.head(3).copy()
+    rows.loc[rows.index[1], nullable] = float("nan")
+    ids = serve(tmp_path, rows)
+    label(tmp_path, ids, rows)
+    kept = labelled_rows(logged(tmp_path))
+    assert len(kept) == 3 and kept[nullable].isna().tolist() == [False, True, False]
+
+
+def test_no_actual_is_said_exactly(tmp_path: Path, stream: pd.DataFrame) -> None:
+    serve(tmp_path, stream.head(2))
+    label(tmp_path, [], stream.head(0))
+    with pytest.raises(
+        FeedbackError, match=r"^no logged row has an actual yet: deliver actuals first$"
+    ):
+        labelled_rows(logged(tmp_path))
+
+
+def test_a_key_the_log_cannot_hold_is_named(
+    tmp_path: Path, stream: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = serve(tmp_path, stream.head(2))
+    label(tmp_path, ids, stream.head(2))
+    monkeypatch.setattr(dataset, "KEY", (dataset.TIME, "station_xyz"))
+    with pytest.raises(FeedbackError, match=r"^dataset.KEY column\(s\) \['station_xyz'\] are not"):
+        labelled_rows(logged(tmp_path))
+
+
+def test_unseen_rows_come_back_with_a_fresh_index(tmp_path: Path, stream: pd.DataFrame) -> None:
+    rows = stream[[dataset.TIME, *FEATURES, dataset.TARGET]].reset_index(drop=True)
+    new = unseen(rows, stream.head(10))
+    assert new.index.tolist() == list(range(len(stream) - 10))
+    assert list(new.columns) == list(rows.columns)
+
+
+def test_a_feedback_file_is_named_after_its_first_and_last_event(stream: pd.DataFrame) -> None:
+    from gitml.monitoring.feedback import file_name
+
+    first, last = stream[dataset.TIME].min(), stream[dataset.TIME].max()
+    assert file_name(stream) == f"{first:%Y%m%dT%H%M}-{last:%Y%m%dT%H%M}.parquet"

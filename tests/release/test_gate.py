@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from gitml.config import load_params
-from gitml.dataset import TARGET
+from gitml.dataset import TARGET, TIME
 from gitml.pull_requests.bootstrap import mae
 from gitml.release.gate import judge
 from gitml.schema import as_model_input
@@ -185,3 +185,61 @@ def test_production_model_is_the_version_gto_has_in_production(
     np.testing.assert_array_equal(
         predictions(joblib.load(promoted), rows), predictions(trained_model, rows)
     )
+
+
+def test_the_verdict_records_the_window_both_maes_and_the_day_block_interval(
+    trained_model: Any, worse_model: Any, splits: dict[str, pd.DataFrame],
+    settings: dict[str, Any],
+) -> None:  # fmt: skip
+    from gitml.pull_requests.bootstrap import paired_difference_ci
+
+    window = splits["test"]
+    good, bad = predictions(trained_model, window), predictions(worse_model, window)
+    actual = window[TARGET].to_numpy(float)
+    dates = window[TIME].dt.date.astype(str).to_numpy()
+    difference, low, high = paired_difference_ci(
+        actual, bad, good, dates, mae, n_resamples=settings["bootstrap_resamples"],
+        seed=settings["seed"],
+    )  # fmt: skip
+    assert judge(window, good, bad, settings) == {
+        "window": {"from": str(window[TIME].min()), "to": str(window[TIME].max()),
+                   "rows": len(window), "days": len(set(dates))},
+        "champion_mae": round(mae(actual, good), 4),
+        "candidate_mae": round(mae(actual, bad), 4),
+        "difference": round(difference, 4),
+        "interval": [round(low, 4), round(high, 4)],
+        "tolerance": settings["tolerance"],
+        "passed": False,
+    }  # fmt: skip
+
+
+def test_an_equal_candidate_passes_even_with_no_tolerance(
+    trained_model: Any, splits: dict[str, pd.DataFrame], settings: dict[str, Any]
+) -> None:
+    window = splits["test"]
+    same = predictions(trained_model, window)
+    assert judge(window, same, same, {**settings, "tolerance": 0.0})["passed"]  # not worse
+
+
+def test_the_summary_reads_the_verdict() -> None:
+    from gitml.release.gate import summary
+
+    result = {"window": {"from": "2024-04-01 00:00:00", "to": "2024-04-14 23:00:00",
+                         "rows": 336, "days": 14},
+              "champion_mae": 40.0, "candidate_mae": 45.5, "difference": 5.5,
+              "interval": [2.25, 8.75], "tolerance": 0.02, "passed": False}  # fmt: skip
+    assert summary(result) == (
+        "gate: on 336 rows (14 days, 2024-04-01 00:00:00 to 2024-04-14 23:00:00), candidate "
+        "MAE 45.500 vs champion 40.000: difference +5.500, 95 % interval [+2.250, +8.750]; "
+        "allowed worse: 2% of the champion's MAE. The candidate is refused."
+    )
+    assert summary({**result, "passed": True}).endswith("The candidate passes.")
+
+
+def test_blocks_are_days_whatever_the_minutes(
+    trained_model: Any, splits: dict[str, pd.DataFrame], settings: dict[str, Any]
+) -> None:
+    window = splits["test"].head(96).copy()  # four days, every other row half past the hour
+    window.loc[window.index[::2], TIME] += pd.Timedelta(minutes=30)
+    same = predictions(trained_model, window)
+    assert judge(window, same, same, settings)["window"]["days"] == window[TIME].dt.date.nunique()
