@@ -82,6 +82,11 @@ EVENT_TIME_PATTERN = r"^(1[7-9]|2[01])\d\d-"
 EVENT_TIME_FORMAT = "ISO 8601 date-time, YYYY-MM-DDTHH:MM[:SS] with an offset or Z (none: UTC)"
 
 
+def as_utc(moment: datetime) -> datetime:
+    """The moment with its offset; one without an offset is read as UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def event_time(value: object) -> str:
     """An event time as UTC ISO text (`2024-05-01T08:00:00+00:00`); a ValueError naming the
     expected format for anything else."""
@@ -93,6 +98,4 @@ def event_time(value: object) -> str:
         raise ValueError(f"must be an {EVENT_TIME_FORMAT}") from None
     if not EVENT_YEARS[0] <= moment.year <= EVENT_YEARS[1]:
         raise ValueError(f"must be in the years {EVENT_YEARS[0]} to {EVENT_YEARS[1]}")
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat()
+    return as_utc(moment).astimezone(UTC).isoformat()

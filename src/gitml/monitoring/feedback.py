@@ -19,21 +19,17 @@ import pandas as pd
 import typer
 
 from gitml import dataset
-from gitml.config import DATA_DIR, load_params
+from gitml.config import DATA_DIR
 from gitml.files import write_table
 from gitml.pipeline.validate import (
     FEEDBACK_DIR,
     RAW_COLUMNS,
     RAW_DATA,
     DataValidationError,
-    clean,
-    read_feedback,
-    read_raw,
+    current_dataset,
     validate_feedback,
-    validate_raw,
-    with_feedback,
 )
-from gitml.schema import EVENT_TIME, FEATURES
+from gitml.schema import EVENT_TIME, FEATURES, as_utc
 from gitml.serving.predlog import ACTUAL, EVENT_SENT, LogError, read_predictions
 
 
@@ -136,17 +132,13 @@ def main(
     push: Annotated[bool, typer.Option(help="dvc push the new version.")] = True,
 ) -> None:
     """Add the labelled production rows of a period to the dataset as a new DVC version."""
-    since, until = (t.replace(tzinfo=t.tzinfo or UTC) if t else None for t in (since, until))
+    since, until = (as_utc(t) if t else None for t in (since, until))
     try:
         if not actuals.is_dir():
             raise FeedbackError(f"{actuals}: no actuals directory (deliver actuals first)")
         rows = labelled_rows(read_predictions(logs, actuals, since, until))
         validate_feedback(rows, f"labelled rows of {logs}")
-        raw = data_dir / RAW_DATA.name
-        table = with_feedback(
-            clean(validate_raw(read_raw(raw)), load_params("data")),
-            read_feedback(data_dir / FEEDBACK_DIR.name),
-        )
+        table = current_dataset(data_dir / RAW_DATA.name, data_dir / FEEDBACK_DIR.name)
         new = unseen(rows, table)
         if new.empty:
             typer.echo(f"feedback: nothing new: the dataset holds all {len(rows)} labelled rows")

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_t
 from gitml.config import MODEL_FILE, REPORTS_DIR, SPLITS_DIR, load_params, split_path
 from gitml.dataset import TARGET, TIME
 from gitml.files import write_atomic, write_json
-from gitml.schema import EVENT_TIME, FEATURES, as_model_input
+from gitml.schema import EVENT_TIME, FEATURES, as_model_input, as_utc
 from gitml.serving.predlog import ACTUAL, PREDICTION, LogError, read_predictions
 
 MONITOR_DIR = REPORTS_DIR / "monitor"
@@ -201,8 +201,8 @@ def event_window(
     if until is None:
         latest = read_predictions(logs)[EVENT_TIME].max().to_pydatetime()
         until = latest + timedelta(microseconds=1)
-    elif until.tzinfo is None:
-        until = until.replace(tzinfo=UTC)
+    else:
+        until = as_utc(until)
     return until - timedelta(days=days), until
 
 

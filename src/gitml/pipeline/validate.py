@@ -143,6 +143,16 @@ def read_raw(path: Path) -> pd.DataFrame:
         raise DataValidationError(f"{path} is not a readable CSV file: {err}") from None
 
 
+def current_dataset(raw_path: Path, feedback_dir: Path) -> pd.DataFrame:
+    """The clean table the pipeline trains on: the raw file checked and cleaned, plus the
+    feedback rows beside it; a DataValidationError naming the file at fault."""
+    try:
+        table = clean(validate_raw(read_raw(raw_path)), load_params("data"))
+    except DataValidationError as err:
+        raise DataValidationError(f"{raw_path}: {err}") from None
+    return with_feedback(table, read_feedback(feedback_dir))
+
+
 app = typer.Typer(add_completion=False)
 
 
@@ -156,12 +166,7 @@ def main(
 ) -> None:
     """Validate the raw data; write the clean table only if every check passes."""
     try:
-        table = clean(validate_raw(read_raw(raw_path)), load_params("data"))
-    except DataValidationError as err:
-        typer.echo(f"validate: {raw_path}: {err}", err=True)
-        raise typer.Exit(1) from None
-    try:
-        table = with_feedback(table, read_feedback(feedback_dir))
+        table = current_dataset(raw_path, feedback_dir)
     except DataValidationError as err:
         typer.echo(f"validate: {err}", err=True)
         raise typer.Exit(1) from None
