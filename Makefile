@@ -224,12 +224,18 @@ assign: setup
 	python -m gitml registry assign --name $(MODEL_NAME) --stage $(ENV) \
 	  --version "$(or $(VERSION),$(MODEL_VERSION))" $(if $(filter true,$(PUSH)),--push)
 
+# GATE_OVERRIDE="why" (or a `Gate-Override: why` trailer in HEAD's commit message) releases a
+# refused model; `register` writes the reason into the version's tag (REGISTER_MESSAGE).
+# GATE_ADVISORY=true reports the verdict without failing (the pull-request report).
+export GATE_OVERRIDE REGISTER_MESSAGE
+GATE_ADVISORY ?=
+
 .PHONY: gate
 ## The trained model vs the one GTO has in production (fetched with dvc get), on the test split;
 ## exits 1 when it is worse beyond params' gate.tolerance. GATE_OVERRIDE="why" releases it anyway.
 gate: data
-	dvc repro evaluate
-	python -m gitml gate --name $(MODEL_NAME) $(if $(GATE_OVERRIDE),--override "$(GATE_OVERRIDE)")
+	dvc repro evaluate $(NO_PROMPT)
+	python -m gitml gate --name $(MODEL_NAME) $(if $(filter true,$(GATE_ADVISORY)),--advisory)
 
 .PHONY: deploy
 ## Deploy the packaged model to ENV (staging|production) on the local target (loopback ports).
@@ -326,6 +332,22 @@ monitor: data
 feedback: data
 	python -m gitml feedback --logs $(PREDICTION_LOGS) --actuals $(ACTUALS) \
 	  $(if $(SINCE),--since "$(SINCE)") $(if $(UNTIL),--until "$(UNTIL)")
+
+# The retraining branch's pull request: RETRAIN_TOKEN (App or fine-grained PAT) makes GitHub
+# run its checks; GITHUB_TOKEN alone opens it without (README: "Retraining").
+RETRAIN_PR ?= true
+
+.PHONY: retrain-pr
+## Branch retrain/ENV-<time>: ENV's new labelled rows as a data version, retrained; push, open a PR.
+retrain-pr: data
+	python -m gitml retrain --env $(ENV) --logs $(PREDICTION_LOGS) --actuals $(ACTUALS) --base $(BASE) \
+	  $(if $(SINCE),--since "$(SINCE)") $(if $(UNTIL),--until "$(UNTIL)") \
+	  $(if $(filter true,$(RETRAIN_PR)),--push --pull-request,--no-push --no-pull-request)
+
+.PHONY: retrain-trigger
+## Start the retrain workflow when MONITOR_DIR/summary.json has a quality alarm (GITHUB_TOKEN).
+retrain-trigger:
+	PYTHONPATH=src $(STDLIB_PYTHON) -m gitml trigger --env "$(ENV)" --reports $(MONITOR_DIR)
 
 .PHONY: fetch-logs
 ## Copy ENV's prediction log from PREDICTION_LOGS_URL (and ACTUALS_URL); unset: says so, exit 0.

@@ -258,19 +258,21 @@ def test_monitor_job_is_github_hosted_and_reads_only() -> None:
     assert upload["with"]["path"].rstrip("/") == "reports/monitor"
 
 
-def test_notify_job_may_only_write_issues() -> None:
+def test_notify_job_may_only_write_issues_and_start_the_retrain_workflow() -> None:
     jobs = by_name("monitor.yml")["jobs"]
     notify = jobs["notify"]
     assert notify["needs"] == "monitor"
     assert notify["runs-on"] in GITHUB_HOSTED
     writes = {scope for scope, level in notify["permissions"].items() if level == "write"}
-    assert writes == {"issues"}
+    assert writes == {"issues", "actions"}
+    trigger = next(s for s in notify["steps"] if s.get("run") == "make retrain-trigger")
+    assert trigger["if"] == "vars.RETRAIN_ON_ALARM != 'false'"
     assert set(notify["permissions"].values()) <= {"read", "write"}
     assert "environment" not in notify and "secrets." not in str(notify)
     download = next(s for s in notify["steps"] if "download-artifact" in s.get("uses", ""))
     assert download["with"]["name"] == "monitor-report"
     assert download["with"]["path"].rstrip("/") == "reports/monitor"
-    issue = notify["steps"][-1]
+    issue = next(s for s in notify["steps"] if s.get("run") == "make monitor-issue")
     assert issue["run"] == "make monitor-issue"
     assert issue["env"] == {"GITHUB_TOKEN": "${{ github.token }}"}
     assert "needs.monitor.outputs.configured != 'false'" in notify["if"]
@@ -297,3 +299,37 @@ def test_every_cloud_the_readme_offers_gets_its_credentials() -> None:
                  "AZURE_CLIENT_SECRET", "AZURE_SUBSCRIPTION_ID", "AZURE_TENANT_ID",
                  "GOOGLE_APPLICATION_CREDENTIALS_DATA"):  # fmt: skip
         assert name in launch and "secrets.CML_" in launch[name], name
+
+
+def test_retrain_runs_only_by_hand_or_dispatch_on_github_hosted_with_least_privilege() -> None:
+    workflow = by_name("retrain.yml")
+    assert set(workflow["on"]) == {"workflow_dispatch"}  # never a pull request's code
+    assert workflow["permissions"] == {}
+    (job,) = workflow["jobs"].values()
+    assert job["runs-on"] in GITHUB_HOSTED
+    assert job["permissions"] == {"contents": "write", "pull-requests": "write"}
+    steps = {step.get("run"): step for step in job["steps"] if "run" in step}
+    retrain = steps["make retrain-pr"]
+    assert retrain["if"] == "steps.fetch.outputs.configured == 'true'"
+    assert retrain["env"]["RETRAIN_TOKEN"] == "${{ secrets.RETRAIN_TOKEN }}"
+    assert "DVC_WRITE" in retrain["env"]["AWS_ACCESS_KEY_ID"]
+    for run in ("make gate report", "make install-cml", "make comment"):
+        assert steps[run]["if"] == "steps.retrain.outputs.pr != ''"
+    assert steps["make gate report"]["env"]["GATE_ADVISORY"] == "true"
+    assert "DVC_READ" in steps["make gate report"]["env"]["AWS_ACCESS_KEY_ID"]
+
+
+def test_the_release_gates_the_model_before_registering_it() -> None:
+    build = by_name("release.yml")["jobs"]["build"]
+    runs = [step.get("run") for step in build["steps"]]
+    assert runs.index("make train-ci") < runs.index("make gate") < runs.index("make register")
+    register = build["steps"][runs.index("make register")]
+    assert register["env"]["REGISTER_MESSAGE"] == "${{ steps.gate.outputs.message }}"
+    gate = build["steps"][runs.index("make gate")]
+    assert gate["id"] == "gate" and "GATE_OVERRIDE" not in str(gate)  # only a commit overrides
+
+
+def test_the_pull_request_report_compares_with_production_advisory_only() -> None:
+    train = by_name("pr.yml")["jobs"]["train"]
+    step = next(s for s in train["steps"] if s.get("run") == "make gate report")
+    assert step["env"]["GATE_ADVISORY"] == "true"

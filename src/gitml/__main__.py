@@ -43,6 +43,8 @@ COMMANDS: dict[str, dict[str, tuple[str, str]]] = {
         "fetch-logs": ("gitml.monitoring.fetch_logs", "copy an environment's log and actuals"),
         "notify": ("gitml.monitoring.notify", "one GitHub issue per alarming environment"),
         "feedback": ("gitml.monitoring.feedback", "labelled production rows -> new data version"),
+        "retrain": ("gitml.monitoring.retrain", "a branch retrained on new rows, and its PR"),
+        "trigger": ("gitml.monitoring.trigger", "start the retrain workflow on a quality alarm"),
     },
 }
 MODULES = {command: module for part in COMMANDS.values() for command, (module, _) in part.items()}

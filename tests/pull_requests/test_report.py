@@ -114,16 +114,51 @@ def test_data_line_flags_a_data_change() -> None:
     assert "**changed** from `main`: `aaaaaaaaaaaa`" in data_line("main", old, new)
 
 
-PARTS = {k: k.upper() for k in ("stale", "metrics", "metrics_diff", "params", "figures", "run")}
+PARTS = {
+    k: k.upper()
+    for k in ("stale", "metrics", "metrics_diff", "champion", "params", "figures", "run")
+}
 
 
 def test_report_orders_sections() -> None:
     report = build_report({**PARTS, "base": "main"})
     assert report.startswith("## Model report: this change vs `main`\n\nSTALE\n\n")
-    order = ["STALE", "METRICS_DIFF", "METRICS", "PARAMS", "FIGURES", "RUN"]
+    order = ["STALE", "METRICS_DIFF", "METRICS", "CHAMPION", "PARAMS", "FIGURES", "RUN"]
     positions = [report.index(f"\n{word}\n") for word in order]
     assert positions == sorted(positions)
     assert report.endswith("\n\nRUN\n")
+
+
+VERDICT = {
+    "champion": "bike-demand@v1.2.0",
+    "window": {"from": "2011-11-01 00:00:00", "to": "2011-11-14 23:00:00", "rows": 333,
+               "days": 14},
+    "champion_mae": 61.25, "candidate_mae": 48.5, "difference": -12.75,
+    "interval": [-15.5, -9.25], "tolerance": 0.02, "passed": True,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("passed", [True, False])
+def test_the_champion_section_gives_both_maes_the_interval_and_the_gates_verdict(
+    passed: bool,
+) -> None:
+    from gitml.pull_requests.report import champion_section
+
+    section = champion_section({**VERDICT, "passed": passed})
+    assert "| production (bike-demand@v1.2.0) | 61.250 |" in section
+    assert "| this change | 48.500 |" in section
+    assert "On 333 rows (14 days, 2011-11-01 00:00:00 to 2011-11-14 23:00:00" in section
+    assert "difference is -12.750, 95 % interval [-15.500, -9.250]" in section
+    assert "at most 2% of production's MAE" in section
+    assert section.endswith("would release it." if passed else "**would refuse it**.")
+
+
+def test_the_champion_section_says_when_there_is_nothing_to_compare() -> None:
+    from gitml.pull_requests.report import champion_section
+
+    assert "made no gate verdict" in champion_section(None)
+    first = champion_section({"passed": True, "note": "no model in production yet"})
+    assert first == "_Not compared: no model in production yet._"
 
 
 def test_a_diff_table_without_rows_is_no_table() -> None:
@@ -213,8 +248,8 @@ def test_runner_section_training_lines() -> None:
 
 def test_the_report_text_in_full() -> None:
     report = build_report(
-        {"base": "main", "stale": "", "metrics": "M", "metrics_diff": "", "params": "",
-         "figures": "F", "run": "R"}
+        {"base": "main", "stale": "", "metrics": "M", "metrics_diff": "", "champion": "C",
+         "params": "", "figures": "F", "run": "R"}
     )  # fmt: skip
     assert report == (
         "## Model report: this change vs `main`\n\n"
@@ -224,6 +259,8 @@ def test_the_report_text_in_full() -> None:
         "M\n\n"
         "Verdict: the change is *better* or *worse* only when the 95 % interval of the "
         "paired day-block bootstrap over the test rows excludes zero.\n\n"
+        "### Against the model in production\n\n"
+        "C\n\n"
         "### Params\n\n"
         "_No param changes._\n\n"
         "### Plots (left: base, right: this change)\n\n"

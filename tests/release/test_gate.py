@@ -3,6 +3,7 @@ tolerance is refused; an override lets it through and is recorded."""
 
 import copy
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gitml.config import load_params
+from gitml.config import PROJ_ROOT, load_params
 from gitml.dataset import TARGET, TIME
 from gitml.pull_requests.bootstrap import mae
 from gitml.release.gate import judge
@@ -128,6 +129,57 @@ def test_the_command_refuses_a_worse_candidate_unless_overridden(
     assert recorded["override"] == "the old model leaks a retired column"
 
 
+def test_advisory_reports_a_refusal_without_failing_and_tells_the_workflow(
+    tmp_path: Path, trained_model: Any, worse_model: Any, splits: dict[str, pd.DataFrame]
+) -> None:
+    joblib.dump(trained_model, tmp_path / "champion.joblib")
+    joblib.dump(worse_model, tmp_path / "candidate.joblib")
+    splits["test"].to_parquet(tmp_path / "window.parquet")
+    outputs = tmp_path / "github_output"
+    advised = subprocess.run(
+        [sys.executable, "-m", "gitml", "gate", "--champion", str(tmp_path / "champion.joblib"),
+         "--candidate", str(tmp_path / "candidate.joblib"), "--window",
+         str(tmp_path / "window.parquet"), "--out", str(tmp_path / "gate.json"), "--advisory"],
+        capture_output=True, text=True, check=False,
+        env={**os.environ, "GITHUB_OUTPUT": str(outputs)},
+    )  # fmt: skip
+    assert advised.returncode == 0, advised.stderr
+    assert "The candidate is refused" in advised.stdout and "advisory" in advised.stdout
+    assert json.loads((tmp_path / "gate.json").read_text())["passed"] is False
+    assert outputs.read_text() == "passed=false\nmessage=\n"
+
+
+def test_a_gate_override_trailer_in_the_commit_releases_and_names_the_reason(
+    tmp_path: Path, trained_model: Any, worse_model: Any, splits: dict[str, pd.DataFrame]
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    joblib.dump(trained_model, tmp_path / "champion.joblib")
+    joblib.dump(worse_model, tmp_path / "candidate.joblib")
+    splits["test"].to_parquet(tmp_path / "window.parquet")
+    identity = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
+    sh("git", "init", "-q", cwd=repo)
+    message = "Merge retrain\n\nThe old model reads a sensor that was retired.\n\n" \
+        "Gate-Override: production reads a retired sensor\n"  # fmt: skip
+    sh("git", *identity, "commit", "-q", "--allow-empty", "-m", message, cwd=repo)
+    outputs = tmp_path / "github_output"
+    released = subprocess.run(
+        [sys.executable, "-m", "gitml", "gate", "--champion", str(tmp_path / "champion.joblib"),
+         "--candidate", str(tmp_path / "candidate.joblib"), "--window",
+         str(tmp_path / "window.parquet"), "--out", str(tmp_path / "gate.json")],
+        capture_output=True, text=True, check=False, cwd=repo,
+        env={**{k: v for k, v in os.environ.items() if k != "GATE_OVERRIDE"},
+             "GITHUB_OUTPUT": str(outputs), "PYTHONPATH": str(PROJ_ROOT)},  # the worse model
+    )  # fmt: skip
+    assert released.returncode == 0, released.stderr
+    recorded = json.loads((tmp_path / "gate.json").read_text())
+    assert recorded["passed"] is False
+    assert recorded["override"] == "production reads a retired sensor"
+    assert outputs.read_text() == (
+        "passed=false\nmessage=gate overridden: production reads a retired sensor\n"
+    )
+
+
 def test_with_nothing_in_production_the_first_release_passes(tmp_path: Path) -> None:
     first = gate(tmp_path)
     assert first.returncode == 0, first.stderr
@@ -172,16 +224,18 @@ def test_production_model_is_the_version_gto_has_in_production(
         sh("gto", "register", "demand", "--version", version, cwd=repo)
     # production runs v1.0.0 (the newer v1.1.0 is registered but not promoted)
     sh("gto", "assign", "demand", "--version", "v1.0.0", "--stage", "production", cwd=repo)
-    fetched = production_model("demand", tmp_path / "champion.joblib")
-    assert fetched is not None
+    found = production_model("demand", tmp_path / "champion.joblib")
+    assert found is not None and found[1] == "demand@v1.0.0"
+    fetched = found[0]
     rows = splits["test"].head(50)
     np.testing.assert_array_equal(
         predictions(joblib.load(fetched), rows), predictions(worse_model, rows)
     )
     # promoted: production's model is now v1.1.0
     sh("gto", "assign", "demand", "--version", "v1.1.0", "--stage", "production", cwd=repo)
-    promoted = production_model("demand", tmp_path / "champion.joblib")
-    assert promoted is not None
+    found = production_model("demand", tmp_path / "champion.joblib")
+    assert found is not None and found[1] == "demand@v1.1.0"
+    promoted = found[0]
     np.testing.assert_array_equal(
         predictions(joblib.load(promoted), rows), predictions(trained_model, rows)
     )

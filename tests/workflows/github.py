@@ -39,6 +39,7 @@ class State:
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # by issue/PR number
     issues: dict[int, dict[str, Any]] = field(default_factory=dict)
     labels: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dispatches: list[dict[str, Any]] = field(default_factory=list)  # workflow_dispatch events
     issues_enabled: bool = True
     read_only_tokens: set[str] = field(default_factory=set)  # a job without `issues: write`
     calls: list[Call] = field(default_factory=list)
@@ -81,6 +82,13 @@ class FakeGitHub:
             "number": number,
             "head": {"sha": head_sha, "repo": {"full_name": head_repo}},
         }
+
+    def _branch_sha(self, branch: str) -> str | None:
+        """The commit of `branch` in the bare origin, as GitHub resolves a pull request's head."""
+        origin = self.git_root / f"{self.state.repository}.git"
+        found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
+                               cwd=origin, capture_output=True, text=True, check=False)  # fmt: skip
+        return found.stdout.strip() or None
 
     def _new_id(self) -> int:
         self.state.next_id += 1
@@ -184,6 +192,22 @@ class FakeGitHub:
         def paginate(items: list[Any]) -> list[Any]:
             return items[(page - 1) * per_page : page * per_page]
 
+        if match := re.fullmatch(r"/actions/workflows/([^/]+)/dispatches", path):
+            if method != "POST" or not isinstance(body, dict) or "ref" not in body:
+                return 422, {"message": "Invalid request: ref is required"}
+            state.dispatches.append({"workflow": match[1], **body})
+            return 204, None
+        if path == "/pulls" and method == "POST":
+            head = self._branch_sha(body["head"])
+            if head is None:
+                return 422, {"message": "Validation Failed", "errors": [{"field": "head"}]}
+            number = max([*state.issues, *state.pulls, 0]) + 1
+            self.add_pull(number, head, state.repository)
+            state.pulls[number].update(
+                {"title": body["title"], "body": body.get("body", ""), "base": {"ref": body["base"]},
+                 "head": {**state.pulls[number]["head"], "ref": body["head"]}}
+            )  # fmt: skip
+            return 201, state.pulls[number]
         if match := re.fullmatch(r"/pulls/(\d+)", path):
             pull = state.pulls.get(int(match[1]))
             return (200, pull) if pull else (404, {"message": "Not Found"})

@@ -113,6 +113,19 @@ def add_version(rows: pd.DataFrame, data_dir: Path, push: bool) -> Path:  # prag
     return path
 
 
+def collect(
+    logs: Path, actuals: Path, since: datetime | None, until: datetime | None, data_dir: Path
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the labelled rows of the period, those of them the dataset does not hold yet)."""
+    if not actuals.is_dir():
+        raise FeedbackError(f"{actuals}: no actuals directory (deliver actuals first)")
+    since, until = (as_utc(t) if t else None for t in (since, until))
+    rows = labelled_rows(read_predictions(logs, actuals, since, until))
+    validate_feedback(rows, f"labelled rows of {logs}")
+    table = current_dataset(data_dir / RAW_DATA.name, data_dir / FEEDBACK_DIR.name)
+    return rows, unseen(rows, table)
+
+
 app = typer.Typer(add_completion=False)
 
 
@@ -132,14 +145,8 @@ def main(
     push: Annotated[bool, typer.Option(help="dvc push the new version.")] = True,
 ) -> None:
     """Add the labelled production rows of a period to the dataset as a new DVC version."""
-    since, until = (as_utc(t) if t else None for t in (since, until))
     try:
-        if not actuals.is_dir():
-            raise FeedbackError(f"{actuals}: no actuals directory (deliver actuals first)")
-        rows = labelled_rows(read_predictions(logs, actuals, since, until))
-        validate_feedback(rows, f"labelled rows of {logs}")
-        table = current_dataset(data_dir / RAW_DATA.name, data_dir / FEEDBACK_DIR.name)
-        new = unseen(rows, table)
+        rows, new = collect(logs, actuals, since, until, data_dir)
         if new.empty:
             typer.echo(f"feedback: nothing new: the dataset holds all {len(rows)} labelled rows")
             return

@@ -23,11 +23,12 @@ import json
 import os
 import sys
 import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from gitml import github
 
 LABEL = "monitoring"
 LABEL_COLOR = "D93F0B"
@@ -107,50 +108,19 @@ def plan(summary: dict[str, Any], open_issues: list[dict[str, Any]], env: str) -
     return actions
 
 
-class GitHub:
+class GitHub(github.GitHub):
     """The few REST calls the plan needs, for one repository."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
-        for name in ("GITHUB_TOKEN", "GITHUB_REPOSITORY"):
-            if not env.get(name):
-                raise NotifyError(
-                    f"environment variable {name} is not set: the workflow passes "
-                    "`GITHUB_TOKEN: ${{ github.token }}` (permissions: issues: write)"
-                )
-        self.repository = env["GITHUB_REPOSITORY"]
-        self.api = env.get("GITHUB_API_URL") or "https://api.github.com"
-        self.token = env["GITHUB_TOKEN"]
-
-    def call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
-        request = urllib.request.Request(
-            f"{self.api}/repos/{self.repository}{path}", method=method,
-            data=None if payload is None else json.dumps(payload).encode(),
-            headers={"Authorization": f"Bearer {self.token}",
-                     "Accept": "application/vnd.github+json",
-                     "X-GitHub-Api-Version": "2022-11-28"},
-        )  # fmt: skip
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                data = response.read()
-        except urllib.error.HTTPError as err:
-            raise NotifyError(self.explain(method, path, err)) from None
-        except (urllib.error.URLError, TimeoutError) as err:
-            raise NotifyError(f"{self.api} cannot be reached: {err}") from None
-        return json.loads(data) if data else None
+    error = NotifyError
+    permission = "issues: write"
 
     def explain(self, method: str, path: str, err: urllib.error.HTTPError) -> str:
-        detail = err.read().decode(errors="replace")[:300]
         if err.code == 410:
             return (
                 f"issues are disabled in {self.repository}, so the monitor cannot report: "
                 "enable them (Settings > General > Features > Issues)"
             )
-        if err.code in (401, 403):
-            return (
-                f"{method} {path} was refused ({err.code}): the token needs "
-                f"`permissions: issues: write` on {self.repository}: {detail}"
-            )
-        return f"{method} {path} failed ({err.code}): {detail}"
+        return super().explain(method, path, err)
 
     def open_issues(self) -> list[dict[str, Any]]:
         issues: list[dict[str, Any]] = []

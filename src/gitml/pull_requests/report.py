@@ -20,6 +20,7 @@ from gitml.config import PROJ_ROOT, REPORTS_DIR, TRAINING_FILE, load_params
 from gitml.files import write_atomic
 from gitml.pull_requests.bootstrap import METRICS, paired_difference_ci
 from gitml.pull_requests.figures import FIGURES, render_comparison
+from gitml.release.gate import GATE_FILE
 
 REPORT_DIR = REPORTS_DIR / "pr"
 HIGHER_IS_BETTER = {"mae": False, "rmse": False, "r2": True}
@@ -158,6 +159,26 @@ def stale_warning(lock_status: str) -> str:
     )
 
 
+def champion_section(gate: dict[str, Any] | None) -> str:
+    """This change against the model in production, from `make gate --advisory`'s verdict."""
+    if gate is None:
+        return "_Not compared with production: this run made no gate verdict (`make gate`)._"
+    if "candidate_mae" not in gate:
+        return f"_Not compared: {gate.get('note', 'the verdict holds no comparison')}._"
+    window = gate["window"]
+    low, high = gate["interval"]
+    verdict = "would release it" if gate["passed"] else "**would refuse it**"
+    return (
+        f"| model | MAE |\n|---|---:|\n| production ({gate['champion']}) | "
+        f"{gate['champion_mae']:.3f} |\n| this change | {gate['candidate_mae']:.3f} |\n\n"
+        f"On {window['rows']} rows ({window['days']} days, {window['from']} to {window['to']}: "
+        f"this change's test split, which production's model never trained on), the MAE "
+        f"difference is {gate['difference']:+.3f}, 95 % interval [{low:+.3f}, {high:+.3f}]. "
+        f"The release gate (worse by at most {gate['tolerance']:.0%} of production's MAE) "
+        f"{verdict}."
+    )
+
+
 def build_report(parts: dict[str, str]) -> str:
     """Assemble the sections in reading order; empty parts (no stale warning) are left out."""
     sections = [
@@ -169,6 +190,8 @@ def build_report(parts: dict[str, str]) -> str:
         parts["metrics"],
         "Verdict: the change is *better* or *worse* only when the 95 % interval of the "
         "paired day-block bootstrap over the test rows excludes zero.",
+        "### Against the model in production",
+        parts["champion"],
         "### Params",
         parts["params"] or "_No param changes._",
         "### Plots (left: base, right: this change)",
@@ -209,6 +232,9 @@ def main(
         "base": base,
         "stale": stale_warning(command_output("git", "status", "--porcelain", "--", "dvc.lock")),
         "metrics": metrics_table(comparison, base),
+        "champion": champion_section(
+            json.loads(GATE_FILE.read_text()) if GATE_FILE.exists() else None
+        ),
         "metrics_diff": rows_or_nothing(command_output("dvc", "metrics", "diff", base, "--md")),
         "params": rows_or_nothing(command_output("dvc", "params", "diff", base, "--md")),
         "figures": "\n\n".join(f"![{p.stem}](figures/{p.name})" for p in figures),

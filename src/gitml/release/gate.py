@@ -10,6 +10,7 @@ reports/gate.json, which the release commits beside the version.
 """
 
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from gitml.schema import as_model_input
 GATE_FILE = REPORTS_DIR / "gate.json"
 MODEL_IN_GIT = MODEL_FILE.relative_to(PROJ_ROOT).as_posix()
 CHAMPION_FILE = PROJ_ROOT / "build" / "champion" / MODEL_FILE.name  # fetched, never committed
+OVERRIDE_TRAILER = "Gate-Override"  # in a commit message: release this commit's model anyway
 
 
 class GateError(RuntimeError):
@@ -46,9 +48,10 @@ def git(*args: str) -> str:  # pragma: no mutate block
     return done.stdout.strip()
 
 
-def production_model(name: str, dest: Path) -> Path | None:  # pragma: no mutate block
+def production_model(name: str, dest: Path) -> tuple[Path, str] | None:  # pragma: no mutate block
     """Fetch the model of the version GTO has in production (its latest `NAME#production#N`
-    tag) from DVC at that version's commit; None when nothing is in production yet."""
+    tag) from DVC at that version's commit: (the file, `NAME@version`); None when nothing is
+    in production yet."""
     tags = git("tag", "--list", f"{name}#production#*").split()
     if not tags:
         return None
@@ -70,7 +73,27 @@ def production_model(name: str, dest: Path) -> Path | None:  # pragma: no mutate
             f"dvc get {MODEL_IN_GIT} at {name}@{version} ({commit[:12]}) failed: "
             f"{fetched.stderr.strip()}"
         )
-    return dest
+    return dest, f"{name}@{version}"
+
+
+def override_trailer() -> str:  # pragma: no mutate block
+    """The `Gate-Override: why` trailer of HEAD's commit message (a merge or squash commit
+    carries it onto main), or ""."""
+    done = subprocess.run(
+        ["git", "log", "-1",
+         f"--format=%(trailers:key={OVERRIDE_TRAILER},valueonly,separator=; )"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def step_outputs(result: dict[str, Any]) -> None:
+    """The verdict as step outputs on GitHub: `register` writes an override into the tag."""
+    if "GITHUB_OUTPUT" in os.environ:
+        reason = " ".join(str(result.get("override", "")).split())  # one line
+        with open(os.environ["GITHUB_OUTPUT"], "a") as file:
+            file.write(f"passed={str(result['passed']).lower()}\n")
+            file.write(f"message={f'gate overridden: {reason}' if reason else ''}\n")
 
 
 def judge(
@@ -132,22 +155,39 @@ def main(
         Optional[Path],  # noqa: UP045
         typer.Option("--window", help="Labelled rows neither model trained on (default: test)."),
     ] = None,
-    override: Annotated[str, typer.Option(help="Release a refused candidate: why.")] = "",
+    override: Annotated[
+        str,
+        typer.Option(
+            envvar="GATE_OVERRIDE",
+            help=f"Release a refused candidate: why (default: HEAD's {OVERRIDE_TRAILER} trailer).",
+        ),
+    ] = "",
+    advisory: Annotated[
+        bool, typer.Option(help="Report the verdict, never fail (the pull-request report).")
+    ] = False,
     out: Annotated[Path, typer.Option(help="The verdict, committed with the release.")] = (
         GATE_FILE
     ),
 ) -> None:
     """Compare the candidate with production's model; exit 1 if it is refused."""
     checked_at = datetime.now(UTC).isoformat(timespec="seconds")
+    champion_version = str(champion or "")
     if champion is None and name:
         try:
-            champion = production_model(name, CHAMPION_FILE)
+            found = production_model(name, CHAMPION_FILE)
         except GateError as err:
             typer.echo(f"gate: {err}", err=True)
-            raise typer.Exit(1) from None
+            if not advisory:
+                raise typer.Exit(1) from None
+            note = f"production's model could not be fetched: {err}"
+            write_json(out, {"checked_at": checked_at, "passed": False, "note": note})
+            return
+        champion, champion_version = found or (None, "")
+    override = override or override_trailer()
     if champion is None:
-        result: dict[str, Any] = {"passed": True, "note": "no model in production yet"}
-        typer.echo("gate: no model in production yet: nothing to beat, the candidate passes")
+        note = "no model in production yet: nothing to beat, the candidate passes"
+        result: dict[str, Any] = {"passed": True, "note": note}
+        typer.echo(f"gate: {note}")
     else:
         window = pd.read_parquet(window_path or split_path("test", SPLITS_DIR))
         if window.empty:
@@ -155,18 +195,21 @@ def main(
             raise typer.Exit(1)
         inputs = as_model_input(window)
         old, new = (joblib.load(path).predict(inputs) for path in (champion, candidate))
-        result = judge(window, old, new, load_params("gate"))
+        result = {"champion": champion_version, **judge(window, old, new, load_params("gate"))}
         typer.echo(summary(result))
     if override:
         result["override"] = override
     write_json(out, {"checked_at": checked_at, **result})
+    step_outputs(result)
     if not result["passed"]:
-        if override:
-            typer.echo(f"gate: overridden ({override}); recorded in {out}")
+        if override or advisory:
+            typer.echo(f"gate: overridden ({override}); recorded in {out}" if override else
+                       "gate: refused (advisory: the release would refuse it)")  # fmt: skip
             return
         typer.echo(
             "gate: refused. Retrain or fix the candidate, or release it anyway with "
-            'GATE_OVERRIDE="why" (recorded in the release).',
+            f'GATE_OVERRIDE="why" or a "{OVERRIDE_TRAILER}: why" line in the commit message '
+            "(recorded in the release's tag).",
             err=True,
         )
         raise typer.Exit(1)

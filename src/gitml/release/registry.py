@@ -141,9 +141,14 @@ def register_command(
     name: Annotated[str, typer.Option(help="Artifact name.")],
     version: Annotated[str, typer.Option(help="Version; default: GTO's next.")] = "",
     push: Annotated[bool, typer.Option(help="Push the tag to origin.")] = False,
+    message: Annotated[
+        str,
+        typer.Option(envvar="REGISTER_MESSAGE", help="Annotate the tag (a gate override)."),
+    ] = "",
 ) -> None:
     """Register HEAD as a version of NAME (a tag NAME@vX.Y.Z)."""
-    recorded(["register", name, *(["--version", version] if version else [])], name, push)
+    args = ["register", name, *(["--version", version] if version else [])]
+    recorded([*args, *(["--message", message] if message else [])], name, push)
 
 
 @app.command("assign")
