@@ -378,6 +378,11 @@ bench-serving: package
 	  else echo "bench-serving needs wrk: apt-get install wrk"; exit 1; fi; }
 	python -m benchmarks.serving
 
+.PHONY: loop-demo
+## The loop in a scratch clone: v1 serves, replay, alarm, retrain branch, gate, v2 promoted, watched.
+loop-demo: data
+	python -m benchmarks.loop_demo
+
 .PHONY: bench-monitor
 ## Backtest the monitoring alarm on every window of the data: false-alarm and detection rates.
 bench-monitor: package

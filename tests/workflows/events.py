@@ -55,3 +55,8 @@ def push(ref: str, before: str, after: str, base_repo: str) -> dict[str, Any]:
 
 def schedule(base_repo: str) -> dict[str, Any]:
     return {"schedule": "17 5 * * *", "repository": repository(base_repo)}
+
+
+def workflow_dispatch(base_repo: str, inputs: dict[str, str]) -> dict[str, Any]:
+    return {"inputs": inputs, "ref": "refs/heads/main", "repository": repository(base_repo),
+            "sender": {"login": "octocat"}}  # fmt: skip

@@ -114,3 +114,15 @@ def test_a_healthy_run_closes_it(runs: list[tuple[Result, list[dict[str, Any]]]]
     (issue,) = issues
     assert issue["state"] == "closed"
     assert len(issue["comments"]) == 2 and issue["comments"][-1].startswith("**Healthy again**")
+
+
+def test_each_quality_alarm_starts_the_retrain_workflow(
+    fork: Fork, runs: list[tuple[Result, list[dict[str, Any]]]]
+) -> None:
+    """Both alarming runs (their windows are labelled and predicted badly) dispatch
+    retrain.yml for production on the default branch; the healthy run does not."""
+    for result, _ in runs:
+        assert result.succeeded("notify"), result.job_output("notify")[-4000:]
+    dispatched = {"workflow": "retrain.yml", "ref": "main", "inputs": {"env": "production"}}
+    assert fork.github.state.dispatches == [dispatched, dispatched]
+    assert "no quality alarm in production: no retraining" in runs[2][0].job_output("notify")

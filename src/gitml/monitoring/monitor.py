@@ -252,8 +252,9 @@ def markdown(summary: dict[str, Any]) -> str:
     if summary["alarm"]:
         lines += [
             "",
-            "Next: read the HTML reports (the run's artifact); if the shift is real, retrain on "
-            "recent labelled data: a pull request runs the pipeline and reports.",
+            "Next: read the HTML reports (the run's artifact). A quality alarm starts the "
+            "retrain workflow, which opens a pull request retrained on production's labelled "
+            "rows (`make retrain-pr`); drift alone needs actuals before retraining can help.",
         ]
     return "\n".join(lines) + "\n"
 
