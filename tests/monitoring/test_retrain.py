@@ -17,7 +17,7 @@ from gitml.monitoring.retrain import (
 
 @pytest.fixture
 def new(splits: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    return splits["production"].sort_values(dataset.TIME).head(30)
+    return splits["test"].sort_values(dataset.TIME).head(30)
 
 
 def test_the_branch_is_named_after_the_environment_and_the_utc_minute() -> None:

@@ -43,7 +43,7 @@ def ship_new_hours(bucket: Path, rows: pd.DataFrame) -> None:
 @pytest.fixture(scope="module")
 def retrained(fork: Fork, splits: dict[str, pd.DataFrame]) -> tuple[Result, list[str]]:
     bucket = fork.runner.base.parent / "log-bucket"
-    last = splits["production"].sort_values(dataset.TIME).tail(NEW_ROWS).copy()
+    last = splits["test"].sort_values(dataset.TIME).tail(NEW_ROWS).copy()
     year_on = pd.DateOffset(years=1)
     last[dataset.TIME] = last[dataset.TIME] + year_on  # hours the dataset does not hold
     ship_new_hours(bucket, last)
@@ -95,9 +95,9 @@ def test_the_pull_request_says_its_checks_did_not_run_and_gets_the_report(
 def test_nothing_new_makes_no_branch(
     fork: Fork, retrained: tuple[Result, list[str]], splits: dict[str, Any]
 ) -> None:
-    """Rows the dataset holds already (the example's own last hours): no branch, green."""
+    """Rows the dataset holds already (its own test hours): no branch, green."""
     bucket = fork.runner.base.parent / "log-bucket"
-    ship_new_hours(bucket, splits["production"].sort_values(dataset.TIME).tail(NEW_ROWS))
+    ship_new_hours(bucket, splits["test"].sort_values(dataset.TIME).tail(NEW_ROWS))
     fork.runner.give_to_runner(bucket)
     pulls = len(fork.github.state.pulls)
     again = fork.runner.act(

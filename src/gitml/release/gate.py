@@ -71,7 +71,9 @@ def production_model(name: str, dest: Path) -> tuple[Path, str] | None:  # pragm
     if fetched.returncode != 0:
         raise GateError(
             f"dvc get {MODEL_IN_GIT} at {name}@{version} ({commit[:12]}) failed: "
-            f"{fetched.stderr.strip()}"
+            f"{fetched.stderr.strip()}\nThe gate reads production's model from the DVC remote, "
+            "where main.yml's `make publish-outputs` pushes every model of main: a remote shared "
+            'by the runners is needed (README: "Use your own remote")'
         )
     return dest, f"{name}@{version}"
 
