@@ -245,6 +245,8 @@ deploy: package
 .PHONY: smoke
 ## Smoke-check ENV (or SMOKE_URL): health, version, golden predictions, latency.
 smoke: setup
+	@# the shared secret that marks the checks synthetic: the environment's, else the local deploy's
+	GITML_SYNTHETIC_TOKEN="$${GITML_SYNTHETIC_TOKEN:-$$(cat "$${GITML_DEPLOY_DIR:-.deploy}/synthetic-token" 2>/dev/null)}" \
 	python -m gitml smoke --url "$(SMOKE_URL)" $(if $(VERSION),--version $(VERSION))
 
 .PHONY: promote

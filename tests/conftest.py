@@ -5,10 +5,13 @@ import os
 # MLEM's save() would start a detached telemetry process: a child the tests never wait for
 # (and mutmut, which forks per mutant, takes for one of its own).
 os.environ["MLEM_NO_ANALYTICS"] = "true"
+import secrets
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +93,63 @@ class Served:
     version: str
     golden_dir: Path
     log_dir: Path  # where the server appends its prediction log
+    metrics_url: str  # the metrics port (GET /metrics)
+    output: Path  # the server's stdout and stderr: its access log
+    synthetic_token: str  # GITML_SYNTHETIC_TOKEN: marks a request synthetic
+    pid: int | None = None  # the server process, where it runs on this host's process table
+
+
+def drain(process: subprocess.Popen[str], output: Path) -> None:
+    """Copy a child's output to a file as it comes: a pipe nobody reads fills up (64 KiB of
+    access-log lines) and then blocks the server's next write, and with it its event loop."""
+    source = process.stdout
+    assert source is not None
+
+    def copy() -> None:
+        with open(output, "a") as sink:
+            for line in source:
+                sink.write(line)
+                sink.flush()
+
+    threading.Thread(target=copy, daemon=True).start()
+
+
+@contextmanager
+def running_server(
+    packaged_model: Path, trained_model: Any, directory: Path, **settings: str
+) -> Iterator[tuple[Served, subprocess.Popen[str]]]:
+    """A real server process (`python -m gitml serve`) on spare loopback ports, with extra
+    `settings` (e.g. read_timeout_s="2" sets GITML_READ_TIMEOUT_S)."""
+    from gitml.serving.packaging import model_hash
+
+    # The server inherits sockets already listening on spare ports: no other process can take
+    # a port between choosing it and the server binding it.
+    listener, scraped = reserve_port(), reserve_port()
+    log_dir, output = directory / "predictions", directory / "server.log"
+    token = secrets.token_hex(16)
+    env = {**os.environ, "GITML_MODEL_PATH": str(packaged_model),
+           "GITML_FD": str(listener.fileno()), "GITML_METRICS_FD": str(scraped.fileno()),
+           "GITML_PREDICTION_LOG_DIR": str(log_dir), "GITML_SYNTHETIC_TOKEN": token,
+           **{f"GITML_{name.upper()}": value for name, value in settings.items()}}  # fmt: skip
+    env["MLEM_NO_ANALYTICS"] = "true"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gitml", "serve"], env=env,
+        pass_fds=(listener.fileno(), scraped.fileno()),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    drain(process, output)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    metrics_url = f"http://127.0.0.1:{scraped.getsockname()[1]}"
+    try:
+        wait_until_healthy(url, process, timeout=120, output=output)
+        served = Served(url, trained_model, model_hash(packaged_model), packaged_model.parent,
+                        log_dir, metrics_url, output, token, process.pid)  # fmt: skip
+        yield served, process
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        listener.close()
+        scraped.close()
 
 
 @pytest.fixture(scope="session")
@@ -97,28 +157,9 @@ def process_server(
     packaged_model: Path, trained_model: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Served]:
     """A real server process (`python -m gitml serve`) on a free loopback port."""
-    from gitml.serving.packaging import model_hash
-
-    # The server inherits a socket already listening on a spare port: no other process can
-    # take the port between choosing it and the server binding it.
-    listener, log_dir = reserve_port(), tmp_path_factory.mktemp("predictions")
-    env = {**os.environ, "GITML_MODEL_PATH": str(packaged_model),
-           "GITML_FD": str(listener.fileno()), "GITML_PREDICTION_LOG_DIR": str(log_dir)}  # fmt: skip
-    env["MLEM_NO_ANALYTICS"] = "true"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gitml", "serve"], env=env, pass_fds=(listener.fileno(),),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    try:
-        wait_until_healthy(url, process, timeout=120)
-        yield Served(
-            url, trained_model, model_hash(packaged_model), packaged_model.parent, log_dir
-        )
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        listener.close()
+    directory = tmp_path_factory.mktemp("server")
+    with running_server(packaged_model, trained_model, directory) as (served, _):
+        yield served
 
 
 @pytest.fixture(scope="session")
@@ -140,19 +181,24 @@ def image_server(built_image: str, tmp_path_factory: pytest.TempPathFactory) -> 
     from gitml.release.image import image_config, start, stop
     from gitml.serving.packaging import load_model
 
-    port, log_dir = free_port(), tmp_path_factory.mktemp("image-predictions")
+    port, metrics_port, token = free_port(), free_port(), secrets.token_hex(16)
+    log_dir = tmp_path_factory.mktemp("image-predictions")
     log_dir.chmod(0o777)  # the image's user (uid 10001) writes there
+    output = log_dir.parent / f"{log_dir.name}.log"
     config = image_config(built_image)
     container_dir = next(
         e.split("=", 1)[1] for e in config["Env"] if e.startswith("GITML_PREDICTION_LOG_DIR=")
     )
-    process = start(built_image, {"GITML_PORT": str(port)}, name="gitml-test-server",
-                    volumes={log_dir: container_dir})  # fmt: skip
+    env = {"GITML_PORT": str(port), "GITML_METRICS_PORT": str(metrics_port),
+           "GITML_SYNTHETIC_TOKEN": token}  # fmt: skip
+    process = start(built_image, env, name="gitml-test-server", volumes={log_dir: container_dir})
+    drain(process, output)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(url, process, timeout=180)
+        wait_until_healthy(url, process, timeout=180, output=output)
         version = config["Labels"]["org.opencontainers.image.version"]
-        yield Served(url, load_model(MLEM_MODEL), version, MLEM_MODEL.parent, log_dir)
+        yield Served(url, load_model(MLEM_MODEL), version, MLEM_MODEL.parent, log_dir,
+                     f"http://127.0.0.1:{metrics_port}", output, token)  # fmt: skip
     finally:
         stop(process, "gitml-test-server")
 
@@ -163,12 +209,19 @@ def served(request: pytest.FixtureRequest) -> Served:
     return request.getfixturevalue(f"{request.param}_server")  # type: ignore[no-any-return]
 
 
-def wait_until_healthy(url: str, process: subprocess.Popen[str], timeout: float) -> None:
+def wait_until_healthy(
+    url: str, process: subprocess.Popen[str], timeout: float, output: Path | None = None
+) -> None:
+    """Until `url` answers /healthz; `output`: where the server's output is drained to."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            output = process.stdout.read() if process.stdout else ""
-            pytest.fail(f"the server exited with {process.returncode}:\n{output}")
+            time.sleep(0.5)  # the drain's last lines
+            if output is not None:
+                said = output.read_text() if output.exists() else ""
+            else:
+                said = process.stdout.read() if process.stdout else ""
+            pytest.fail(f"the server exited with {process.returncode}:\n{said}")
         try:
             if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
                 return

@@ -1,6 +1,7 @@
 """The release path on the local target: deploy, smoke, promote, rollback, and GTO's record
 of it, with real server processes on loopback ports and real git tags."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 from gitml.config import PROJ_ROOT
 from gitml.ports import free_port
 from gitml.release import deploy
+from gitml.serving.predlog import LogError, read_predictions
 from tests.faulty_model import WrongInEnvironments
 
 pytestmark = pytest.mark.slow
@@ -288,3 +290,18 @@ def test_deploy_if_down_does_not_take_another_checkouts_server_for_its_own(
     assert result.exit_code == 1
     assert "is not this checkout's staging (serves v9.9.9)" in result.stderr
     assert "left as it is" not in result.stdout
+
+
+def test_the_deploys_smoke_checks_are_marked_synthetic_and_left_out(
+    packaged_model: Path, target: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GITML_SYNTHETIC_TOKEN", raising=False)  # the state directory's own
+    release = deploy.stage_release(packaged_model.parent, "v1.0.0", target)
+    deploy.deploy("staging", release, "v1.0.0", target)
+    logs = deploy.prediction_log_dir("staging", target)
+    lines = [json.loads(line) for file in logs.rglob("*.jsonl")
+             for line in file.read_text().splitlines()]  # fmt: skip
+    assert lines and all(line.get("synthetic") is True for line in lines)
+    with pytest.raises(LogError, match="no prediction records"):
+        read_predictions(logs)
+    assert (target / "synthetic-token").stat().st_mode & 0o077 == 0  # this user's only

@@ -66,7 +66,8 @@ class StandIn:
         self.predictions: tuple[int, object] = (200, [1.0, 2.0])
         self.delay = 0.0
         self.posts = 0
-        self.bodies: list[object] = []  # each /predict request: (request id header, JSON body)
+        # each /predict request: (request id header, synthetic header, JSON body)
+        self.bodies: list[tuple[str | None, str | None, object]] = []
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -85,7 +86,8 @@ class StandIn:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                stand_in.bodies.append((self.headers.get("X-Request-ID"), body))
+                marks = (self.headers.get("X-Request-ID"), self.headers.get("X-Gitml-Synthetic"))
+                stand_in.bodies.append((*marks, body))
                 stand_in.posts += 1
                 time.sleep(stand_in.delay)
                 self.answer(*stand_in.predictions)
@@ -183,12 +185,22 @@ def test_cli_exits_1_and_prints_each_check(stand_in: StandIn, tmp_path: Path) ->
     assert passing.exit_code == 0, passing.output
 
 
-def test_requests_carry_the_rows_and_the_synthetic_request_id(stand_in: StandIn) -> None:
+def test_requests_carry_the_rows_the_shared_secret_and_an_id_each(stand_in: StandIn) -> None:
+    run_checks(stand_in.url, GOLDEN, "v1", QUICK, synthetic_token="s3cret")
+    (golden_id, *marks), *latency = stand_in.bodies
+    # the secret marks them synthetic, so monitoring leaves them out
+    assert marks == ["s3cret", {"data": {"values": GOLDEN["rows"]}}]
+    assert [body[1:] for body in latency] == [
+        ("s3cret", {"data": {"values": GOLDEN["rows"][:1]}})
+    ] * 3
+    # an id repeated would read as a retry of one request (the log keeps its last answer)
+    ids = [golden_id] + [body[0] for body in latency]
+    assert len(set(ids)) == 4 and all(str(i).startswith("smoke-") for i in ids), ids
+
+
+def test_without_the_secret_smoke_requests_are_not_marked(stand_in: StandIn) -> None:
     run_checks(stand_in.url, GOLDEN, "v1", QUICK)
-    golden, *latency = stand_in.bodies
-    # marked as smoke traffic, so monitoring leaves it out
-    assert golden == ("smoke-golden", {"data": {"values": GOLDEN["rows"]}})
-    assert latency == [("smoke-golden", {"data": {"values": GOLDEN["rows"][:1]}})] * 3
+    assert {body[1] for body in stand_in.bodies} == {None}
 
 
 def test_check_details_say_what_was_wrong(stand_in: StandIn) -> None:

@@ -16,7 +16,7 @@ import pytest
 from gitml.schema import EVENT_TIME, EXAMPLE_ROW, FEATURES
 from gitml.serving.predlog import (
     EVENT_SENT,
-    SYNTHETIC_PREFIX,
+    SYNTHETIC,
     LogError,
     PredictionLog,
     read_actuals,
@@ -96,13 +96,17 @@ def test_concurrent_requests_never_interleave_lines(tmp_path: Path) -> None:
     assert frame.groupby("request_id")["row"].nunique().eq(50).all()
 
 
-def test_the_window_selects_by_time_and_smoke_checks_are_not_traffic(tmp_path: Path) -> None:
+def test_the_window_selects_by_time_and_synthetic_requests_are_not_traffic(
+    tmp_path: Path,
+) -> None:
     log = PredictionLog(tmp_path, "v1", instance="pod")
     log.append("old", [row()], [1.0], now=NOON - timedelta(days=30))
     log.append("new", [row()], [1.0], now=NOON)
-    log.append(f"{SYNTHETIC_PREFIX}golden", [row()], [1.0], now=NOON)
+    log.append("golden", [row()], [1.0], now=NOON, synthetic=True)  # a smoke check's
+    log.append("smoke-golden", [row()], [1.0], now=NOON)  # an id anyone may send: traffic
     frame = read_predictions(tmp_path, since=NOON - timedelta(days=14), until=NOON + timedelta(1))
-    assert frame["request_id"].tolist() == ["new"]
+    assert frame["request_id"].tolist() == ["new", "smoke-golden"]
+    assert SYNTHETIC not in frame  # a reader's marker, not a column of the traffic
     with pytest.raises(LogError, match="no prediction records with event times from"):
         read_predictions(tmp_path, since=NOON + timedelta(days=1))
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.requests import Request
 
 from gitml.pipeline.features import split_xy
 from gitml.schema import EVENT_TIME, EVENT_TIME_PATTERN, EXAMPLE_ROW, FEATURES, as_model_input
@@ -227,6 +228,7 @@ def test_a_rejected_request_is_not_logged(served: Served) -> None:
 
 
 def scrape(url: str) -> tuple[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
+    """The metrics at `url`: the server's metrics port."""
     text = httpx.get(f"{url}/metrics").text
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -241,10 +243,10 @@ def test_metrics_count_requests_errors_and_rows(served: Served) -> None:
     rejected = (ok[0], (*ok[1][:2], ("status", "422")))
     rows_predicted = ("gitml_predictions_total", ())
     timed = ("gitml_request_duration_seconds_count", (("method", "POST"), ("route", "/predict")))
-    _, before = scrape(served.url)
+    _, before = scrape(served.metrics_url)
     assert post(served.url, {"data": {"values": [EXAMPLE_ROW] * 4}}).status_code == 200
     assert post(served.url, bad(hr=99)).status_code == 422
-    text, after = scrape(served.url)
+    text, after = scrape(served.metrics_url)
     assert after[ok] - before.get(ok, 0) == 1
     assert after[rejected] - before.get(rejected, 0) == 1
     assert after[rows_predicted] - before.get(rows_predicted, 0) == 4
@@ -262,7 +264,8 @@ def test_a_failing_prediction_log_is_counted_not_fatal(tmp_path: Path) -> None:
     blocked.write_text("")
     metrics = ServerMetrics("v1")
     hook = prediction_hook(PredictionLog(blocked, "v1"), metrics)
-    hook("r", [EXAMPLE_ROW], [1.0])  # must not raise: the caller still gets its answer
+    request = Request({"type": "http", "state": {"request_id": "r", "synthetic": False}})
+    hook(request, [EXAMPLE_ROW], [1.0])  # must not raise: the caller still gets its answer
     assert metrics.log_errors._value.get() == 1
     assert metrics.predictions._value.get() == 1
 

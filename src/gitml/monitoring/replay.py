@@ -19,7 +19,7 @@ import typer
 from gitml.config import SPLITS_DIR, split_path
 from gitml.dataset import TARGET, TIME
 from gitml.schema import EVENT_TIME, as_model_input
-from gitml.serving.packaging import REQUEST_ID_HEADER
+from gitml.serving.guards import REQUEST_ID_HEADER
 from gitml.serving.predlog import write_actuals
 
 

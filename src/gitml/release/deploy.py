@@ -10,6 +10,7 @@ the environment then fails its smoke check, the previous release is restored aut
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -25,7 +26,7 @@ import typer
 from gitml.config import MLEM_MODEL, PROJ_ROOT, load_params
 from gitml.files import write_json
 from gitml.ports import reserve_port
-from gitml.release.smoke import passed, run_checks
+from gitml.release.smoke import SYNTHETIC_TOKEN_ENV, passed, run_checks
 from gitml.serving.packaging import GOLDEN_FILE
 
 PORTS = {
@@ -116,6 +117,23 @@ def foreign_server(env: str, state_dir: Path = STATE_DIR) -> str | None:
     )
 
 
+def synthetic_token(state_dir: Path = STATE_DIR) -> str:
+    """The shared secret with which the local environments' smoke checks mark their requests
+    synthetic: GITML_SYNTHETIC_TOKEN when set, else one made once and kept in the state
+    directory, readable by this user only (`make smoke` reads it from there too)."""
+    if token := os.environ.get(SYNTHETIC_TOKEN_ENV):
+        return token
+    path = state_dir / "synthetic-token"
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        scratch = path.with_name(f".synthetic-token.{os.getpid()}")
+        descriptor = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+        scratch.replace(path)
+    return path.read_text().strip()
+
+
 def prediction_log_dir(env: str, state_dir: Path = STATE_DIR) -> Path:
     """Where an environment's server appends its prediction log (what `make monitor` reads)."""
     return state_dir / "predictions" / env
@@ -128,11 +146,13 @@ def start_server(
     log: Path,
     predictions: Path | None = None,
     listener: socket.socket | None = None,
+    token: str = "",
 ) -> int:
     """Start `python -m gitml serve` for a release, detached; return its process id.
     `predictions`: the prediction log directory (None: a candidate, whose only traffic is
     the smoke check, logs nothing). `listener`: a socket already listening on `port`, which
-    the server inherits and serves (see reserve_port).
+    the server inherits and serves (see reserve_port). `token`: the synthetic_token its smoke
+    checks send.
     """  # fmt: skip
     env = {
         **os.environ, "GITML_MODEL_PATH": str(release / "model"), "GITML_MODEL_VERSION": version,
@@ -141,6 +161,10 @@ def start_server(
     }  # fmt: skip
     env.pop("GITML_PREDICTION_LOG_DIR", None)
     env.pop("GITML_FD", None)
+    env.pop("GITML_METRICS_FD", None)
+    # Nothing scrapes the local environments, and one metrics port cannot serve three servers
+    env["GITML_METRICS_PORT"] = "0"
+    env[SYNTHETIC_TOKEN_ENV] = token
     if predictions is not None:
         env["GITML_PREDICTION_LOG_DIR"] = str(predictions)
     inherited: tuple[int, ...] = ()
@@ -186,10 +210,10 @@ def stop_server(pid: int | None) -> None:
     os.killpg(pid, signal.SIGKILL)
 
 
-def smoke(port: int, release: Path, version: str) -> list[str]:
+def smoke(port: int, release: Path, version: str, token: str = "") -> list[str]:
     """Failed checks of the server on `port` (empty when it passes)."""
     golden = json.loads((release / GOLDEN_FILE).read_text())
-    checks = run_checks(url(port), golden, version, load_params("smoke"))
+    checks = run_checks(url(port), golden, version, load_params("smoke"), token)
     return [] if passed(checks) else [f"{c.name}: {c.detail}" for c in checks if not c.ok]
 
 
@@ -199,22 +223,26 @@ def deploy(env: str, release: Path, version: str, state_dir: Path = STATE_DIR) -
         raise DeployError(reason)
     current = read_state(env, state_dir)
     log = state_dir / "logs" / f"{env}.log"
+    token = synthetic_token(state_dir)
     serving = f"{env} still serves {current['version']}" if current else f"{env} is not deployed"
     with reserve_port() as listener:
         candidate_port = int(listener.getsockname()[1])
         try:
-            candidate = start_server(release, version, candidate_port, log, listener=listener)
+            candidate = start_server(
+                release, version, candidate_port, log, listener=listener, token=token
+            )
         except DeployError as err:
             raise DeployError(f"{err}; {serving}") from None
-        failures = smoke(candidate_port, release, version)
+        failures = smoke(candidate_port, release, version, token)
         stop_server(candidate)
     if failures:
         raise DeployError(f"{version} failed its smoke checks; {serving}: {failures}")
     if current:
         stop_server(current["pid"])
     try:
-        pid = start_server(release, version, PORTS[env], log, prediction_log_dir(env, state_dir))
-        failures = smoke(PORTS[env], release, version)
+        logs = prediction_log_dir(env, state_dir)
+        pid = start_server(release, version, PORTS[env], log, logs, token=token)
+        failures = smoke(PORTS[env], release, version, token)
         if failures:
             stop_server(pid)
             raise DeployError(f"{version} failed its smoke checks in {env}: {failures}")
@@ -222,7 +250,7 @@ def deploy(env: str, release: Path, version: str, state_dir: Path = STATE_DIR) -
         if current:  # automatic rollback to what served before
             pid = start_server(
                 Path(current["release"]), current["version"], PORTS[env], log,
-                prediction_log_dir(env, state_dir),
+                prediction_log_dir(env, state_dir), token=token,
             )  # fmt: skip
             write_json(state_file(env, state_dir), {**current, "pid": pid})
             raise DeployError(f"{err}; rolled back {env} to {current['version']}") from None

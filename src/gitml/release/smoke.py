@@ -7,6 +7,7 @@ predictions the packaged model gives them, so a served model that differs is cau
 
 import json
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,8 +17,10 @@ import numpy as np
 import typer
 
 from gitml.config import MLEM_MODEL, load_params
-from gitml.serving.packaging import GOLDEN_FILE, REQUEST_ID_HEADER
-from gitml.serving.predlog import SYNTHETIC_PREFIX
+from gitml.serving.guards import REQUEST_ID_HEADER, SYNTHETIC_HEADER
+from gitml.serving.packaging import GOLDEN_FILE
+
+SYNTHETIC_TOKEN_ENV = "GITML_SYNTHETIC_TOKEN"  # the server's setting of the same name
 
 
 @dataclass(frozen=True)
@@ -28,13 +31,25 @@ class Check:
 
 
 def run_checks(
-    url: str, golden: dict[str, Any], version: str | None, settings: dict[str, Any]
+    url: str,
+    golden: dict[str, Any],
+    version: str | None,
+    settings: dict[str, Any],
+    synthetic_token: str = "",
 ) -> list[Check]:
-    """Every check, in order; a failed health check skips the rest (they would only repeat it)."""
+    """Every check, in order; a failed health check skips the rest (they would only repeat it).
+    With the server's `synthetic_token`, the requests are marked synthetic, and the monitor
+    leaves them out of the traffic it judges; without it they are traffic like any other."""
     # One client for every request: building one loads the CA bundle (~100 ms), which the
     # latency check would otherwise count against the server.
-    with httpx.Client(timeout=30) as client:
+    headers = {SYNTHETIC_HEADER: synthetic_token} if synthetic_token else {}
+    with httpx.Client(timeout=30, headers=headers) as client:
         return _checks(client, url, golden, version, settings)
+
+
+def request_id() -> dict[str, str]:
+    """A new id for each request: a repeated id would read as a retry of the same request."""
+    return {REQUEST_ID_HEADER: f"smoke-{uuid.uuid4().hex}"}
 
 
 def _checks(
@@ -56,10 +71,8 @@ def _checks(
     if version:
         checks.append(Check("version", served_version == version,
                             f"serves {served_version!r}, expected {version!r}"))  # fmt: skip
-    # synthetic requests are marked, so monitoring can tell them from traffic
-    headers = {REQUEST_ID_HEADER: f"{SYNTHETIC_PREFIX}golden"}
     response = client.post(
-        f"{url}/predict", json={"data": {"values": golden["rows"]}}, headers=headers
+        f"{url}/predict", json={"data": {"values": golden["rows"]}}, headers=request_id()
     )
     if response.status_code != 200:
         checks.append(Check("golden", False, f"{response.status_code} {response.text[:200]}"))
@@ -73,7 +86,7 @@ def _checks(
     latencies = []
     for row in golden["rows"][:1] * int(settings["latency_requests"]):
         started = time.perf_counter()
-        client.post(f"{url}/predict", json={"data": {"values": [row]}}, headers=headers)
+        client.post(f"{url}/predict", json={"data": {"values": [row]}}, headers=request_id())
         latencies.append((time.perf_counter() - started) * 1000)
     p95 = float(np.percentile(latencies, 95))
     limit = float(settings["max_p95_latency_ms"])
@@ -95,6 +108,15 @@ def main(
         MLEM_MODEL.parent / GOLDEN_FILE
     ),
     version: Annotated[str, typer.Option(help="Model version it must serve ('' = any).")] = "",
+    synthetic_token: Annotated[
+        str,
+        typer.Option(
+            envvar=SYNTHETIC_TOKEN_ENV,
+            show_default=False,
+            help="The server's shared secret that marks these requests synthetic (unset: "
+            "they count as traffic).",
+        ),
+    ] = "",
 ) -> None:
     """Run the smoke checks against URL; exit 1 if any fails."""
     if not url.strip():
@@ -105,7 +127,8 @@ def main(
         typer.echo(f"smoke: no golden cases at {golden_path}: `make golden` pulls or rebuilds "
                    "the packaged model's", err=True)  # fmt: skip
         raise typer.Exit(1)
-    checks = run_checks(url, json.loads(golden_path.read_text()), version, load_params("smoke"))
+    golden = json.loads(golden_path.read_text())
+    checks = run_checks(url, golden, version, load_params("smoke"), synthetic_token)
     for check in checks:
         typer.echo(f"smoke: {'ok ' if check.ok else 'FAIL'} {check.name:8s} {check.detail}")
     if not passed(checks):

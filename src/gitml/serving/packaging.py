@@ -10,7 +10,6 @@ import json
 import math
 import shutil
 import tempfile
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
@@ -19,7 +18,7 @@ import joblib
 import pandas as pd
 import typer
 import yaml
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from mlem.api import load_meta, save
 from mlem.contrib.fastapi import FastAPIServer
 from mlem.runtime.interface import ModelInterface
@@ -33,11 +32,10 @@ from gitml.schema import EXAMPLE_ROW, FEATURES, as_model_input
 SAMPLE_ROWS = 50
 GOLDEN_ROWS = 20
 GOLDEN_FILE = "golden.json"  # beside the model: requests and the predictions they must get
-REQUEST_ID_HEADER = "X-Request-ID"  # the caller's id for a request, or one made up here
 RequestModels = dict[str, type[BaseModel]]
-# Called after each successful predict with (request id, rows as sent (event time included),
+# Called after each successful predict with (the request, rows as sent (event time included),
 # predictions).
-PredictHook = Callable[[str, list[dict[str, Any]], list[float]], None]
+PredictHook = Callable[[Request, list[dict[str, Any]], list[float]], None]
 
 
 def save_model(model: Any, sample: pd.DataFrame, path: Path) -> None:
@@ -96,7 +94,7 @@ class StrictFastAPIServer(FastAPIServer):
 
         on_predict = cls.on_predict
 
-        def handler(model: request_model, request: Request, reply: Response):  # type: ignore[valid-type]
+        def handler(model: request_model, request: Request):  # type: ignore[valid-type]
             rows = [row.dict() for row in model.data.values]  # type: ignore[attr-defined]
             features = [{name: row[name] for name in FEATURES} for row in rows]  # no event time
             values = middlewares.on_request({"data": decode({"values": features})})
@@ -104,11 +102,8 @@ class StrictFastAPIServer(FastAPIServer):
             response = response_serializer.serialize(result)
             if not all(math.isfinite(x) for x in response):
                 raise RuntimeError("the model returned a non-finite prediction")
-            # the caller's id, capped: it is echoed and logged, never trusted to be short
-            request_id = request.headers.get(REQUEST_ID_HEADER, "")[:128] or uuid.uuid4().hex
-            reply.headers[REQUEST_ID_HEADER] = request_id
             if on_predict is not None:
-                on_predict(request_id, rows, response)
+                on_predict(request, rows, response)
             return parse_obj_as(response_model, response)
 
         handler.__name__ = method_name

@@ -28,7 +28,9 @@ from gitml.schema import EVENT_TIME, FEATURES, INPUT_SCHEMA
 KEY = ["request_id", "row"]
 META = ["ts", "request_id", "row", "model_version"]
 PREDICTION = "prediction"
-SYNTHETIC_PREFIX = "smoke-"  # request ids of smoke checks: logged, but not traffic
+# Marks the rows of a synthetic request (a smoke check's, carrying the server's shared secret):
+# logged, but not traffic. A request id means nothing here: any client may send `smoke-...`.
+SYNTHETIC = "synthetic"
 ACTUAL = "actual"
 EVENT_SENT = "event_time_sent"  # read back: did the request carry the row's event time?
 
@@ -60,10 +62,15 @@ class PredictionLog:
         rows: list[dict[str, Any]],
         predictions: Iterable[float],
         now: datetime | None = None,
+        synthetic: bool = False,
     ) -> None:
         now = now or datetime.now(UTC)
         stamp = now.isoformat(timespec="milliseconds")
-        base = {"ts": stamp, "request_id": request_id, "model_version": self.model_version}
+        base: dict[str, Any] = {
+            "ts": stamp, "request_id": request_id, "model_version": self.model_version
+        }  # fmt: skip
+        if synthetic:  # only then: a traffic line stays as it always was
+            base[SYNTHETIC] = True
         payload = "".join(
             json.dumps({**base, "row": i, **row, PREDICTION: float(pred)}, allow_nan=False) + "\n"
             for i, (row, pred) in enumerate(zip(rows, predictions, strict=True))
@@ -131,7 +138,7 @@ def read_predictions(
     A row's event time (EVENT_TIME) is the one its request carried, else the time it was served.
     """
     files = log_files(directory)
-    frame = _read_jsonl(files, [*META, *FEATURES, PREDICTION], optional=(EVENT_TIME,))
+    frame = _read_jsonl(files, [*META, *FEATURES, PREDICTION], optional=(EVENT_TIME, SYNTHETIC))
     if frame.empty:
         raise LogError(f"{directory}: no prediction records ({len(files)} log files)")
     times = {}
@@ -143,8 +150,10 @@ def read_predictions(
             raise LogError(f"{directory}: field {field!r} is not an ISO 8601 time in some records")
     frame[EVENT_SENT] = times[EVENT_TIME].notna()
     frame["ts"], frame[EVENT_TIME] = times["ts"], times[EVENT_TIME].fillna(times["ts"])
-    frame = frame[~frame["request_id"].astype(str).str.startswith(SYNTHETIC_PREFIX)]
-    # a request id names one request: the same id and row again is a retry, the last one counts
+    frame = frame[frame[SYNTHETIC].ne(True)].drop(columns=SYNTHETIC)
+    # A request id names one request: the same id and row again is a retry (the server logs
+    # every answer it gives), and the last one counts. A client that reuses an id for another
+    # request replaces the first request's rows; one that sends none gets a fresh id.
     frame = frame.drop_duplicates(KEY, keep="last")
     if since is not None:
         frame = frame[frame[EVENT_TIME] >= pd.Timestamp(since)]

@@ -1,6 +1,7 @@
 """The prediction server: MLEM's FastAPI app (gitml.serving.packaging) plus strict request models,
-a health route, Prometheus metrics, the prediction log, a body-size limit and errors that name
-the field at fault.
+a health route, Prometheus metrics on a port of their own, the prediction log, the limits of
+gitml.serving.guards (head and body size, read deadlines, connections), a JSON access log and
+errors that name the field at fault.
 
 Settings come from the environment (GITML_*), so the same image runs anywhere:
 `python -m gitml serve` is the image's entrypoint.
@@ -9,27 +10,37 @@ Settings come from the environment (GITML_*), so the same image runs anywhere:
 # No `from __future__ import annotations`: FastAPI must see real classes in the handlers.
 
 import argparse
+import asyncio
+import contextlib
+import math
 import socket
 import sys
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import uvicorn
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.encoders import jsonable_encoder
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import (
     BaseModel,
     BaseSettings,
     Extra,
     Field,
+    PydanticValueError,
+    SecretStr,
+    ValidationError,
     confloat,
     conint,
     conlist,
     create_model,
+    root_validator,
     validator,
 )
+from pydantic.error_wrappers import ErrorWrapper
+from pydantic.errors import ExtraError, ListMaxLengthError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from gitml.config import MLEM_MODEL
 from gitml.schema import (
@@ -40,6 +51,14 @@ from gitml.schema import (
     FEATURES,
     Column,
     event_time,
+)
+from gitml.serving.guards import (
+    AccessLog,
+    BodyGuard,
+    error_response,
+    guarded_protocol,
+    refusal_logger,
+    safe_text,
 )
 from gitml.serving.metrics import MetricsMiddleware, ServerMetrics
 from gitml.serving.packaging import PredictHook, build_app, model_hash
@@ -55,8 +74,23 @@ class Settings(BaseSettings):
     # starts the server holds the port from the start, so no other process can take it between
     # choosing a spare port and binding it (gitml.release.deploy's candidates, the tests' servers).
     fd: Optional[int] = None  # noqa: UP045 (pydantic 1 reads it at runtime)
+    # GET /metrics on a port of its own (host as above), for Prometheus inside the cluster and
+    # never through the public Service; 0: not served. metrics_fd: an inherited socket, as fd.
+    metrics_port: int = 0
+    metrics_fd: Optional[int] = None  # noqa: UP045
     max_rows: int = 1000
     max_body_bytes: int = 1 << 20  # ~1000 rows of ~170 bytes, with headroom
+    max_errors: int = 20  # validation errors listed in a 422; checking stops after them
+    max_header_bytes: int = 16 * 1024  # request line and headers (uvicorn's h11 default)
+    read_timeout_s: float = 10.0  # a request's head and body must arrive within this
+    keep_alive_timeout_s: float = 5.0  # an idle connection is closed after this
+    # Connections and requests in progress; more get a 503. Bounds memory: each may hold a body.
+    limit_concurrency: int = 128
+    access_log: bool = True  # one JSON line per request on stdout
+    docs: bool = False  # /docs, /redoc (browser pages loading CDN assets) and /interface.json
+    # The shared secret that marks a request synthetic (smoke checks, whose rows the monitor
+    # leaves out) when sent as X-Gitml-Synthetic; unset: every request is traffic.
+    synthetic_token: SecretStr = SecretStr("")
     # Where every answered row is appended (gitml.serving.predlog); unset: no prediction log.
     prediction_log_dir: Optional[Path] = None  # noqa: UP045 (pydantic 1 reads it at runtime)
     instance: str = ""  # the log files' name prefix; default the host (a pod's) name
@@ -76,16 +110,30 @@ def _field_type(spec: Column) -> Any:
     return Literal[spec.categories]  # type: ignore[valid-type]
 
 
+INT64 = 1 << 63  # what the model's integer columns hold
+
+
 def _json_integer(value: Any) -> Any:
     # JSON Schema counts 2.0 as an integer; pydantic 1 alone would also take 3.7, "3" and true.
     if isinstance(value, str | bool) or (isinstance(value, float) and not value.is_integer()):
         raise TypeError("must be a JSON integer")
-    return int(value) if isinstance(value, float) else value
+    number = int(value) if isinstance(value, float) else value
+    if isinstance(number, int) and not -INT64 <= number < INT64:
+        raise ValueError("must be a JSON integer of at most 64 bits")
+    return number
 
 
 def _json_number(value: Any) -> Any:
     if isinstance(value, str | bool):  # pydantic 1 would coerce "0.5" and true
         raise TypeError("must be a JSON number")
+    if isinstance(value, int):
+        try:
+            value = float(value)
+        except OverflowError:  # pydantic lets it through: a 500
+            raise ValueError("must be a finite JSON number") from None
+    # Python's json reads NaN, Infinity and 1e400 (inf); no bound check would say why
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite JSON number")
     return value
 
 
@@ -105,7 +153,61 @@ def _nullable_in_openapi(schema: dict[str, Any], model: Any) -> None:
         }
 
 
-def request_model(max_rows: int) -> type[BaseModel]:
+class TooManyErrors(PydanticValueError):
+    code = "too_many_errors"
+    msg_template = "checking stopped after {errors} errors, before row {row} of {rows}"
+
+
+def _known_keys(allowed: set[str], max_errors: int) -> Any:
+    """A pre root validator: unknown keys are errors, at most `max_errors` of them, found
+    before pydantic would make one error object per key (a million of them fit in 8 MB)."""
+
+    def check(cls: Any, values: Any) -> Any:
+        if isinstance(values, dict):
+            extra = [key for key in values if key not in allowed][:max_errors]
+            if extra:
+                raise ValidationError([ErrorWrapper(ExtraError(), loc=key) for key in extra], cls)
+        return values
+
+    return root_validator(pre=True, allow_reuse=True)(check)
+
+
+def _checked_rows(row: type[BaseModel], max_rows: int, max_errors: int) -> Any:
+    """A pre validator of the row list: the length first, then each row in turn, stopping after
+    `max_errors` errors. pydantic alone checks every row and key whatever it has found, on the
+    event loop: 1000 rows of 80 unknown keys took 5 s and made a 9 MB answer."""
+    allowed = {*FEATURES, EVENT_TIME}
+
+    def check(cls: Any, values: Any) -> Any:
+        if not isinstance(values, list):
+            return values  # pydantic says "value is not a valid list"
+        if len(values) > max_rows:
+            raise ListMaxLengthError(limit_value=max_rows)
+        checked, found, errors = [], [], 0
+        for number, value in enumerate(values):
+            if errors >= max_errors:
+                stop = TooManyErrors(errors=errors, row=number, rows=len(values))
+                found.append(ErrorWrapper(stop, loc=()))
+                break
+            extra = [key for key in value if key not in allowed] if isinstance(value, dict) else []
+            if extra:
+                wrapped = [ErrorWrapper(ExtraError(), loc=(number, k)) for k in extra]
+                found += wrapped[: max_errors - errors]
+                errors += len(wrapped)
+                continue
+            try:
+                checked.append(row.validate(value))
+            except (ValueError, TypeError) as err:  # ValidationError, or pydantic's DictError
+                found.append(ErrorWrapper(err, loc=(number,)))
+                errors += len(err.raw_errors) if isinstance(err, ValidationError) else 1
+        if found:
+            raise ValidationError(found, row)
+        return checked  # valid rows: pydantic's own pass only copies them
+
+    return validator("values", pre=True, allow_reuse=True)(check)
+
+
+def request_model(max_rows: int, max_errors: int = 20) -> type[BaseModel]:
     """`{"data": {"values": [row, ...]}}` (MLEM's wire format), every field of a row checked."""
     fields: dict[str, Any] = {}
     for name, spec in FEATURES.items():
@@ -147,63 +249,82 @@ def request_model(max_rows: int) -> type[BaseModel]:
     frame = create_model(
         "PredictFrame",
         __config__=strict,
+        __validators__={
+            "keys": _known_keys({"values"}, max_errors),
+            "rows": _checked_rows(row, max_rows, max_errors),
+        },
         values=(conlist(row, min_items=1, max_items=max_rows), ...),
     )
-    return create_model("PredictRequest", __config__=strict, data=(frame, ...))  # type: ignore[no-any-return]
-
-
-class BodySizeLimit:
-    """ASGI middleware: 413 for a declared or streamed body over the limit, before parsing it."""
-
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)  # type: ignore[no-any-return]
-        detail = f"request body larger than {self.max_bytes} bytes"
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            response = JSONResponse({"error": detail, "detail": detail}, status_code=413)
-            return await response(scope, receive, send)  # type: ignore[no-any-return]
-        seen = 0
-
-        async def capped_receive() -> Any:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise HTTPException(status_code=413, detail=detail)
-            return message
-
-        return await self.app(scope, capped_receive, send)  # type: ignore[no-any-return]
+    return create_model(  # type: ignore[no-any-return]
+        "PredictRequest",
+        __config__=strict,
+        __validators__={"keys": _known_keys({"data"}, max_errors)},
+        data=(frame, ...),
+    )
 
 
 def _where(error: Any) -> str:
     if error.get("type") == "value_error.jsondecode":
         return "body (malformed JSON)"
-    return ".".join(str(part) for part in error["loc"] if part != "body") or "body"
+    parts = [_part(part) for part in error["loc"] if part not in ("body", "__root__")]
+    return ".".join(str(part) for part in parts) or "body"
 
 
-async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = exc.errors()
-    summary = "; ".join(f"{_where(e)}: {e['msg']}" for e in errors[:10])
-    return JSONResponse(
-        status_code=422, content=jsonable_encoder({"error": summary, "detail": errors})
-    )
+def _part(part: Any) -> Any:
+    return part if isinstance(part, int) else safe_text(part, 64)  # a key sent may be anything
+
+
+def validation_handler(max_errors: int) -> Any:
+    """422s that stay small and are always valid JSON: at most `max_errors` (+1, the note that
+    checking stopped) errors, each its location, message and type. Never the values or keys
+    as sent (pydantic's `ctx` carries them: NaN, a lone surrogate, the whole malformed body),
+    only escaped and truncated location names."""
+
+    async def validation_error(request: Request, exc: RequestValidationError) -> Any:
+        errors = exc.errors()
+        shown = [
+            {
+                "loc": [_part(part) for part in error["loc"]],
+                "msg": safe_text(error["msg"], 300),
+                "type": safe_text(error["type"], 64),
+            }
+            for error in errors[: max_errors + 1]
+        ]
+        if len(errors) > len(shown):
+            shown.append({"loc": ["body"], "msg": f"{len(errors) - len(shown)} more errors",
+                          "type": "value_error.too_many_errors"})  # fmt: skip
+        summary = "; ".join(f"{_where(e)}: {e['msg']}" for e in shown[:10])
+        return error_response(422, summary, detail=shown)
+
+    return validation_error
+
+
+# FastAPI's word for a body json.loads refuses other than as malformed JSON
+UNPARSED = "There was an error parsing the body"
+
+
+async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
+    """Every other error as {"error", "detail"}, as the 422s and the limits' answers are."""
+    detail = str(exc.detail)
+    if exc.status_code == 400 and detail == UNPARSED:
+        detail = "body: not UTF-8 JSON, or numbers or nesting beyond what JSON parsing allows"
+    return error_response(exc.status_code, safe_text(detail, 300), getattr(exc, "headers", None))
 
 
 def prediction_hook(log: PredictionLog | None, metrics: ServerMetrics) -> PredictHook:
-    """Count every predicted row and log it; a failed log write is counted and reported, but
-    the caller still gets its answer (the GitmlPredictionLogFailing alert says so).
+    """Count every predicted row and log it under the request's id (AccessLog gives every
+    request one), marked synthetic where AccessLog found the shared secret; a failed log write
+    is counted and reported, but the caller still gets its answer (the GitmlPredictionLogFailing
+    alert says so).
     """
 
-    def on_predict(request_id: str, rows: list[dict[str, Any]], predictions: list[float]) -> None:
+    def on_predict(request: Request, rows: list[dict[str, Any]], predictions: list[float]) -> None:
         metrics.predictions.inc(len(rows))
         if log is None:
             return
+        state = request.scope.get("state", {})
         try:
-            log.append(request_id, rows, predictions)
+            log.append(state["request_id"], rows, predictions, synthetic=state["synthetic"])
         except OSError as err:
             metrics.log_errors.inc()
             print(f"prediction log: {err}", file=sys.stderr, flush=True)
@@ -211,25 +332,48 @@ def prediction_hook(log: PredictionLog | None, metrics: ServerMetrics) -> Predic
     return on_predict
 
 
+# Browser pages (their scripts and styles from a CDN) and MLEM's description of the model
+# (its version, the dtypes): for development, not for the public port.
+DOCS_ROUTES = {"/docs", "/docs/oauth2-redirect", "/redoc", "/interface.json"}
+
+
 def create_app(settings: Settings) -> FastAPI:
-    """The served app: MLEM's routes (/predict, /interface.json, /docs, /openapi.json) + ours."""
+    """The served app: MLEM's /predict and /openapi.json, our /healthz, and with
+    `settings.docs` /docs, /redoc and /interface.json. `app.state.metrics`: its metrics, which
+    `metrics_app` serves."""
     version = settings.model_version or model_hash(settings.model_path)
     metrics = ServerMetrics(version)
     log = None
     if settings.prediction_log_dir is not None:
         log = PredictionLog(settings.prediction_log_dir, version, settings.instance)
-    app, _ = build_app(
-        settings.model_path, request_model(settings.max_rows), prediction_hook(log, metrics)
-    )
+    model = request_model(settings.max_rows, settings.max_errors)
+    app, _ = build_app(settings.model_path, model, prediction_hook(log, metrics))
     app.title = "gitml model server"
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts 413s too
-    app.add_api_route("/metrics", metrics.endpoint, include_in_schema=False)  # type: ignore[arg-type]
+    app.state.metrics = metrics
+    # Starlette would answer /predict/ with a 307 to http://<the Host header sent>/predict
+    app.router.redirect_slashes = False
+    if not settings.docs:
+        app.router.routes = [r for r in app.routes if getattr(r, "path", "") not in DOCS_ROUTES]
+        app.docs_url = app.redoc_url = None
+    app.add_exception_handler(RequestValidationError, validation_handler(settings.max_errors))
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_middleware(
+        BodyGuard, max_bytes=settings.max_body_bytes, timeout=settings.read_timeout_s
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # counts 413s, 415s and 408s too
+    app.add_middleware(  # outermost: every request gets an id and a line
+        AccessLog,
+        enabled=settings.access_log,
+        synthetic_token=settings.synthetic_token.get_secret_value(),
+    )
     for route in app.routes:
         if getattr(route, "path", None) == "/predict":
-            route.responses[413] = {"description": "Request body too large"}  # type: ignore[attr-defined]
-            route.responses[400] = {"description": "Request body is not UTF-8 JSON"}  # type: ignore[attr-defined]
+            route.responses.update({  # type: ignore[attr-defined]
+                400: {"description": "Request body is not UTF-8 JSON"},
+                408: {"description": "Request body not received in time"},
+                413: {"description": "Request body too large"},
+                415: {"description": "Request body is not JSON"},
+            })  # fmt: skip
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
@@ -239,14 +383,68 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+def metrics_app(metrics: ServerMetrics) -> Starlette:
+    """GET /metrics alone, for the metrics port."""
+    app = Starlette(routes=[Route("/metrics", metrics.endpoint)])
+    app.router.redirect_slashes = False
+    return app
+
+
+class _Sidecar(uvicorn.Server):
+    """A second server in the same event loop: the first one handles the signals."""
+
+    def capture_signals(self) -> Any:
+        return contextlib.nullcontext()
+
+
+def _config(app: Any, settings: Settings, **limits: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,  # AccessLog writes one JSON line instead
+        server_header=False,  # what runs here is nobody's business
+        http=guarded_protocol(
+            settings.max_header_bytes,
+            settings.read_timeout_s,
+            refusal_logger() if settings.access_log else None,
+        ),
+        timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]
+        **limits,
+    )
+
+
+def _listener(fd: int | None, host: str, port: int) -> socket.socket:
+    if fd is not None:
+        return socket.socket(fileno=fd)  # family and type read from the socket
+    # bound here, before anything is served: a taken port fails the start, loudly
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=2048)
+
+
+async def serve(settings: Settings, app: FastAPI) -> None:
+    """Serve `app`, and its metrics on the metrics port when there is one, until a signal."""
+    api = uvicorn.Server(_config(app, settings, limit_concurrency=settings.limit_concurrency))
+    sockets = [_listener(settings.fd, settings.host, settings.port)]
+    if settings.metrics_fd is None and not settings.metrics_port:
+        return await api.serve(sockets=sockets)
+    scraped = _listener(settings.metrics_fd, settings.host, settings.metrics_port)
+    sidecar = _Sidecar(_config(metrics_app(app.state.metrics), settings, limit_concurrency=16))
+    side = asyncio.create_task(sidecar.serve(sockets=[scraped]))
+    try:
+        await api.serve(sockets=sockets)
+    finally:
+        sidecar.should_exit = True
+        await side
+
+
 def main() -> None:
     settings = Settings()
     app = create_app(settings)
-    if settings.fd is None:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
-    else:
-        listener = socket.socket(fileno=settings.fd)  # family and type read from the socket
-        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listener])
+    loop_factory = uvicorn.Config(app).get_loop_factory()
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve(settings, app))
 
 
 if __name__ == "__main__":
