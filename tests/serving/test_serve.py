@@ -3,9 +3,11 @@ predictions, health, OpenAPI, bad input, and a property-based fuzzer."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -292,3 +294,98 @@ def test_a_contract_of_one_kind_of_column_builds_a_request_model(
     monkeypatch.setattr(serve, "FEATURES", {"x": column})
     model = serve.request_model(max_rows=10)
     model(data={"values": [{"x": column.example}]})
+
+
+def test_the_public_port_serves_no_docs_metrics_or_model_interface(served: Served) -> None:
+    # browser pages loading CDN assets, MLEM's version and dtypes, and the service's counters
+    # are nobody's business on the public port (GITML_DOCS turns the first two on)
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect", "/interface.json", "/metrics"):
+        response = httpx.get(f"{served.url}{path}")
+        assert response.status_code == 404, path
+        assert response.json() == {"error": "Not Found", "detail": "Not Found"}
+    assert "server" not in httpx.get(f"{served.url}/healthz").headers
+    assert httpx.get(f"{served.metrics_url}/metrics").status_code == 200
+    for path in ("/healthz", "/predict", "/metrics/"):
+        assert httpx.get(f"{served.metrics_url}{path}").status_code == 404, path
+
+
+def test_a_trailing_slash_is_a_404_not_a_redirect_to_the_host_sent(served: Served) -> None:
+    response = httpx.post(
+        f"{served.url}/predict/", json=bad(), headers={"Host": "evil.example"}, timeout=30
+    )
+    assert response.status_code == 404 and "location" not in response.headers
+
+
+def raw_log_lines(served: Served, request_id: str) -> list[dict[str, Any]]:
+    return [
+        record
+        for file in sorted(served.log_dir.rglob("*.jsonl"))
+        for record in map(json.loads, file.read_text().splitlines())
+        if record["request_id"] == request_id
+    ]
+
+
+def test_only_the_shared_secret_marks_a_request_synthetic(served: Served) -> None:
+    ids = {mark: f"smoke-{mark}-{uuid.uuid4().hex}" for mark in ("secret", "guess", "none")}
+    marks = {"secret": served.synthetic_token, "guess": "smoke", "none": None}
+    for mark, request_id in ids.items():
+        headers = {"X-Request-ID": request_id}
+        if marks[mark] is not None:
+            headers["X-Gitml-Synthetic"] = marks[mark]  # type: ignore[assignment]
+        assert post(served.url, bad(), headers=headers).status_code == 200
+    assert [r.get("synthetic") for r in raw_log_lines(served, ids["secret"])] == [True]
+    assert [r.get("synthetic") for r in raw_log_lines(served, ids["guess"])] == [None]
+    traffic = set(read_predictions(served.log_dir)["request_id"])
+    assert ids["guess"] in traffic and ids["none"] in traffic  # `smoke-...` is just an id
+    assert ids["secret"] not in traffic
+
+
+def test_a_repeated_request_id_is_a_retry_and_its_last_answer_counts(
+    served: Served, splits: dict[str, pd.DataFrame]
+) -> None:
+    # The server answers and logs every request; readers keep the last answer per (id, row)
+    request_id = f"retry-{uuid.uuid4().hex}"
+    first, second = rows(splits["test"].iloc[[0]]), rows(splits["test"].iloc[[1]])
+    answers = [
+        post(served.url, {"data": {"values": sent}}, headers={"X-Request-ID": request_id})
+        for sent in (first, second)
+    ]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].json() != answers[1].json()  # two different rows, so the test can fail
+    assert [r["prediction"] for r in raw_log_lines(served, request_id)] == [
+        answers[0].json()[0], answers[1].json()[0]
+    ]  # fmt: skip
+    assert logged(served, request_id)["prediction"].tolist() == answers[1].json()
+
+
+def access_log(served: Served, request_id: str) -> list[dict[str, Any]]:
+    """The server's access-log lines of a request (its stdout, drained to a file)."""
+    for _ in range(50):  # the drain thread copies the line a moment after it is written
+        lines = [json.loads(line) for line in served.output.read_text().splitlines()
+                 if line.startswith("{") and request_id in line]  # fmt: skip
+        if lines:
+            return lines
+        time.sleep(0.1)
+    return []
+
+
+def test_every_request_gets_an_id_and_one_bounded_access_log_line(served: Served) -> None:
+    request_id = f"access-{uuid.uuid4().hex}"
+    category = CATEGORY or ANY
+    response = post(
+        served.url, bad(**{category: "secret-value-xyz"}), headers={"X-Request-ID": request_id}
+    )
+    assert response.status_code == 422 and response.headers["X-Request-ID"] == request_id
+    [line] = access_log(served, request_id)
+    assert set(line) == {"ts", "client", "method", "path", "status", "duration_ms",
+                         "request_id", "bytes_in", "bytes_out"}  # fmt: skip
+    assert (line["method"], line["path"], line["status"]) == ("POST", "/predict", 422)
+    assert line["bytes_in"] == len(response.request.content)
+    assert line["bytes_out"] == len(response.content) and line["duration_ms"] >= 0
+    assert "secret-value-xyz" not in served.output.read_text()  # bodies are never logged
+    # a long, odd path is cut and escaped; an id is made up when none is sent
+    odd = httpx.get(f"{served.url}/{'p' * 3000}%ff%0a\u2028")
+    made_up = odd.headers["X-Request-ID"]
+    assert odd.status_code == 404 and re.fullmatch(r"[0-9a-f]{32}", made_up)
+    [line] = access_log(served, made_up)
+    assert len(line["path"]) <= 203 and line["path"].endswith("...")

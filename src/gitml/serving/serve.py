@@ -155,6 +155,7 @@ def _nullable_in_openapi(schema: dict[str, Any], model: Any) -> None:
 
 class TooManyErrors(PydanticValueError):
     code = "too_many_errors"
+    code_type = "value_error.too_many_errors"  # its `type` in pydantic's error list
     msg_template = "checking stopped after {errors} errors, before row {row} of {rows}"
 
 
@@ -275,24 +276,29 @@ def _part(part: Any) -> Any:
 
 
 def validation_handler(max_errors: int) -> Any:
-    """422s that stay small and are always valid JSON: at most `max_errors` (+1, the note that
-    checking stopped) errors, each its location, message and type. Never the values or keys
+    """422s that stay small and are always valid JSON: at most `max_errors` errors, each its
+    location, message and type, and a last one saying what was cut. Never the values or keys
     as sent (pydantic's `ctx` carries them: NaN, a lone surrogate, the whole malformed body),
     only escaped and truncated location names."""
 
     async def validation_error(request: Request, exc: RequestValidationError) -> Any:
         errors = exc.errors()
+        stops = [e for e in errors if e["type"] == "value_error.too_many_errors"]
+        found = [e for e in errors if e["type"] != "value_error.too_many_errors"]
         shown = [
             {
                 "loc": [_part(part) for part in error["loc"]],
                 "msg": safe_text(error["msg"], 300),
                 "type": safe_text(error["type"], 64),
             }
-            for error in errors[: max_errors + 1]
+            for error in found[:max_errors]
         ]
-        if len(errors) > len(shown):
-            shown.append({"loc": ["body"], "msg": f"{len(errors) - len(shown)} more errors",
-                          "type": "value_error.too_many_errors"})  # fmt: skip
+        hidden = len(found) - len(shown)
+        if stops or hidden:  # last, whatever was cut: how much more there was, or may be
+            said = [stops[0]["msg"]] if stops else []
+            said += [f"{hidden} more errors not listed"] if hidden else []
+            loc = [_part(part) for part in stops[0]["loc"]] if stops else ["body"]
+            shown.append({"loc": loc, "msg": "; ".join(said), "type": TooManyErrors.code_type})
         summary = "; ".join(f"{_where(e)}: {e['msg']}" for e in shown[:10])
         return error_response(422, summary, detail=shown)
 

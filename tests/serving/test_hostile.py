@@ -1,0 +1,539 @@
+"""Hostile input against a real server process over real sockets: every request below must be
+refused with a 4xx that says why, never a 5xx, and leave the server healthy. The bad values
+are derived from the dataset spec (FEATURES), so the suite holds for any dataset.
+
+The slow cases hold many connections open (slow bodies, slow heads, huge headers, validation
+floods) and check that the server's memory stays bounded and /healthz keeps answering.
+"""
+
+import contextlib
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gitml.schema import EVENT_TIME, EXAMPLE_ROW, FEATURES
+from gitml.serving.predlog import read_predictions
+from tests.conftest import Served, running_server
+
+READ_TIMEOUT = 2.0  # the hostile server's GITML_READ_TIMEOUT_S: slow clients are cut off fast
+MAX_BODY = 1 << 20  # its GITML_MAX_BODY_BYTES (the default)
+MAX_HEAD = 16 * 1024  # its GITML_MAX_HEADER_BYTES (the default)
+
+
+@dataclass
+class Hostile:
+    served: Served
+    host: str
+    port: int
+
+
+@pytest.fixture(scope="module")
+def hostile(
+    packaged_model: Path, trained_model: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Hostile]:
+    directory = tmp_path_factory.mktemp("hostile")
+    settings = {"read_timeout_s": str(READ_TIMEOUT), "keep_alive_timeout_s": "2"}
+    with running_server(packaged_model, trained_model, directory, **settings) as (served, _):
+        address = served.url.removeprefix("http://").split(":")
+        yield Hostile(served, address[0], int(address[1]))
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def reason(self) -> str:
+        """The `error` of a JSON answer (what every refusal carries), else the text."""
+        try:
+            return str(json.loads(self.body)["error"])
+        except (ValueError, KeyError, TypeError):
+            return self.body.decode("utf-8", "replace")
+
+
+def request(
+    method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> bytes:
+    """A raw HTTP/1.1 request, byte for byte what is sent: no client normalises the path, the
+    headers or the body on the way."""
+    fields = {"Host": "127.0.0.1", **(headers or {})}
+    if body and "Content-Length" not in fields and "Transfer-Encoding" not in fields:
+        fields["Content-Length"] = str(len(body))
+    head = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+    return f"{method} {path} HTTP/1.1\r\n{head}\r\n".encode("latin-1") + body
+
+
+def exchange(hostile: Hostile, raw: bytes, timeout: float = 30) -> Answer:
+    """Send `raw` and read one answer (by its Content-Length, else until the server closes).
+    No `Connection: close`: a server that answers before reading the whole body keeps reading
+    it, so the answer is not lost to a reset."""
+    with socket.create_connection((hostile.host, hostile.port), timeout=timeout) as sock:
+        # refused before it read everything: the answer is already on its way
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(raw)
+        received = b""
+        while b"\r\n\r\n" not in received and (chunk := sock.recv(1 << 16)):
+            received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+        length = int(headers.get("content-length", -1))
+        while (length < 0 or len(body) < length) and (chunk := sock.recv(1 << 16)):
+            body += chunk
+    match = re.match(r"HTTP/1\.[01] (\d{3})", lines[0])
+    assert match, f"no HTTP answer: {received[:200]!r}"
+    return Answer(int(match.group(1)), headers, body)
+
+
+def json_body(payload: Any) -> bytes:
+    """`payload` as Python's json writes it: NaN and Infinity as bare words, lone surrogates
+    as escapes, which is what a hostile client sends."""
+    return json.dumps(payload).encode()
+
+
+def rows(*values: Any) -> bytes:
+    return json_body({"data": {"values": list(values)}})
+
+
+def row(**changes: Any) -> dict[str, Any]:
+    return {**EXAMPLE_ROW, **changes}
+
+
+def predict(body: bytes, **headers: str) -> bytes:
+    return request("POST", "/predict", body, {"Content-Type": "application/json", **headers})
+
+
+# What each kind of field must refuse, by kind: (label, the value as JSON text).
+NOT_A_NUMBER = [("string", '"0.5"'), ("bool", "true"), ("list", "[1]"), ("object", '{"a": 1}')]
+WRONG = {
+    "int": [*NOT_A_NUMBER, ("fraction", "3.5"), ("NaN", "NaN"), ("2^64", str(1 << 64))],
+    "float": [
+        *NOT_A_NUMBER,
+        ("NaN", "NaN"),
+        ("Infinity", "Infinity"),
+        ("-Infinity", "-Infinity"),
+        ("1e400", "1e400"),
+        ("10^400", "1" + "0" * 400),
+        ("lone surrogate", '"\\udc80"'),
+    ],
+    "category": [
+        ("number", "1"),
+        ("bool", "false"),
+        ("unknown", '"tornado-xyz"'),
+        ("lone surrogate", '"\\udc80"'),
+        ("object", '{"$ne": null}'),
+        ("long", json.dumps("x" * 100_000)),
+    ],
+}
+
+
+def with_raw_value(name: str, text: str) -> bytes:
+    """A one-row request whose field `name` is the JSON text `text`, verbatim."""
+    marker = "__VALUE__"
+    return rows(row(**{name: marker})).replace(json.dumps(marker).encode(), text.encode())
+
+
+@dataclass(frozen=True)
+class Case:
+    raw: bytes
+    status: int
+    reason: str  # a regular expression the refusal's reason must match
+
+
+def field_cases() -> dict[str, Case]:
+    """Every wrong value of each feature's kind, refused naming the feature (a kind this
+    dataset has not is not listed)."""
+    cases = {}
+    for name, spec in FEATURES.items():
+        for label, text in WRONG.get(spec.kind, []):
+            where = re.escape(f"data.values.0.{name}:")
+            cases[f"{spec.kind} {name}: {label}"] = Case(
+                predict(with_raw_value(name, text)), 422, where
+            )
+    return cases
+
+
+ANY = next(iter(FEATURES))
+REQUIRED = next(name for name, spec in FEATURES.items() if not spec.nullable)
+CASES: dict[str, Case] = {
+    **field_cases(),
+    # the body as a whole
+    "empty body": Case(predict(b""), 422, r"body: field required"),
+    "malformed JSON": Case(predict(b'{"data": {"values": ['), 422, r"malformed JSON"),
+    "malformed JSON with a lone surrogate": Case(predict(b'{"data": "\\udc80'), 422, "malformed"),
+    "not UTF-8": Case(predict(b'{"data": "\xff\xfe"}'), 400, r"not UTF-8 JSON"),
+    "nested 100000 deep": Case(predict(b"[" * 100_000 + b"]" * 100_000), 400, r"nesting"),
+    "an integer of 5000 digits": Case(
+        predict(rows(row()).replace(b"{", b'{"x": ' + b"9" * 5000 + b", ", 1)), 400, r"numbers"
+    ),
+    "a JSON array": Case(predict(b"[1, 2]"), 422, r"body: value is not a valid dict"),
+    "a JSON string": Case(predict(b'"data"'), 422, r"body: value is not a valid dict"),
+    "values not a list": Case(
+        predict(json_body({"data": {"values": {"0": EXAMPLE_ROW}}})),
+        422,
+        r"data\.values: value is not a valid list",
+    ),
+    "a row not an object": Case(
+        predict(rows(1)), 422, r"data\.values\.0: value is not a valid dict"
+    ),
+    "no rows": Case(predict(rows()), 422, r"at least 1 items"),
+    "too many rows": Case(predict(rows(*[EXAMPLE_ROW] * 1001)), 422, r"at most 1000 items"),
+    # keys
+    "a missing feature": Case(
+        predict(rows({k: v for k, v in EXAMPLE_ROW.items() if k != REQUIRED})),
+        422,
+        re.escape(f"data.values.0.{REQUIRED}: field required"),
+    ),
+    "an extra key": Case(
+        predict(rows(row(extra=1))), 422, r"data\.values\.0\.extra: extra fields not permitted"
+    ),
+    "a lone surrogate key": Case(
+        predict(rows(row(**{"\ud800": 1}))), 422, r"data\.values\.0\.\\ud800: extra"
+    ),
+    "a key of control characters": Case(
+        predict(rows(row(**{"\x00\x1b[31m": 1}))), 422, r"extra fields"
+    ),
+    "an extra key beside data": Case(
+        predict(json_body({"data": {"values": [EXAMPLE_ROW]}, "x": 1})), 422, r"^x: extra fields"
+    ),
+    "an extra key beside values": Case(
+        predict(json_body({"data": {"values": [EXAMPLE_ROW], "x": 1}})),
+        422,
+        r"data\.x: extra fields",
+    ),
+    "the event time a number": Case(
+        predict(rows(row(**{EVENT_TIME: 1714550400}))),
+        422,
+        re.escape(f"{EVENT_TIME}: must be a string"),
+    ),
+    "the event time in year 1": Case(
+        predict(rows(row(**{EVENT_TIME: "0001-01-01T00:00:00Z"}))),
+        422,
+        re.escape(f"{EVENT_TIME}: must be in the years"),
+    ),
+    "the event time a lone surrogate": Case(
+        predict(rows(row(**{EVENT_TIME: "\udc80"}))),
+        422,
+        re.escape(f"{EVENT_TIME}: must be an ISO 8601"),
+    ),
+    # the limits
+    "a body over the limit, declared": Case(
+        predict(b"[" + b" " * MAX_BODY + b"]"), 413, r"larger than"
+    ),
+    "a body over the limit, chunked": Case(
+        predict(
+            b"%x\r\n%s\r\n0\r\n\r\n" % (MAX_BODY + 10, b" " * (MAX_BODY + 10)),
+            **{"Transfer-Encoding": "chunked"},
+        ),
+        413,
+        r"larger than",
+    ),
+    "a content length that is not a number": Case(
+        predict(b"{}", **{"Content-Length": "-1"}), 400, r"Invalid HTTP request"
+    ),
+    "text/plain": Case(
+        request("POST", "/predict", rows(EXAMPLE_ROW), {"Content-Type": "text/plain"}),
+        415,
+        r"content-type must be application/json",
+    ),
+    "a form": Case(
+        request(
+            "POST", "/predict", b"data=1", {"Content-Type": "application/x-www-form-urlencoded"}
+        ),
+        415,
+        r"application/json",
+    ),
+    "multipart": Case(
+        request(
+            "POST",
+            "/predict",
+            b"--b\r\n\r\n--b--",
+            {"Content-Type": "multipart/form-data; boundary=b"},
+        ),
+        415,
+        r"application/json",
+    ),
+    "a header of 100 KB": Case(
+        request("GET", "/healthz", headers={"X-Big": "a" * 100_000}),
+        431,
+        r"request head larger than",
+    ),
+    "5000 headers": Case(
+        request("GET", "/healthz", headers={f"X-{i}": "b" for i in range(5000)}),
+        431,
+        r"request head larger than",
+    ),
+    "a URL of 50 KB": Case(request("GET", "/" + "a" * 50_000), 431, r"request head larger than"),
+    "content length and chunked at once": Case(
+        predict(b"0\r\n\r\n", **{"Content-Length": "5", "Transfer-Encoding": "chunked"}),
+        400,
+        r"Invalid HTTP request",
+    ),
+    "a header with a bare LF in its value": Case(
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\nb\r\n\r\n", 400, r"Invalid HTTP request"
+    ),
+    # paths, hosts and methods
+    "a trailing slash from a foreign host": Case(
+        request(
+            "POST",
+            "/predict/",
+            rows(EXAMPLE_ROW),
+            {"Host": "evil.example", "Content-Type": "application/json"},
+        ),
+        404,
+        r"Not Found",
+    ),
+    "a double slash": Case(request("GET", "//healthz"), 404, r"Not Found"),
+    "a dot-dot path": Case(request("GET", "/static/../../etc/passwd"), 404, r"Not Found"),
+    "an encoded slash": Case(request("POST", "/predict%2F", rows(EXAMPLE_ROW)), 404, r"Not Found"),
+    "upper case": Case(request("POST", "/PREDICT", rows(EXAMPLE_ROW)), 404, r"Not Found"),
+    "the API docs": Case(request("GET", "/docs"), 404, r"Not Found"),
+    "ReDoc": Case(request("GET", "/redoc"), 404, r"Not Found"),
+    "MLEM's interface": Case(request("GET", "/interface.json"), 404, r"Not Found"),
+    "metrics on the API port": Case(request("GET", "/metrics"), 404, r"Not Found"),
+    "an absolute URL to another host": Case(
+        request("GET", "http://evil.example/docs"), 404, r"Not Found"
+    ),
+    **{
+        f"{method} /predict": Case(request(method, "/predict"), 405, r"Method Not Allowed")
+        for method in ("GET", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")
+    },
+    "an unknown method": Case(request("BREW", "/predict"), 400, r"Invalid HTTP request"),
+}
+
+
+def server_errors(served: Served) -> float:
+    """5xx answers the server has counted (its metrics port)."""
+    text = httpx.get(f"{served.metrics_url}/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("gitml_requests_total{") and re.search(r'status="5\d\d"', line)
+    )
+
+
+def assert_healthy(served: Served) -> None:
+    """/healthz answers at once, no 5xx was ever counted and the server logged no traceback."""
+    health = httpx.get(f"{served.url}/healthz", timeout=2)
+    assert health.status_code == 200, health.text
+    assert server_errors(served) == 0
+    assert "Traceback" not in served.output.read_text()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_hostile_input_is_a_4xx_saying_why(hostile: Hostile, name: str) -> None:
+    case = CASES[name]
+    answer = exchange(hostile, case.raw)
+    assert answer.status == case.status, (answer.status, answer.body[:500])
+    assert re.search(case.reason, answer.reason()), answer.reason()
+    assert "location" not in answer.headers  # no redirect, least of all to the Host sent
+    assert "server" not in answer.headers
+    assert len(answer.body) < 20_000  # bounded, whatever was sent
+    if answer.headers.get("content-type") == "application/json":
+        json.loads(answer.body)  # strict JSON: no NaN, no lone surrogate
+        assert answer.body.isascii()
+    assert_healthy(hostile.served)
+
+
+def test_a_422_never_echoes_what_was_sent(hostile: Hostile) -> None:
+    category = next((n for n, s in FEATURES.items() if s.kind == "category"), ANY)
+    secret = "sensitive-" + "z" * 40
+    answer = exchange(hostile, predict(rows(row(**{category: secret, secret: 1}))))
+    assert answer.status == 422
+    assert b"sensitive-zzzz" in answer.body  # the key, as a location, cut to 64 characters
+    assert b"z" * 60 not in answer.body
+
+
+def test_thousands_of_errors_make_a_small_answer_quickly(hostile: Hostile) -> None:
+    """1000 rows of 80 unknown keys (~1 MB): pydantic alone made 80,000 errors, a 9 MB answer
+    and 5 s of a blocked event loop; 4 KB of empty rows made 884 KB."""
+    extra = {f"key{i}": 1 for i in range(80)}
+    for body in (rows(*[extra] * 1000), rows(*[{}] * 1000)):
+        started = time.perf_counter()
+        answer = exchange(hostile, predict(body))
+        assert answer.status == 422
+        assert len(answer.body) < 20_000
+        assert time.perf_counter() - started < 1.0
+        detail = json.loads(answer.body)["detail"]
+        assert detail[-1]["type"] == "value_error.too_many_errors"
+        stopped = r"checking stopped after \d+ errors, before row \d+ of 1000"
+        assert re.search(stopped, detail[-1]["msg"]), detail[-1]
+    assert_healthy(hostile.served)
+
+
+def test_a_spoofed_smoke_id_is_traffic_like_any_other(hostile: Hostile) -> None:
+    """The monitor leaves synthetic requests out: only the shared secret makes one, not an id
+    (`smoke-...` used to) nor a guess at the secret."""
+    served = hostile.served
+    spoofed, guessed = (f"smoke-{name}-{time.time_ns()}" for name in ("spoofed", "guessed"))
+    for request_id, marks in ((spoofed, {}), (guessed, {"X-Gitml-Synthetic": "smoke"})):
+        sent = predict(rows(EXAMPLE_ROW), **{"X-Request-ID": request_id}, **marks)
+        answer = exchange(hostile, sent)
+        assert answer.status == 200 and answer.headers["x-request-id"] == request_id
+    assert {spoofed, guessed} <= set(read_predictions(served.log_dir)["request_id"])
+
+
+def rss(pid: int | None) -> int:
+    """The server process's resident memory, in bytes."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024  # type: ignore[union-attr]
+
+
+class Probe:
+    """/healthz asked every 50 ms on a thread, and the server's peak RSS, while a test runs
+    (at least once at the start and once at the end)."""
+
+    def __init__(self, served: Served) -> None:
+        self.served, self.peak = served, rss(served.pid)
+        self.latencies: list[float] = []  # seconds; 99 for an answer other than 200
+        self.stop, self.started = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5) as client:
+            while True:
+                started = time.perf_counter()
+                status = client.get(f"{self.served.url}/healthz").status_code
+                self.latencies.append(time.perf_counter() - started if status == 200 else 99.0)
+                self.peak = max(self.peak, rss(self.served.pid))
+                self.started.set()
+                if self.stop.wait(0.05):
+                    break
+
+    def __enter__(self) -> "Probe":
+        self.thread.start()
+        self.started.wait(10)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def open_connections(hostile: Hostile, count: int) -> list[socket.socket]:
+    address = (hostile.host, hostile.port)
+    return [socket.create_connection(address, timeout=30) for _ in range(count)]
+
+
+def answers_of(sockets: list[socket.socket]) -> list[bytes]:
+    """What each socket got before the server closed it."""
+    answers = []
+    for sock in sockets:
+        received = b""
+        try:
+            while chunk := sock.recv(1 << 16):
+                received += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+        sock.close()
+        answers.append(received)
+    return answers
+
+
+def slow_bodies(hostile: Hostile, count: int) -> list[bytes]:
+    """`count` clients each send a body one byte short of what they declared (1 MiB), then
+    wait: the answers they got before the server closed on them."""
+    clients = open_connections(hostile, count)
+    head = predict(b"", **{"Content-Length": str(MAX_BODY)})
+    for sock in clients:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # cut off already
+            sock.sendall(head + b" " * (MAX_BODY - 1))
+    return answers_of(clients)
+
+
+@pytest.mark.slow
+def test_slow_bodies_are_cut_off_and_their_memory_reused(hostile: Hostile) -> None:
+    """200 clients each holding a body one byte short of 1 MiB kept 198 MB for good: now each
+    gets a 408 after GITML_READ_TIMEOUT_S, and a second wave takes no more memory than the
+    first (what the first held is free again, if not given back to the system)."""
+    served, count = hostile.served, 60
+    before = rss(served.pid)
+    with Probe(served) as probe:
+        answers = slow_bodies(hostile, count)
+    first = rss(served.pid)
+    with Probe(served) as again:
+        answers += slow_bodies(hostile, count)
+    second = rss(served.pid)
+    assert all(a.startswith(b"HTTP/1.1 408") for a in answers), {a[:40] for a in answers}
+    assert b"request body not received within" in answers[0]
+    assert max(probe.latencies + again.latencies) < 1.0, max(probe.latencies + again.latencies)
+    # a few copies of each body at most while they are held, and no growth after
+    assert max(probe.peak, again.peak) - before < count * 3 * MAX_BODY, (before, probe.peak)
+    assert second - first < 10 * MAX_BODY, (before, first, second)
+    assert_healthy(served)
+
+
+@pytest.mark.slow
+def test_slow_heads_are_cut_off_while_health_answers(hostile: Hostile) -> None:
+    """A client that never finishes its request line and headers (slowloris) gets a 408."""
+    served = hostile.served
+    with Probe(served) as probe:
+        clients = open_connections(hostile, 100)
+        for sock in clients:
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        started = time.perf_counter()
+        answers = answers_of(clients)
+    assert time.perf_counter() - started < READ_TIMEOUT + 3
+    assert all(a.startswith(b"HTTP/1.1 408") for a in answers), {a[:40] for a in answers}
+    assert b"request head not received within" in answers[0]
+    assert max(probe.latencies) < 1.0
+    assert_healthy(served)
+
+
+@pytest.mark.slow
+def test_a_100_mb_header_is_refused_early_and_costs_no_memory(hostile: Hostile) -> None:
+    """One 100 MB header stalled the server for 13.6 s and cost 177 MB."""
+    served = hostile.served
+    before = rss(served.pid)
+    with Probe(served) as probe, socket.create_connection((hostile.host, hostile.port)) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        sent, chunk = 0, b"a" * (1 << 16)
+        try:
+            while sent < 100 << 20:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        received = b""
+        try:
+            while part := sock.recv(1 << 16):
+                received += part
+        except ConnectionResetError:
+            pass
+    assert sent < 4 << 20, sent  # refused after the limit, not after 100 MB
+    assert received.startswith(b"HTTP/1.1 431") or received == b"", received[:100]
+    assert probe.peak - before < 16 << 20
+    assert max(probe.latencies) < 1.0
+    assert_healthy(served)
+
+
+@pytest.mark.slow
+def test_validation_floods_leave_health_answering(hostile: Hostile) -> None:
+    """Eight clients at once, each sending 1 MB of rows of unknown keys, again and again."""
+    served = hostile.served
+    body = predict(rows(*[{f"key{i}": 1 for i in range(80)}] * 1000))
+    statuses: list[int] = []
+
+    def flood() -> None:
+        for _ in range(5):
+            statuses.append(exchange(hostile, body).status)
+
+    with Probe(served) as probe:
+        threads = [threading.Thread(target=flood) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert statuses == [422] * 40
+    assert sorted(probe.latencies)[int(len(probe.latencies) * 0.95)] < 0.5
+    assert_healthy(served)
