@@ -38,6 +38,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     GITML_MODEL_VERSION=${MODEL_VERSION} \
     GITML_HOST=0.0.0.0 \
     GITML_PORT=8080 \
+    GITML_METRICS_PORT=9100 \
     GITML_PREDICTION_LOG_DIR=/var/lib/gitml/predictions \
     OMP_NUM_THREADS=1
 # OMP_NUM_THREADS=1: the server works on requests in parallel; OpenMP threads inside each tiny
@@ -45,7 +46,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 # The prediction log (gitml.serving.predlog): mount durable storage here, or it dies with the container.
 VOLUME ["/var/lib/gitml/predictions"]
 USER 10001:10001
-EXPOSE 8080
+# 8080: the API; 9100: GET /metrics, for Prometheus only (never published through a Service)
+EXPOSE 8080 9100
 HEALTHCHECK --interval=30s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['GITML_PORT'], timeout=2)"]
 ENTRYPOINT ["python", "-m", "gitml", "serve"]

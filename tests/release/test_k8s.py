@@ -307,11 +307,18 @@ def test_model_version_and_scrape_annotations(rendered: Rendered) -> None:
         assert annotations.get(match.group(1)), f"{match.group(1)} is not set on the pod"
     assert env["GITML_PORT"]["value"] == str(PORT)
     assert annotations["prometheus.io/scrape"] == "true"
-    # The scrape target is the port the server listens on, declared as a container port.
-    container_ports = {port["containerPort"] for port in rendered.container["ports"]}
+    # The scrape target is the server's metrics port, declared as a container port, apart from
+    # the API's port, and never the Service's target: metrics are for Prometheus only.
+    container_ports = {port["containerPort"]: port["name"] for port in rendered.container["ports"]}
     assert int(annotations["prometheus.io/port"]) in container_ports
-    assert annotations["prometheus.io/port"] == env["GITML_PORT"]["value"]
+    assert annotations["prometheus.io/port"] == env["GITML_METRICS_PORT"]["value"]
+    assert annotations["prometheus.io/port"] != env["GITML_PORT"]["value"]
     assert annotations["prometheus.io/path"] == "/metrics"
+    assert container_ports[int(annotations["prometheus.io/port"])] == "metrics"
+    service = rendered.one("Service")
+    assert {port["targetPort"] for port in service["spec"]["ports"]} == {"http"}
+    # the image's own default is the same port (a plain `docker run` serves metrics there too)
+    assert dockerfile_env("GITML_METRICS_PORT") == env["GITML_METRICS_PORT"]["value"]
 
 
 def test_prediction_log_is_mounted_from_the_shared_claim(rendered: Rendered) -> None:
