@@ -216,7 +216,9 @@ class BodyGuard:
             if done:  # the body is in: what follows is a disconnect, never late
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0))
+                # a floor: wait_for(…, 0) fails even when the next message is already there
+                left = max(deadline - time.monotonic(), 0.05)
+                message = await asyncio.wait_for(receive(), left)
             except TimeoutError:
                 seconds = f"{self.timeout:g}"
                 raise HTTPException(408, f"request body not received within {seconds} s") from None
