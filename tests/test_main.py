@@ -81,7 +81,7 @@ def bare_python(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedP
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("command", ["preflight", "notify"])
+@pytest.mark.parametrize("command", ["preflight", "notify", "trigger"])
 def test_stdlib_commands_run_through_the_entry_point_on_a_bare_python(
     tmp_path: Path, command: str
 ) -> None:

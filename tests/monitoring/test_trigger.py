@@ -35,7 +35,8 @@ def github(tmp_path: Path) -> Iterator[FakeGitHub]:
 
 
 def trigger(reports: Path, github: FakeGitHub, **extra: str) -> Any:
-    command = (sys.executable, "-S", "-m", "gitml", "trigger", "--env", "staging",
+    # on the runner's bare python3: tests/test_main.py (here mutmut needs site-packages)
+    command = (sys.executable, "-m", "gitml", "trigger", "--env", "staging",
                "--reports", str(reports))  # fmt: skip
     return run_notify(reports, github, *command, GITHUB_REF_NAME="trunk", **extra)
 
