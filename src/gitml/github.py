@@ -4,10 +4,18 @@ environment is installed). The API is at GITHUB_API_URL, which GitHub Actions se
 Enterprise hosts too); the tests serve a stand-in on loopback."""
 
 import json
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from typing import Any
+
+
+def step_outputs(values: Mapping[str, str]) -> None:
+    """Append KEY=VALUE lines to the step's outputs (GITHUB_OUTPUT), when running on GitHub."""
+    if "GITHUB_OUTPUT" in os.environ:
+        with open(os.environ["GITHUB_OUTPUT"], "a", encoding="utf-8") as file:
+            file.writelines(f"{key}={value}\n" for key, value in values.items())
 
 
 class GitHubError(RuntimeError):

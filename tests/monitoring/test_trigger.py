@@ -22,6 +22,7 @@ QUALITY = {"alarm": True, "alarms": ["data_drift", "quality"]}
         ({"alarm": True, "alarms": ["quality"]}, True),
         ({"alarm": True, "alarms": ["data_drift"]}, False),  # no labels: nothing to train on
         ({"alarm": False, "alarms": []}, False),
+        ({"alarm": False}, False),  # a summary of an older monitor, without the list
     ],
 )
 def test_only_a_quality_alarm_asks_for_retraining(summary: dict[str, Any], wanted: bool) -> None:
@@ -71,3 +72,24 @@ def test_a_missing_summary_is_named(tmp_path: Path, github: FakeGitHub) -> None:
     missing = trigger(tmp_path / "nothing", github)
     assert missing.returncode == 1
     assert "trigger: " in missing.stderr and "summary.json not found" in missing.stderr
+
+
+def test_trigger_in_process_dispatches_on_the_default_branch_named_by_the_run(
+    tmp_path: Path, github: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gitml.monitoring.trigger import trigger as start
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(github.ca_file))
+    environ = {"GITHUB_TOKEN": "token", "GITHUB_REPOSITORY": REPOSITORY,
+               "GITHUB_API_URL": f"https://{github.host}/api/v3"}  # fmt: skip
+    assert start(write_reports(tmp_path / "r", QUALITY), "production", environ) is True
+    assert start(write_reports(tmp_path / "q", {"alarm": True, "alarms": ["data_drift"]}),
+                 "production", environ) is False  # fmt: skip
+    assert github.state.dispatches == [
+        {"workflow": RETRAIN_WORKFLOW, "ref": "main", "inputs": {"env": "production"}}
+    ]
+    (call,) = github.state.calls
+    assert (call.method, call.path) == (
+        "POST",
+        f"/api/v3/repos/{REPOSITORY}/actions/workflows/{RETRAIN_WORKFLOW}/dispatches",
+    )

@@ -156,7 +156,9 @@ def test_the_champion_section_gives_both_maes_the_interval_and_the_gates_verdict
 def test_the_champion_section_says_when_there_is_nothing_to_compare() -> None:
     from gitml.pull_requests.report import champion_section
 
-    assert "made no gate verdict" in champion_section(None)
+    assert champion_section(None) == (
+        "_Not compared with production: this run made no gate verdict (`make gate`)._"
+    )
     first = champion_section({"passed": True, "note": "no model in production yet"})
     assert first == "_Not compared: no model in production yet._"
 

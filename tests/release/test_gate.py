@@ -297,3 +297,20 @@ def test_blocks_are_days_whatever_the_minutes(
     window.loc[window.index[::2], TIME] += pd.Timedelta(minutes=30)
     same = predictions(trained_model, window)
     assert judge(window, same, same, settings)["window"]["days"] == window[TIME].dt.date.nunique()
+
+
+@pytest.mark.parametrize(
+    ("result", "outputs"),
+    [
+        ({"passed": True}, {"passed": "true", "message": ""}),
+        ({"passed": False}, {"passed": "false", "message": ""}),
+        ({"passed": False, "override": "  a retired\nsensor "},
+         {"passed": "false", "message": "gate overridden: a retired sensor"}),
+    ],
+)  # fmt: skip
+def test_the_verdict_as_step_outputs_is_one_line_each(
+    result: dict[str, Any], outputs: dict[str, str]
+) -> None:
+    from gitml.release.gate import verdict_outputs
+
+    assert verdict_outputs(result) == outputs

@@ -28,7 +28,7 @@ import typer
 
 from gitml import dataset
 from gitml.config import DATA_DIR
-from gitml.github import GitHub, GitHubError
+from gitml.github import GitHub, GitHubError, step_outputs
 from gitml.monitoring.feedback import FeedbackError, add_version, collect, dvc
 from gitml.monitoring.notify import run_url
 from gitml.pipeline.validate import DataValidationError
@@ -108,10 +108,10 @@ def git(*args: str, env: Mapping[str, str]) -> str:  # pragma: no mutate block
     return done.stdout.strip()
 
 
-def retrain_branch(  # pragma: no mutate block
+def retrain_branch(
     new: pd.DataFrame, held: int, env_name: str, data_dir: Path, push: bool,
     environ: Mapping[str, str],
-) -> tuple[str, str]:  # fmt: skip
+) -> tuple[str, str]:  # fmt: skip  # pragma: no mutate block
     """Branch, new data version, reproduced pipeline, commit (and push); (branch, commit)."""
     root = data_dir.parent
     git_env = git_environment(environ, bool(
@@ -142,9 +142,9 @@ def retrain_branch(  # pragma: no mutate block
     return branch, git("rev-parse", "HEAD", env=git_env)
 
 
-def open_pull(  # pragma: no mutate block
+def open_pull(
     environ: Mapping[str, str], branch: str, base: str, text: tuple[str, str]
-) -> int:
+) -> int:  # pragma: no mutate block
     token, _ = token_for_pull(environ)
     github = PullRequests({**environ, "GITHUB_TOKEN": token})
     pull = github.call("POST", "/pulls", {"title": text[0], "body": text[1], "head": branch,
@@ -152,18 +152,11 @@ def open_pull(  # pragma: no mutate block
     return int(pull["number"])
 
 
-def outputs(values: dict[str, str]) -> None:
-    """The step's outputs on GitHub (the report and comment steps read them)."""
-    if "GITHUB_OUTPUT" in os.environ:
-        with open(os.environ["GITHUB_OUTPUT"], "a") as file:
-            file.writelines(f"{key}={value}\n" for key, value in values.items())
-
-
 app = typer.Typer(add_completion=False)
 
 
 @app.command()
-def main(  # pragma: no mutate block
+def main(
     logs: Annotated[Path, typer.Option(help="Prediction log directory.")],
     actuals: Annotated[Path, typer.Option(help="Actuals directory.")],
     env_name: Annotated[str, typer.Option("--env", help="The environment logged.")],
@@ -179,7 +172,7 @@ def main(  # pragma: no mutate block
     data_dir: Annotated[Path, typer.Option(help="The DVC-tracked data.")] = DATA_DIR,
     push: Annotated[bool, typer.Option(help="Push data, outputs and the branch.")] = True,
     pull_request: Annotated[bool, typer.Option(help="Open the pull request (needs push).")] = True,
-) -> None:
+) -> None:  # pragma: no mutate block
     """Make a branch that retrains on production's new labelled rows, and open its pull request."""
     environ = os.environ
     try:
@@ -207,7 +200,7 @@ def main(  # pragma: no mutate block
                     f"::warning::pull request #{number} was opened with GITHUB_TOKEN, so GitHub "
                     f"starts no checks for it: set the {TOKEN_SECRET} secret (README: retraining)"
                 )
-        outputs(values)
+        step_outputs(values)  # the report and comment steps read them
     except (RetrainError, GitHubError, FeedbackError, LogError, DataValidationError) as err:
         typer.echo(f"retrain: {err}", err=True)
         raise typer.Exit(1) from None

@@ -10,7 +10,6 @@ reports/gate.json, which the release commits beside the version.
 """
 
 import json
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ import typer
 from gitml.config import MODEL_FILE, PROJ_ROOT, REPORTS_DIR, SPLITS_DIR, load_params, split_path
 from gitml.dataset import TARGET, TIME
 from gitml.files import write_json
+from gitml.github import step_outputs
 from gitml.pull_requests.bootstrap import mae, paired_difference_ci
 from gitml.release.registry import stage_assignment
 from gitml.schema import as_model_input
@@ -89,13 +89,13 @@ def override_trailer() -> str:  # pragma: no mutate block
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
-def step_outputs(result: dict[str, Any]) -> None:
-    """The verdict as step outputs on GitHub: `register` writes an override into the tag."""
-    if "GITHUB_OUTPUT" in os.environ:
-        reason = " ".join(str(result.get("override", "")).split())  # one line
-        with open(os.environ["GITHUB_OUTPUT"], "a") as file:
-            file.write(f"passed={str(result['passed']).lower()}\n")
-            file.write(f"message={f'gate overridden: {reason}' if reason else ''}\n")
+def verdict_outputs(result: dict[str, Any]) -> dict[str, str]:
+    """The verdict as step outputs: `register` writes an override's reason into the tag."""
+    reason = " ".join(str(result.get("override", "")).split())  # one line
+    return {
+        "passed": str(result["passed"]).lower(),
+        "message": f"gate overridden: {reason}" if reason else "",
+    }
 
 
 def judge(
@@ -202,7 +202,7 @@ def main(
     if override:
         result["override"] = override
     write_json(out, {"checked_at": checked_at, **result})
-    step_outputs(result)
+    step_outputs(verdict_outputs(result))
     if not result["passed"]:
         if override or advisory:
             typer.echo(f"gate: overridden ({override}); recorded in {out}" if override else
