@@ -155,6 +155,7 @@ EQUIVALENT: dict[str, str] = {
     "gitml.release.gate.x_judge__mutmut_2": (
         "numpy computes the MAE of an int target as of a float"
     ),
+    "gitml.monitoring.trigger.x_trigger__mutmut_13": "urllib sends POST when a body is given",
     "gitml.release.gate.x_judge__mutmut_5": "other labels, the same grouping by day",
     "gitml.release.gate.x_judge__mutmut_6": "%y and %Y group alike within a century",
     **dict.fromkeys(

@@ -89,3 +89,5 @@ def test_the_body_in_full(new: pd.DataFrame) -> None:
         "for it: close and reopen this pull request to run them, or set the `RETRAIN_TOKEN` "
         "secret so that the next one runs them itself.\n"
     )
+    with_run = body("production", new, 3, True, "https://github.com/a/b/actions/runs/7")
+    assert with_run.endswith("`make gate`).\n\nOpened by https://github.com/a/b/actions/runs/7\n")

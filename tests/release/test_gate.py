@@ -100,29 +100,40 @@ def test_worse_within_the_tolerance_passes(
     assert not judge(window, good, beyond, settings)["passed"]
 
 
-def gate(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def save(tmp_path: Path, champion: Any, candidate: Any, window: pd.DataFrame) -> None:
+    joblib.dump(champion, tmp_path / "champion.joblib")
+    joblib.dump(candidate, tmp_path / "candidate.joblib")
+    window.to_parquet(tmp_path / "window.parquet")
+
+
+def models(tmp_path: Path) -> tuple[str, ...]:
+    return ("--champion", str(tmp_path / "champion.joblib"),
+            "--candidate", str(tmp_path / "candidate.joblib"),
+            "--window", str(tmp_path / "window.parquet"))  # fmt: skip
+
+
+def gate(
+    tmp_path: Path, *args: str, cwd: Path | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gitml", "gate", *args, "--out",
                            str(tmp_path / "gate.json")], capture_output=True, text=True,
-                          check=False)  # fmt: skip
+                          check=False, cwd=cwd, env={**os.environ, **env} if env else None)  # fmt: skip
 
 
 def test_the_command_refuses_a_worse_candidate_unless_overridden(
     tmp_path: Path, trained_model: Any, worse_model: Any, splits: dict[str, pd.DataFrame]
 ) -> None:
-    joblib.dump(trained_model, tmp_path / "champion.joblib")
-    joblib.dump(worse_model, tmp_path / "candidate.joblib")
-    splits["test"].to_parquet(tmp_path / "window.parquet")
-    models = ("--champion", str(tmp_path / "champion.joblib"),
-              "--candidate", str(tmp_path / "candidate.joblib"),
-              "--window", str(tmp_path / "window.parquet"))  # fmt: skip
-    refused = gate(tmp_path, *models)
+    save(tmp_path, trained_model, worse_model, splits["test"])
+    refused = gate(tmp_path, *models(tmp_path))
     assert refused.returncode == 1
     assert "The candidate is refused" in refused.stdout
     assert 'GATE_OVERRIDE="why"' in refused.stderr
     recorded = json.loads((tmp_path / "gate.json").read_text())
     assert recorded["passed"] is False and "override" not in recorded
 
-    overridden = gate(tmp_path, *models, "--override", "the old model leaks a retired column")
+    overridden = gate(
+        tmp_path, *models(tmp_path), "--override", "the old model leaks a retired column"
+    )
     assert overridden.returncode == 0, overridden.stderr
     recorded = json.loads((tmp_path / "gate.json").read_text())
     assert recorded["passed"] is False
@@ -132,17 +143,9 @@ def test_the_command_refuses_a_worse_candidate_unless_overridden(
 def test_advisory_reports_a_refusal_without_failing_and_tells_the_workflow(
     tmp_path: Path, trained_model: Any, worse_model: Any, splits: dict[str, pd.DataFrame]
 ) -> None:
-    joblib.dump(trained_model, tmp_path / "champion.joblib")
-    joblib.dump(worse_model, tmp_path / "candidate.joblib")
-    splits["test"].to_parquet(tmp_path / "window.parquet")
+    save(tmp_path, trained_model, worse_model, splits["test"])
     outputs = tmp_path / "github_output"
-    advised = subprocess.run(
-        [sys.executable, "-m", "gitml", "gate", "--champion", str(tmp_path / "champion.joblib"),
-         "--candidate", str(tmp_path / "candidate.joblib"), "--window",
-         str(tmp_path / "window.parquet"), "--out", str(tmp_path / "gate.json"), "--advisory"],
-        capture_output=True, text=True, check=False,
-        env={**os.environ, "GITHUB_OUTPUT": str(outputs)},
-    )  # fmt: skip
+    advised = gate(tmp_path, *models(tmp_path), "--advisory", GITHUB_OUTPUT=str(outputs))
     assert advised.returncode == 0, advised.stderr
     assert "The candidate is refused" in advised.stdout and "advisory" in advised.stdout
     assert json.loads((tmp_path / "gate.json").read_text())["passed"] is False
@@ -154,23 +157,21 @@ def test_a_gate_override_trailer_in_the_commit_releases_and_names_the_reason(
 ) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
-    joblib.dump(trained_model, tmp_path / "champion.joblib")
-    joblib.dump(worse_model, tmp_path / "candidate.joblib")
-    splits["test"].to_parquet(tmp_path / "window.parquet")
+    save(tmp_path, trained_model, worse_model, splits["test"])
     identity = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
     sh("git", "init", "-q", cwd=repo)
     message = "Merge retrain\n\nThe old model reads a sensor that was retired.\n\n" \
         "Gate-Override: production reads a retired sensor\n"  # fmt: skip
     sh("git", *identity, "commit", "-q", "--allow-empty", "-m", message, cwd=repo)
     outputs = tmp_path / "github_output"
-    released = subprocess.run(
-        [sys.executable, "-m", "gitml", "gate", "--champion", str(tmp_path / "champion.joblib"),
-         "--candidate", str(tmp_path / "candidate.joblib"), "--window",
-         str(tmp_path / "window.parquet"), "--out", str(tmp_path / "gate.json")],
-        capture_output=True, text=True, check=False, cwd=repo,
-        env={**{k: v for k, v in os.environ.items() if k != "GATE_OVERRIDE"},
-             "GITHUB_OUTPUT": str(outputs), "PYTHONPATH": str(PROJ_ROOT)},  # the worse model
-    )  # fmt: skip
+    released = gate(
+        tmp_path,
+        *models(tmp_path),
+        cwd=repo,
+        GITHUB_OUTPUT=str(outputs),
+        GATE_OVERRIDE="",
+        PYTHONPATH=str(PROJ_ROOT),
+    )  # fmt: skip (the worse model's module)
     assert released.returncode == 0, released.stderr
     recorded = json.loads((tmp_path / "gate.json").read_text())
     assert recorded["passed"] is False

@@ -40,6 +40,17 @@ def ship_new_hours(bucket: Path, rows: pd.DataFrame) -> None:
                   zip(ids, [0] * len(ids), truth, strict=True))  # fmt: skip
 
 
+def dispatch(fork: Fork, bucket: Path, run_id: int) -> Result:
+    """retrain.yml for production, as the monitor's trigger or a person starts it."""
+    return fork.runner.act(
+        fork.clone, "workflow_dispatch", events.workflow_dispatch(REPOSITORY, {"env": "production"}),
+        "retrain.yml", env={"GITHUB_RUN_ID": str(run_id)},
+        variables={"PREDICTION_LOGS_URL": f"{bucket}/{{env}}/predictions",
+                   "ACTUALS_URL": f"{bucket}/{{env}}/actuals"},
+        secrets={"GITHUB_TOKEN": TOKEN},
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def retrained(fork: Fork, splits: dict[str, pd.DataFrame]) -> tuple[Result, list[str]]:
     bucket = fork.runner.base.parent / "log-bucket"
@@ -49,13 +60,7 @@ def retrained(fork: Fork, splits: dict[str, pd.DataFrame]) -> tuple[Result, list
     ship_new_hours(bucket, last)
     fork.runner.give_to_runner(bucket)
     before = run("git", "branch", "--list", cwd=fork.origin).split()
-    result = fork.runner.act(
-        fork.clone, "workflow_dispatch", events.workflow_dispatch(REPOSITORY, {"env": "production"}),
-        "retrain.yml", env={"GITHUB_RUN_ID": "501"},
-        variables={"PREDICTION_LOGS_URL": f"{bucket}/{{env}}/predictions",
-                   "ACTUALS_URL": f"{bucket}/{{env}}/actuals"},
-        secrets={"GITHUB_TOKEN": TOKEN},
-    )  # fmt: skip
+    result = dispatch(fork, bucket, 501)
     branches = [b for b in run("git", "branch", "--list", cwd=fork.origin).split()
                 if b not in before and b != "*"]  # fmt: skip
     return result, branches
@@ -100,13 +105,7 @@ def test_nothing_new_makes_no_branch(
     ship_new_hours(bucket, splits["test"].sort_values(dataset.TIME).tail(NEW_ROWS))
     fork.runner.give_to_runner(bucket)
     pulls = len(fork.github.state.pulls)
-    again = fork.runner.act(
-        fork.clone, "workflow_dispatch", events.workflow_dispatch(REPOSITORY, {"env": "production"}),
-        "retrain.yml", env={"GITHUB_RUN_ID": "502"},
-        variables={"PREDICTION_LOGS_URL": f"{bucket}/{{env}}/predictions",
-                   "ACTUALS_URL": f"{bucket}/{{env}}/actuals"},
-        secrets={"GITHUB_TOKEN": TOKEN},
-    )  # fmt: skip
+    again = dispatch(fork, bucket, 502)
     assert again.succeeded("retrain"), again.job_output("retrain")[-6000:]
     assert "retrain: nothing new" in again.job_output("retrain")
     assert len(fork.github.state.pulls) == pulls

@@ -126,22 +126,29 @@ def collect(
     return rows, unseen(rows, table)
 
 
+# The options of every command that reads a period of the log (feedback, retrain).
+Logs = Annotated[Path, typer.Option(help="Prediction log directory.")]
+Actuals = Annotated[Path, typer.Option(help="Actuals directory.")]
+Since = Annotated[
+    Optional[datetime],  # noqa: UP045 (typer 0.9 cannot read `X | None`)
+    typer.Option(help="First event time to take (default: the log's first)."),
+]
+Until = Annotated[
+    Optional[datetime],  # noqa: UP045
+    typer.Option(help="Take event times before this (default: all)."),
+]
+DataDir = Annotated[Path, typer.Option(help="The DVC-tracked data.")]
+
 app = typer.Typer(add_completion=False)
 
 
 @app.command()
 def main(
-    logs: Annotated[Path, typer.Option(help="Prediction log directory.")],
-    actuals: Annotated[Path, typer.Option(help="Actuals directory.")],
-    since: Annotated[
-        Optional[datetime],  # noqa: UP045 (typer 0.9 cannot read `X | None`)
-        typer.Option(help="First event time to take (default: the log's first)."),
-    ] = None,
-    until: Annotated[
-        Optional[datetime],  # noqa: UP045
-        typer.Option(help="Take event times before this (default: all)."),
-    ] = None,
-    data_dir: Annotated[Path, typer.Option(help="The DVC-tracked data.")] = DATA_DIR,
+    logs: Logs,
+    actuals: Actuals,
+    since: Since = None,
+    until: Until = None,
+    data_dir: DataDir = DATA_DIR,
     push: Annotated[bool, typer.Option(help="dvc push the new version.")] = True,
 ) -> None:
     """Add the labelled production rows of a period to the dataset as a new DVC version."""

@@ -21,7 +21,7 @@ import subprocess
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import pandas as pd
 import typer
@@ -29,7 +29,17 @@ import typer
 from gitml import dataset
 from gitml.config import DATA_DIR
 from gitml.github import GitHub, GitHubError, step_outputs
-from gitml.monitoring.feedback import FeedbackError, add_version, collect, dvc
+from gitml.monitoring.feedback import (
+    Actuals,
+    DataDir,
+    FeedbackError,
+    Logs,
+    Since,
+    Until,
+    add_version,
+    collect,
+    dvc,
+)
 from gitml.monitoring.notify import run_url
 from gitml.pipeline.validate import DataValidationError
 from gitml.release.registry import git_environment
@@ -157,19 +167,13 @@ app = typer.Typer(add_completion=False)
 
 @app.command()
 def main(
-    logs: Annotated[Path, typer.Option(help="Prediction log directory.")],
-    actuals: Annotated[Path, typer.Option(help="Actuals directory.")],
+    logs: Logs,
+    actuals: Actuals,
     env_name: Annotated[str, typer.Option("--env", help="The environment logged.")],
-    since: Annotated[
-        Optional[datetime],  # noqa: UP045 (typer 0.9 cannot read `X | None`)
-        typer.Option(help="First event time to take (default: the log's first)."),
-    ] = None,
-    until: Annotated[
-        Optional[datetime],  # noqa: UP045
-        typer.Option(help="Take event times before this (default: all)."),
-    ] = None,
+    since: Since = None,
+    until: Until = None,
     base: Annotated[str, typer.Option(help="The branch the pull request goes to.")] = "main",
-    data_dir: Annotated[Path, typer.Option(help="The DVC-tracked data.")] = DATA_DIR,
+    data_dir: DataDir = DATA_DIR,
     push: Annotated[bool, typer.Option(help="Push data, outputs and the branch.")] = True,
     pull_request: Annotated[bool, typer.Option(help="Open the pull request (needs push).")] = True,
 ) -> None:  # pragma: no mutate block
