@@ -56,3 +56,25 @@ def test_golden_cases_are_test_rows_as_sent_with_the_packaged_models_predictions
     loaded = load_model(packaged_model)
     np.testing.assert_allclose(loaded.predict(rows), golden["predictions"], rtol=1e-12)
     assert len(set(golden["predictions"])) > 1  # real predictions, not one constant
+
+
+def test_the_servers_frame_decoder_makes_the_frame_mlem_makes(packaged_model: Path) -> None:
+    import json
+
+    from mlem.api import load_meta
+    from mlem.runtime.interface import ModelInterface
+
+    from gitml.serving.packaging import frame_decoder
+
+    meta = load_meta(str(packaged_model), load_value=True)
+    signature = ModelInterface.from_model(meta).get_method_signature("predict")
+    serializer = signature.args[0].get_serializer()
+    decode = frame_decoder(serializer.data_type, serializer.deserialize)
+    golden = json.loads((packaged_model.parent / GOLDEN_FILE).read_text())["rows"]
+    rows = [{name: row[name] for name in FEATURES} for row in golden]
+    floats = [name for name, spec in FEATURES.items() if spec.kind == "float"]
+    rows[0][floats[0]] = None  # a missing value: NaN in both
+    for sent in (rows, rows[:1]):
+        pd.testing.assert_frame_equal(decode(sent), serializer.deserialize({"values": sent}))
+    # a data type it does not know keeps MLEM's serializer
+    assert frame_decoder(object(), lambda obj: obj)(rows[:1]) == {"values": rows[:1]}

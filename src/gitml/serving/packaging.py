@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import joblib
+import numpy as np
 import pandas as pd
 import typer
 import yaml
 from fastapi import FastAPI, Request
 from mlem.api import load_meta, save
 from mlem.contrib.fastapi import FastAPIServer
+from mlem.contrib.pandas import DataFrameType
 from mlem.runtime.interface import ModelInterface
 from mlem.runtime.server import ServerInterface
 from pydantic import BaseModel, parse_obj_as
@@ -67,6 +69,32 @@ def model_hash(path: Path) -> str:
     return str(meta["artifacts"]["data"]["hash"])
 
 
+def frame_decoder(
+    data_type: Any, fallback: Callable[[dict[str, Any]], Any]
+) -> Callable[[list[dict[str, Any]]], Any]:
+    """Validated rows -> the DataFrame MLEM's serializer would make (its recorded columns, in
+    order, with their dtypes), built column by column: MLEM goes through
+    `DataFrame.from_records`, a column reorder and a cast per column: 4.0 ms for one row against
+    0.6 ms this way (2 loaded cores), a sixth of the model's own predict. Any other MLEM data
+    type (an index, a pandas extension dtype) keeps MLEM's own `fallback`.
+    """
+    if not isinstance(data_type, DataFrameType) or data_type.index_cols:
+        return lambda rows: fallback({"values": rows})
+    dtypes = data_type.actual_dtypes
+    if not all(isinstance(dtype, np.dtype) for dtype in dtypes):
+        return lambda rows: fallback({"values": rows})
+    columns = list(zip(data_type.columns, dtypes, strict=True))
+
+    def decode(rows: list[dict[str, Any]]) -> pd.DataFrame:
+        # np.array casts as astype would: None -> NaN in a float column, a TypeError (a 500,
+        # as MLEM's cast gives) in an integer one, which the request model never lets through
+        return pd.DataFrame(
+            {name: np.array([row[name] for row in rows], dtype=dtype) for name, dtype in columns}
+        )
+
+    return decode
+
+
 class StrictFastAPIServer(FastAPIServer):
     """MLEM's FastAPI server with our own request model for `predict`.
 
@@ -90,14 +118,15 @@ class StrictFastAPIServer(FastAPIServer):
                 method_name, args, arg_serializers, executor, response_serializer, middlewares
             )
         response_model = response_serializer.get_model()
-        decode = arg_serializers["data"].deserialize
+        serializer = arg_serializers["data"]
+        decode = frame_decoder(serializer.data_type, serializer.deserialize)
 
         on_predict = cls.on_predict
 
         def handler(model: request_model, request: Request):  # type: ignore[valid-type]
             rows = [row.dict() for row in model.data.values]  # type: ignore[attr-defined]
             features = [{name: row[name] for name in FEATURES} for row in rows]  # no event time
-            values = middlewares.on_request({"data": decode({"values": features})})
+            values = middlewares.on_request({"data": decode(features)})
             result = middlewares.on_response(values, executor(**values))
             response = response_serializer.serialize(result)
             if not all(math.isfinite(x) for x in response):
