@@ -24,7 +24,7 @@ COMMANDS: dict[str, dict[str, tuple[str, str]]] = {
         "comment": ("gitml.pull_requests.comment", "post the report as one CML comment"),
     },
     "serving": {
-        "serve": ("gitml.serving.serve", "the HTTP prediction server"),
+        "serve": ("gitml.serving.workers", "the HTTP prediction server"),
         "predict": ("gitml.serving.predict", "batch predictions from a CSV file"),
     },
     "release": {

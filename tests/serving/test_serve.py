@@ -389,3 +389,43 @@ def test_every_request_gets_an_id_and_one_bounded_access_log_line(served: Served
     assert odd.status_code == 404 and re.fullmatch(r"[0-9a-f]{32}", made_up)
     [line] = access_log(served, made_up)
     assert len(line["path"]) <= 203 and line["path"].endswith("...")
+
+
+def test_worker_processes_share_the_port_the_metrics_and_the_log(
+    packaged_model: Path, trained_model: Any, tmp_path: Path
+) -> None:
+    """GITML_WORKERS=2: both workers answer on the one port, a scrape of either counts both
+    workers' requests, each worker logs to its own file, and SIGTERM stops them all."""
+    from tests.conftest import running_server
+
+    with running_server(packaged_model, trained_model, tmp_path, workers="2") as (served, proc):
+        workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+        assert len(workers.stdout.split()) == 2
+        # a new connection each time: the kernel hands each to whichever worker accepts first
+        sent = 0
+        while sent < 100 and len(list(served.log_dir.rglob("*.jsonl"))) < 2:
+            assert post(served.url, {"data": {"values": [EXAMPLE_ROW] * 3}}).status_code == 200
+            sent += 1
+        files = sorted(served.log_dir.rglob("*.jsonl"))
+        assert {f.name.split(".")[0][-3:] for f in files} == {"-w0", "-w1"}
+        assert sum(len(f.read_text().splitlines()) for f in files) == 3 * sent
+        _, samples = scrape(served.metrics_url)
+        ok = (("method", "POST"), ("route", "/predict"), ("status", "200"))
+        assert samples[("gitml_requests_total", ok)] == sent
+        assert samples[("gitml_predictions_total", ())] == 3 * sent
+        assert samples[("gitml_model_info", (("version", served.version),))] == 1
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+
+
+def test_a_worker_that_dies_stops_the_server(
+    packaged_model: Path, trained_model: Any, tmp_path: Path
+) -> None:
+    """The container restarts as a whole rather than serve on with fewer workers."""
+    from tests.conftest import running_server
+
+    with running_server(packaged_model, trained_model, tmp_path, workers="2") as (_, proc):
+        workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+        os.kill(int(workers.stdout.split()[0]), 9)
+        assert proc.wait(timeout=30) == 1
+        assert "exited (-9); stopping" in (tmp_path / "server.log").read_text()

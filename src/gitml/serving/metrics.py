@@ -2,8 +2,13 @@
 
 Names match the alert rules in deploy/prometheus/alerts.yml; the Kubernetes pods carry the
 `prometheus.io/scrape` annotations that point a Prometheus at this endpoint.
+
+With several worker processes (GITML_WORKERS), prometheus-client's multiprocess mode: the
+supervisor sets PROMETHEUS_MULTIPROC_DIR before any worker imports prometheus-client, each
+worker writes its values to files there, and whichever worker answers a scrape sums them all.
 """
 
+import os
 import time
 from typing import Any
 
@@ -14,9 +19,12 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 from starlette.requests import Request
 from starlette.responses import Response
+
+from gitml.serving.workers import MULTIPROC_ENV
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -39,12 +47,18 @@ class ServerMetrics:
             "gitml_prediction_log_errors", "Prediction-log writes that failed.",
             registry=self.registry,
         )  # fmt: skip
+        # max: one series whatever the number of workers (ignored in a single process)
         info = Gauge("gitml_model_info", "The model version served.", ["version"],
-                     registry=self.registry)  # fmt: skip
+                     registry=self.registry, multiprocess_mode="max")  # fmt: skip
         info.labels(version=model_version).set(1)
+        self.shared_dir = os.environ.get(MULTIPROC_ENV) or None
 
     def endpoint(self, request: Request) -> Response:
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+        registry = self.registry
+        if self.shared_dir is not None:  # every worker's values, not only this one's
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=self.shared_dir)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 class MetricsMiddleware:

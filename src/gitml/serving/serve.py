@@ -3,8 +3,9 @@ a health route, Prometheus metrics on a port of their own, the prediction log, t
 gitml.serving.guards (head and body size, read deadlines, connections), a JSON access log and
 errors that name the field at fault.
 
-Settings come from the environment (GITML_*), so the same image runs anywhere:
-`python -m gitml serve` is the image's entrypoint.
+Settings come from the environment (GITML_*, gitml.serving.settings), so the same image runs
+anywhere: `python -m gitml serve` (gitml.serving.workers, which starts GITML_WORKERS processes
+of this module) is the image's entrypoint.
 """
 
 # No `from __future__ import annotations`: FastAPI must see real classes in the handlers.
@@ -13,9 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import math
-import socket
 import sys
-from pathlib import Path
 from typing import Any, Literal, Optional
 
 import uvicorn
@@ -23,11 +22,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import (
     BaseModel,
-    BaseSettings,
     Extra,
     Field,
     PydanticValueError,
-    SecretStr,
     ValidationError,
     confloat,
     conint,
@@ -42,7 +39,6 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
-from gitml.config import MLEM_MODEL
 from gitml.schema import (
     EVENT_TIME,
     EVENT_TIME_FORMAT,
@@ -63,40 +59,8 @@ from gitml.serving.guards import (
 from gitml.serving.metrics import MetricsMiddleware, ServerMetrics
 from gitml.serving.packaging import PredictHook, build_app, model_hash
 from gitml.serving.predlog import PredictionLog
-
-
-class Settings(BaseSettings):
-    model_path: Path = MLEM_MODEL
-    model_version: str = ""  # e.g. the GTO version; defaults to the MLEM artifact hash
-    host: str = "127.0.0.1"
-    port: int = 8080
-    # A listening socket inherited from the caller, served instead of host:port: whoever
-    # starts the server holds the port from the start, so no other process can take it between
-    # choosing a spare port and binding it (gitml.release.deploy's candidates, the tests' servers).
-    fd: Optional[int] = None  # noqa: UP045 (pydantic 1 reads it at runtime)
-    # GET /metrics on a port of its own (host as above), for Prometheus inside the cluster and
-    # never through the public Service; 0: not served. metrics_fd: an inherited socket, as fd.
-    metrics_port: int = 0
-    metrics_fd: Optional[int] = None  # noqa: UP045
-    max_rows: int = 1000
-    max_body_bytes: int = 1 << 20  # ~1000 rows of ~170 bytes, with headroom
-    max_errors: int = 20  # validation errors listed in a 422; checking stops after them
-    max_header_bytes: int = 16 * 1024  # request line and headers (uvicorn's h11 default)
-    read_timeout_s: float = 10.0  # a request's head and body must arrive within this
-    keep_alive_timeout_s: float = 5.0  # an idle connection is closed after this
-    # Connections and requests in progress; more get a 503. Bounds memory: each may hold a body.
-    limit_concurrency: int = 128
-    access_log: bool = True  # one JSON line per request on stdout
-    docs: bool = False  # /docs, /redoc (browser pages loading CDN assets) and /interface.json
-    # The shared secret that marks a request synthetic (smoke checks, whose rows the monitor
-    # leaves out) when sent as X-Gitml-Synthetic; unset: every request is traffic.
-    synthetic_token: SecretStr = SecretStr("")
-    # Where every answered row is appended (gitml.serving.predlog); unset: no prediction log.
-    prediction_log_dir: Optional[Path] = None  # noqa: UP045 (pydantic 1 reads it at runtime)
-    instance: str = ""  # the log files' name prefix; default the host (a pod's) name
-
-    class Config:
-        env_prefix = "GITML_"
+from gitml.serving.settings import Settings
+from gitml.serving.workers import listener
 
 
 def _field_type(spec: Column) -> Any:
@@ -421,21 +385,13 @@ def _config(app: Any, settings: Settings, **limits: Any) -> uvicorn.Config:
     )
 
 
-def _listener(fd: int | None, host: str, port: int) -> socket.socket:
-    if fd is not None:
-        return socket.socket(fileno=fd)  # family and type read from the socket
-    # bound here, before anything is served: a taken port fails the start, loudly
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=2048)
-
-
 async def serve(settings: Settings, app: FastAPI) -> None:
     """Serve `app`, and its metrics on the metrics port when there is one, until a signal."""
     api = uvicorn.Server(_config(app, settings, limit_concurrency=settings.limit_concurrency))
-    sockets = [_listener(settings.fd, settings.host, settings.port)]
+    sockets = [listener(settings.fd, settings.host, settings.port)]
     if settings.metrics_fd is None and not settings.metrics_port:
         return await api.serve(sockets=sockets)
-    scraped = _listener(settings.metrics_fd, settings.host, settings.metrics_port)
+    scraped = listener(settings.metrics_fd, settings.host, settings.metrics_port)
     sidecar = _Sidecar(_config(metrics_app(app.state.metrics), settings, limit_concurrency=16))
     side = asyncio.create_task(sidecar.serve(sockets=[scraped]))
     try:
@@ -445,8 +401,9 @@ async def serve(settings: Settings, app: FastAPI) -> None:
         await side
 
 
-def main() -> None:
-    settings = Settings()
+def main(settings: Settings | None = None) -> None:
+    """Serve in this process (gitml.serving.workers starts several of these)."""
+    settings = settings or Settings()
     app = create_app(settings)
     loop_factory = uvicorn.Config(app).get_loop_factory()
     with asyncio.Runner(loop_factory=loop_factory) as runner:
