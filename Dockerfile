@@ -18,6 +18,11 @@ RUN --mount=type=bind,source=wheels,target=/tmp/wheels \
         -r /tmp/requirements.txt
 COPY dist/ /tmp/dist/
 RUN /opt/venv/bin/pip install --no-index --no-deps /tmp/dist/*.whl
+# Left out of the image: the dependencies' own test suites (scikit-learn, scipy, numpy, pandas:
+# 105 MB of 590, never imported by the server) and pip itself (nothing installs at runtime,
+# 16 MB). Their bytecode stays: compiled once here, not by every worker at every start.
+RUN find /opt/venv/lib/python3.11/site-packages -depth -type d -name tests -exec rm -rf {} + \
+    && /opt/venv/bin/python -m pip uninstall --yes --quiet pip
 
 FROM ${BASE_IMAGE} AS runtime
 ARG MODEL_VERSION=unversioned
