@@ -374,7 +374,7 @@ bench: setup
 	python -m benchmarks.pipeline
 
 .PHONY: bench-serving
-## Print serving req/s and p50/p99 (wrk on loopback) beside the in-process predict rate.
+## Serving speed and memory: wrk and an open loop, attacks, the batch CLI, the image (GITML_BENCH_BASELINE=<ref>: before/after).
 bench-serving: package
 	@command -v wrk >/dev/null || { if [ -n "$(CAN_APT)" ]; then $(APT_INSTALL) wrk >/dev/null; \
 	  else echo "bench-serving needs wrk: apt-get install wrk"; exit 1; fi; }

@@ -1,55 +1,95 @@
-"""Serving throughput and latency (a benchmark, not a test: it prints, never asserts).
+"""Serving speed and memory (a benchmark, not a test: it prints figures and ratios, never
+asserts).
 
 Starts `python -m gitml serve` on loopback with the packaged model (artifacts/mlem, from
-`make package`), loads it with wrk (single rows, then batches of 100), with the prediction log
-off and on, and measures the same model's in-process predict rate, so the HTTP overhead and
-the logging overhead show as ratios. Run with `make bench-serving` (GITML_BENCH_SECONDS sets
-each wrk run's length).
+`make package`) and the prediction log on, as in production, and measures:
+- closed-loop throughput and latency with wrk (1 thread, 4 connections): single rows, then
+  batches of 100, with the prediction log on, then off (the log's cost);
+- open-loop latency at a constant rate (GITML_BENCH_RATE requests/s): each request is sent on
+  its schedule whether or not earlier ones were answered, and its latency counts from the
+  scheduled time, so a server that falls behind shows it (wrk's closed loop hides that: a slow
+  answer delays the next send instead). The generator runs in a process of its own;
+- the server's peak RSS (VmHWM, all its processes) after that load, and after hostile clients
+  (slow bodies, a huge header, validation floods: tests/serving/test_hostile.py's slow cases);
+- the batch CLI (`python -m gitml predict`) on GITML_BENCH_CLI_ROWS rows: rows/s, peak RSS;
+- the same packaged model's in-process predict (model.predict on a DataFrame of 1 and of 100
+  rows, in a loop: what a caller of the model in Python gets), measured before and after the
+  HTTP runs, so the HTTP figures show as ratios of it;
+- the serving image's size, where one is built.
+
+GITML_BENCH_BASELINE=<git ref> runs the same load against that ref's server and CLI (its
+source from a temporary `git worktree`, on PYTHONPATH, with this venv and this packaged
+model): a "before" column from the same machine in the same run. Run with
+`make bench-serving`.
 """
 
+import asyncio
+import contextlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
 import pandas as pd
+from pydantic import BaseSettings
 
-from gitml.config import MLEM_MODEL, split_path
-from gitml.schema import as_model_input
+from gitml.config import MLEM_MODEL, PROJ_ROOT, split_path
+from gitml.schema import FEATURES, as_model_input
 from gitml.serving.packaging import load_model
 from gitml.serving.predlog import PredictionLog
 
-SECONDS = int(os.environ.get("GITML_BENCH_SECONDS", "10"))
-PORT = int(os.environ.get("GITML_BENCH_PORT", "18080"))
+
+class Bench(BaseSettings):
+    seconds: int = 10  # each wrk run
+    port: int = 18080
+    workers: int = os.cpu_count() or 1  # the server's GITML_WORKERS: a process per core here
+    rate: float = 50.0  # the open-loop run: requests per second, one row each
+    open_seconds: float = 20.0
+    baseline: str = ""  # a git ref: its server and CLI get the same load ("before")
+    cli_rows: int = 1_000_000
+    image: str = "localhost/gitml-serving:latest"  # its size is printed, when it exists
+    baseline_image: str = ""
+
+    class Config:
+        env_prefix = "GITML_BENCH_"
 
 
-def rows(size: int) -> list[dict[str, object]]:
+READ_TIMEOUT = 2.0  # the server's GITML_READ_TIMEOUT_S: slow clients are cut off fast
+MAX_BODY = 1 << 20  # GITML_MAX_BODY_BYTES, the default
+
+
+def rows(size: int) -> list[dict[str, Any]]:
     frame = as_model_input(pd.read_parquet(split_path("test")).head(size))
-    return json.loads(frame.to_json(orient="records"))
+    return json.loads(frame.to_json(orient="records"))  # type: ignore[no-any-return]
 
 
-def in_process_rate(model: object, size: int, seconds: float = 5.0) -> float:
+def in_process_rate(model: Any, size: int, seconds: float = 5.0) -> float:
     """Rows per second through model.predict on DataFrames of `size` rows."""
     frame = pd.DataFrame(rows(size))
     calls, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        model.predict(frame)  # type: ignore[attr-defined]
+        model.predict(frame)
         calls += 1
     return calls * size / (time.perf_counter() - started)
 
 
-def wrk(url: str, body: dict[str, object]) -> dict[str, float]:
+def wrk(url: str, body: dict[str, Any], seconds: int) -> dict[str, float]:
     """Requests/s and p50/p99 latency (ms) from a wrk run: 1 thread, 4 connections."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(body))}\n'
                      'wrk.headers["Content-Type"] = "application/json"\n')  # fmt: skip
     output = subprocess.run(
-        ["wrk", "-t1", "-c4", f"-d{SECONDS}s", "--latency", "-s", script.name, f"{url}/predict"],
+        ["wrk", "-t1", "-c4", f"-d{seconds}s", "--latency", "-s", script.name, f"{url}/predict"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     Path(script.name).unlink()
@@ -64,70 +104,368 @@ def wrk(url: str, body: dict[str, object]) -> dict[str, float]:
     return {"rps": rps, "p50": millis("50%"), "p99": millis("99%")}
 
 
-def serve_and_load(log_dir: Path | None) -> dict[str, dict[str, float]]:
-    """Single-row and 100-row wrk runs against a fresh server (prediction log in `log_dir`)."""
-    # the server's environment as the image sets it (Dockerfile: OMP_NUM_THREADS=1)
-    env = {**os.environ, "GITML_PORT": str(PORT), "MLEM_NO_ANALYTICS": "true"}
-    env.setdefault("OMP_NUM_THREADS", "1")
-    env.pop("GITML_PREDICTION_LOG_DIR", None)
-    if log_dir is not None:
-        env["GITML_PREDICTION_LOG_DIR"] = str(log_dir)
-    server = subprocess.Popen([sys.executable, "-m", "gitml", "serve"], env=env)
-    url = f"http://127.0.0.1:{PORT}"
+# --- the open-loop generator (its own process: `python -m benchmarks.serving open-loop ...`)
+
+
+async def _open_loop(host: str, port: int, body: bytes, rate: float, seconds: float) -> dict:
+    """Send `rate` requests/s for `seconds` on a fixed schedule over a pool of keep-alive
+    connections (a new one whenever none is idle), each latency from its scheduled time."""
+    request = (f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body  # fmt: skip
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    latencies: list[float] = []
+    errors: list[str] = []
+    lags: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def one(scheduled: float) -> None:
+        try:
+            reader, writer = idle.pop() if idle else await asyncio.open_connection(host, port)
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+            await reader.readexactly(length)
+            latencies.append(loop.time() - scheduled)
+            if not head.startswith(b"HTTP/1.1 200"):
+                errors.append(head.split(b"\r\n")[0].decode())
+            if b"connection: close" in head.lower():
+                writer.close()
+            else:
+                idle.append((reader, writer))
+        except (OSError, asyncio.IncompleteReadError, AttributeError) as err:
+            errors.append(type(err).__name__)
+
+    tasks = []
+    count = int(rate * seconds)
+    start = loop.time() + 0.1
+    for number in range(count):
+        scheduled = start + number / rate
+        await asyncio.sleep(max(scheduled - loop.time(), 0))
+        lags.append(loop.time() - scheduled)
+        tasks.append(asyncio.create_task(one(scheduled)))
+    sent_for = loop.time() - start
+    await asyncio.gather(*tasks)
+    for _, writer in idle:
+        writer.close()
+    ms = np.array(latencies) * 1000
+    return {
+        "sent": count, "answered": len(latencies), "errors": len(errors),
+        "rate": count / sent_for if sent_for else 0.0,
+        "p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
+        "max": float(ms.max()), "send_lag_p99": float(np.percentile(lags, 99) * 1000),
+    }  # fmt: skip
+
+
+def open_loop(url: str, body: dict[str, Any], rate: float, seconds: float) -> dict[str, float]:
+    host, port = url.removeprefix("http://").split(":")
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as sent:
+        sent.write(json.dumps(body))
+    output = subprocess.run(
+        [sys.executable, "-m", "benchmarks.serving", "open-loop", host, port, sent.name,
+         str(rate), str(seconds)],
+        capture_output=True, text=True, check=True, cwd=PROJ_ROOT,
+    ).stdout  # fmt: skip
+    Path(sent.name).unlink()
+    return json.loads(output)  # type: ignore[no-any-return]
+
+
+# --- hostile clients (a few of tests/serving/test_hostile.py's slow cases, bounded here too,
+# since the baseline server may have no limits)
+
+
+def _predict_head(length: int) -> bytes:
+    return (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % length)  # fmt: skip
+
+
+def _answers(sockets: list[socket.socket], seconds: float) -> list[bytes]:
+    """What each socket got before the server closed it, or `seconds` from now passed (a
+    server without read deadlines never closes)."""
+    deadline, answers = time.monotonic() + seconds, []
+    for sock in sockets:
+        received = b""
+        with contextlib.suppress(OSError):
+            while True:
+                sock.settimeout(max(deadline - time.monotonic(), 0.01))
+                if not (chunk := sock.recv(1 << 16)):
+                    break
+                received += chunk
+        sock.close()
+        answers.append(received)
+    return answers
+
+
+def _status(answer: bytes) -> str:
+    return answer[9:12].decode() if answer.startswith(b"HTTP/1.1 ") else "none"
+
+
+def attacks(url: str) -> dict[str, str]:
+    """What 60 slow bodies, a 32 MB header and 8 validation floods got back ("none": no
+    answer before the client gave up)."""
+    host, port = url.removeprefix("http://").split(":")
+    address = (host, int(port))
+    found: dict[str, str] = {}
+    clients = [socket.create_connection(address, timeout=10) for _ in range(60)]
+    for sock in clients:  # each body one byte short of what it declared
+        with contextlib.suppress(OSError):
+            sock.sendall(_predict_head(MAX_BODY) + b" " * (MAX_BODY - 1))
+    found["60 slow 1 MiB bodies"] = _summary(_answers(clients, READ_TIMEOUT + 3))
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        sent = 0
+        with contextlib.suppress(OSError):
+            while sent < 32 << 20:
+                sock.sendall(b"a" * (1 << 16))
+                sent += 1 << 16
+        answer = _answers([sock], READ_TIMEOUT + 3)[0]
+    found["one 32 MB header"] = f"{_status(answer)} after {sent >> 20} MB sent"
+    flood = json.dumps({"data": {"values": [{f"key{i}": 1 for i in range(80)}] * 1000}}).encode()
+    statuses: list[bytes] = []
+
+    def send_flood() -> None:
+        with socket.create_connection(address, timeout=30) as sock:
+            with contextlib.suppress(OSError):
+                sock.sendall(_predict_head(len(flood)) + flood)
+            statuses.append(_answers([sock], 60)[0])
+
+    threads = [threading.Thread(target=send_flood) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    found["8 floods of 1000 rows x 80 unknown keys at once"] = _summary(statuses)
+    return found
+
+
+def _summary(answers: list[bytes]) -> str:
+    counts: dict[str, int] = {}
+    for answer in answers:
+        counts[_status(answer)] = counts.get(_status(answer), 0) + 1
+    return ", ".join(f"{count} x {status}" for status, count in sorted(counts.items()))
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM summed over the server's processes (the supervisor and its workers)."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    total = 0
+    for each in [pid, *map(int, children.split())]:
+        status = Path(f"/proc/{each}/status").read_text()
+        total += int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
+    return total / 1024
+
+
+# --- servers, and a baseline's source
+
+
+@contextlib.contextmanager
+def source_of(ref: str) -> Iterator[Path | None]:
+    """`src` of a temporary worktree of `ref` (None: this checkout's, as installed)."""
+    if not ref:
+        yield None
+        return
+    directory = Path(tempfile.mkdtemp(prefix="gitml-baseline-"))
+    # no hooks: the checkout hook (dvc) belongs to a working copy, not to a source snapshot
+    add = ["worktree", "add", "--detach", "-q", str(directory), ref]
+    subprocess.run(["git", "-c", "core.hooksPath=/dev/null", *add], cwd=PROJ_ROOT, check=True)
     try:
-        for _ in range(240):
-            try:
-                httpx.get(f"{url}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        return {
-            "1": wrk(url, {"data": {"values": rows(1)}}),
-            "100": wrk(url, {"data": {"values": rows(100)}}),
-        }
+        yield directory / "src"
     finally:
-        server.terminate()
-        server.wait()
+        subprocess.run(["git", "worktree", "remove", "--force", str(directory)], cwd=PROJ_ROOT)
 
 
-def append_seconds(size: int, repeats: int = 200) -> float:
-    """Seconds one PredictionLog.append of `size` rows takes: the log's own cost per request."""
+def environment(src: Path | None, **settings: str) -> dict[str, str]:
+    """The server's environment as the image sets it (OMP_NUM_THREADS=1), the model given by
+    path (a baseline's own default would point into its worktree)."""
+    env = {**os.environ, "MLEM_NO_ANALYTICS": "true", "GITML_MODEL_PATH": str(MLEM_MODEL)}
+    env.pop("GITML_PREDICTION_LOG_DIR", None)  # only where `settings` say
+    env.update({f"GITML_{key.upper()}": value for key, value in settings.items()})
+    env.setdefault("OMP_NUM_THREADS", "1")
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    return env
+
+
+@contextlib.contextmanager
+def server(bench: Bench, src: Path | None, log_dir: Path | None) -> Iterator[tuple[str, int]]:
+    """A server on loopback, its access log to a file (as a container runtime keeps it)."""
+    settings = {"port": str(bench.port), "workers": str(bench.workers),
+                "read_timeout_s": str(READ_TIMEOUT)}  # fmt: skip
+    if log_dir is not None:
+        settings["prediction_log_dir"] = str(log_dir)
+    with tempfile.TemporaryFile() as access_log:
+        command = [sys.executable, "-m", "gitml", "serve"]
+        process = subprocess.Popen(command, env=environment(src, **settings), stdout=access_log)
+        url = f"http://127.0.0.1:{bench.port}"
+        try:
+            for _ in range(240):
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                        break
+                time.sleep(0.5)
+            yield url, process.pid
+        finally:
+            process.terminate()
+            process.wait()
+
+
+def load(bench: Bench, src: Path | None) -> dict[str, Any]:
+    """Every server-side figure of one version of the code."""
+    found: dict[str, Any] = {}
+    single, batch = {"data": {"values": rows(1)}}, {"data": {"values": rows(100)}}
+    with tempfile.TemporaryDirectory() as log_dir:
+        with server(bench, src, Path(log_dir)) as (url, pid):
+            found["1"], found["100"] = (
+                wrk(url, single, bench.seconds),
+                wrk(url, batch, bench.seconds),
+            )
+            found["open"] = open_loop(url, single, bench.rate, bench.open_seconds)
+            found["rss_load"] = peak_rss_mb(pid)
+            found["attacks"] = attacks(url)
+            found["healthy"] = httpx.get(f"{url}/healthz", timeout=5).status_code
+            found["rss_attacks"] = peak_rss_mb(pid)
+        found["logged"] = sum(
+            len(f.read_text().splitlines()) for f in Path(log_dir).rglob("*.jsonl")
+        )
+    with server(bench, src, None) as (url, _):
+        found["1 unlogged"] = wrk(url, single, bench.seconds)
+        found["100 unlogged"] = wrk(url, batch, bench.seconds)
+    return found
+
+
+def batch_cli(src: Path | None, size: int, directory: Path) -> dict[str, float]:
+    """`python -m gitml predict` on `size` rows of CSV: rows/s and its peak RSS (MB)."""
+    source = directory / "rows.csv"
+    if not source.exists():
+        test = pd.read_parquet(split_path("test"))[list(FEATURES)]
+        repeated = pd.concat([test] * (size // len(test) + 1), ignore_index=True).head(size)
+        repeated.to_csv(source, index=False)
+    output = directory / "predictions.csv"
+    command = [sys.executable, "-m", "gitml", "predict", "--input", str(source),
+               "--output", str(output), "--model", str(MLEM_MODEL)]  # fmt: skip
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=environment(src), stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)  # this child's own peak, not all children's
+    seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}")
+    return {"rows/s": size / seconds, "rss": usage.ru_maxrss / 1024}
+
+
+def image_mb(tag: str) -> float | None:
+    """The image's size as buildah lists it (decimal units, e.g. "477 MB"), if it exists."""
+    listed = subprocess.run(["buildah", "images", "--json", tag], capture_output=True, text=True)
+    if listed.returncode != 0 or not listed.stdout.strip():
+        return None
+    value, unit = json.loads(listed.stdout)[0]["size"].split()
+    return float(value) * {"kB": 1e-3, "MB": 1.0, "GB": 1e3}[unit]
+
+
+def append_ms(size: int, repeats: int = 200) -> float:
+    """Milliseconds one PredictionLog.append of `size` rows takes: the log's own cost."""
     with tempfile.TemporaryDirectory() as log_dir:
         log, batch = PredictionLog(Path(log_dir), "bench"), rows(size)
         started = time.perf_counter()
         for _ in range(repeats):
             log.append("bench", batch, [1.0] * size)
-        return (time.perf_counter() - started) / repeats
+        return (time.perf_counter() - started) / repeats * 1000
+
+
+# --- the report
 
 
 def main() -> None:
+    bench = Bench()
     model = load_model(MLEM_MODEL)
-    plain = serve_and_load(None)
-    with tempfile.TemporaryDirectory() as log_dir:
-        logged = serve_and_load(Path(log_dir))
-        logged_rows = sum(len(f.read_text().splitlines()) for f in Path(log_dir).rglob("*.jsonl"))
-    local_single, local_batch = in_process_rate(model, 1), in_process_rate(model, 100)
-    print(f"{'':28s} {'req/s':>8s} {'rows/s':>9s} {'p50 ms':>7s} {'p99 ms':>7s}")
-    for log_label, runs in (("", plain), (", logged", logged)):
-        for size in ("1", "100"):
-            run, label = runs[size], f"HTTP, {size} row{'s' if size != '1' else ''}{log_label}"
-            rate = run["rps"] * int(size)
-            print(f"{label:28s} {run['rps']:8.1f} {rate:9.0f} {run['p50']:7.1f} {run['p99']:7.1f}")
-    print(f"{'in-process, 1 row':28s} {'':8s} {local_single:9.0f}")
-    print(f"{'in-process, 100 rows':28s} {'':8s} {local_batch:9.0f}")
-    single = plain["1"]
-    print(f"HTTP / in-process, single rows: {single['rps'] / local_single:.2f}"
-          f"  (batches of 100: {plain['100']['rps'] * 100 / local_batch:.2f})")  # fmt: skip
+    print(f"load average at the start: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+    first = (in_process_rate(model, 1), in_process_rate(model, 100))
+    runs: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for label, ref in (("before", bench.baseline), ("after", "")):
+            if label == "before" and not ref:
+                continue
+            with source_of(ref) as src:
+                runs[label] = load(bench, src)
+                runs[label]["cli"] = batch_cli(src, bench.cli_rows, Path(scratch))
+    last = (in_process_rate(model, 1), in_process_rate(model, 100))
+    local = {"1": (first[0] + last[0]) / 2, "100": (first[1] + last[1]) / 2}
+    runs["after"]["image"] = image_mb(bench.image)
+    if "before" in runs:
+        runs["before"]["image"] = image_mb(bench.baseline_image) if bench.baseline_image else None
+    report(bench, runs, local, first, last)
+
+
+def report(bench: Bench, runs: dict[str, dict[str, Any]], local: dict[str, float],
+           first: tuple[float, float], last: tuple[float, float]) -> None:  # fmt: skip
+    labels = list(runs)
+    print(f"\n{'':44s}" + "".join(f"{label:>12s}" for label in labels)
+          + ("   after/before" if len(labels) == 2 else ""))  # fmt: skip
+
+    def line(name: str, values: list[float | None], form: str = "{:12.1f}") -> None:
+        cells = "".join(" " * 12 if v is None else form.format(v) for v in values)
+        ratio = ""
+        if len(values) == 2 and None not in values and values[0]:
+            ratio = f"   {values[1] / values[0]:.2f}x"  # type: ignore[operator]
+        print(f"{name:44s}{cells}{ratio}")
+
+    def each(*keys: str) -> list[Any]:
+        found = []
+        for label in labels:
+            value: Any = runs[label]
+            for key in keys:
+                value = None if value is None else value.get(key)
+            found.append(value)
+        return found
+
+    print(f"in-process predict, 1 row: {local['1']:.0f} rows/s (start {first[0]:.0f}, end "
+          f"{last[0]:.0f}); 100 rows: {local['100']:.0f} rows/s (start {first[1]:.0f}, end "
+          f"{last[1]:.0f})")  # fmt: skip
     for size in ("1", "100"):
-        cost = 1 - logged[size]["rps"] / plain[size]["rps"]
-        p50 = logged[size]["p50"] / plain[size]["p50"] - 1
-        append = append_seconds(int(size)) * 1000
-        print(f"prediction log, {size:>3s}-row requests: throughput {-cost:+.1%}, p50 {p50:+.1%}"
-              f" (under load, noisy); its append alone {append:.2f} ms ="
-              f" {append / plain[size]['p50']:.1%} of p50")  # fmt: skip
-    print(f"({logged_rows} rows logged; wrk -t1 -c4 -d{SECONDS}s per run; {os.cpu_count()} CPUs;"
-          " server and load on one machine)")  # fmt: skip
+        for logged in ("", " unlogged"):
+            key, name = size + logged, f"HTTP {size} row{'s' if size != '1' else ''}"
+            name += ", log off" if logged else ", prediction log on"
+            line(f"{name}: rows/s", [r * int(size) for r in each(key, "rps")], "{:12.0f}")
+            line("  / in-process rows/s", [r * int(size) / local[size] for r in each(key, "rps")],
+                 "{:12.2f}")  # fmt: skip
+            line("  p50 ms (wrk -t1 -c4, closed loop)", each(key, "p50"))
+            line("  p99 ms", each(key, "p99"))
+    print(f"open loop, {bench.rate:g} req/s of 1 row for {bench.open_seconds:g} s, log on:")
+    line("  achieved send rate, req/s", each("open", "rate"))
+    line("  p50 ms from the scheduled send", each("open", "p50"))
+    line("  p99 ms", each("open", "p99"))
+    line("  max ms", each("open", "max"))
+    line("  errors (non-200 or no answer)", each("open", "errors"), "{:12.0f}")
+    line("  generator's send lag p99 ms", each("open", "send_lag_p99"), "{:12.2f}")
+    for size in ("1", "100"):
+        costs = [logged / plain - 1 for logged, plain in
+                 zip(each(size, "rps"), each(size + " unlogged", "rps"), strict=True)]  # fmt: skip
+        said = ", ".join(f"{label} {cost:+.1%}" for label, cost in zip(labels, costs, strict=True))
+        print(f"prediction log, {size:>3s}-row requests: throughput {said} (noisy); its"
+              f" append alone {append_ms(int(size)):.2f} ms")  # fmt: skip
+    line("peak RSS after the load, MB (all processes)", each("rss_load"), "{:12.0f}")
+    line("peak RSS after the attacks, MB", each("rss_attacks"), "{:12.0f}")
+    for attack in runs["after"]["attacks"]:
+        print(f"  {attack}: " + "; ".join(f"{label} {runs[label]['attacks'][attack]}"
+                                           for label in labels))  # fmt: skip
+    print("  /healthz afterwards: " + ", ".join(f"{label} {runs[label]['healthy']}"
+                                                for label in labels))  # fmt: skip
+    print(f"batch CLI, {bench.cli_rows:,} rows of CSV:")
+    line("  rows/s", each("cli", "rows/s"), "{:12.0f}")
+    line("  peak RSS MB", each("cli", "rss"), "{:12.0f}")
+    line(f"image size MB ({bench.image})", each("image"), "{:12.0f}")
+    logged = ", ".join(f"{label}: {n}" for label, n in zip(labels, each("logged"), strict=True))
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    print(f"(rows logged: {logged}; wrk -d{bench.seconds}s per run; server GITML_WORKERS="
+          f"{bench.workers} (a baseline without the setting: one process); {os.cpu_count()} CPUs;"
+          f" server and load on one machine; load average at the end: {load})")  # fmt: skip
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["open-loop"]:
+        host, port, body, rate, seconds = sys.argv[2:7]
+        found = asyncio.run(
+            _open_loop(host, int(port), Path(body).read_bytes(), float(rate), float(seconds))
+        )
+        print(json.dumps(found))
+    else:
+        main()
