@@ -30,6 +30,7 @@ from pydantic import BaseModel, parse_obj_as
 from gitml.config import MLEM_MODEL, MODEL_FILE, SPLITS_DIR, split_path
 from gitml.files import write_json
 from gitml.schema import EXAMPLE_ROW, FEATURES, as_model_input
+from gitml.serving.batching import Batcher
 
 SAMPLE_ROWS = 50
 GOLDEN_ROWS = 20
@@ -107,6 +108,7 @@ class StrictFastAPIServer(FastAPIServer):
     type: ClassVar[str] = "gitml_fastapi"
     request_models: ClassVar[RequestModels] = {}
     on_predict: ClassVar[PredictHook | None] = None
+    batch_rows: ClassVar[int] = 1  # rows one predict may gather from concurrent requests
 
     @classmethod
     def _create_handler_executor(  # type: ignore[no-untyped-def]
@@ -123,12 +125,17 @@ class StrictFastAPIServer(FastAPIServer):
 
         on_predict = cls.on_predict
 
+        def predict(features: list[dict[str, Any]]) -> list[float]:
+            values = middlewares.on_request({"data": decode(features)})
+            result = middlewares.on_response(values, executor(**values))
+            return response_serializer.serialize(result)  # type: ignore[no-any-return]
+
+        batched = Batcher(predict, cls.batch_rows)
+
         def handler(model: request_model, request: Request):  # type: ignore[valid-type]
             rows = [row.dict() for row in model.data.values]  # type: ignore[attr-defined]
             features = [{name: row[name] for name in FEATURES} for row in rows]  # no event time
-            values = middlewares.on_request({"data": decode(features)})
-            result = middlewares.on_response(values, executor(**values))
-            response = response_serializer.serialize(result)
+            response = batched(features)
             if not all(math.isfinite(x) for x in response):
                 raise RuntimeError("the model returned a non-finite prediction")
             if on_predict is not None:
@@ -145,10 +152,14 @@ class StrictFastAPIServer(FastAPIServer):
 
 
 def build_app(
-    path: Path, request_model: type[BaseModel], on_predict: PredictHook | None = None
+    path: Path,
+    request_model: type[BaseModel],
+    on_predict: PredictHook | None = None,
+    batch_rows: int = 1,
 ) -> tuple[FastAPI, Callable[..., Any]]:
     """MLEM's FastAPI app for the model at `path`, validating `predict` with `request_model`
-    and handing every answered request to `on_predict` (the prediction log).
+    and handing every answered request to `on_predict` (the prediction log); requests waiting
+    at the same time are predicted together, up to `batch_rows` rows (gitml.serving.batching).
 
     Returns:
         The app, and the in-process predict function of the same interface (used to warm up).
@@ -156,6 +167,7 @@ def build_app(
     meta = load_meta(str(path), load_value=True)
     StrictFastAPIServer.request_models = {"predict": request_model}
     StrictFastAPIServer.on_predict = on_predict
+    StrictFastAPIServer.batch_rows = batch_rows
     server = StrictFastAPIServer()
     interface = ServerInterface.create(server, ModelInterface.from_model(meta))
     app = server.app_init(interface)

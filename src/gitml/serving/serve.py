@@ -317,7 +317,8 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.prediction_log_dir is not None:
         log = PredictionLog(settings.prediction_log_dir, version, settings.instance)
     model = request_model(settings.max_rows, settings.max_errors)
-    app, _ = build_app(settings.model_path, model, prediction_hook(log, metrics))
+    hook = prediction_hook(log, metrics)
+    app, _ = build_app(settings.model_path, model, hook, settings.batch_rows)
     app.title = "gitml model server"
     app.state.metrics = metrics
     # Starlette would answer /predict/ with a 307 to http://<the Host header sent>/predict

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # os.cpu_count() does not know in a container (it sees the node's). 1: no worker
     # processes, this one serves.
     workers: PositiveInt = 1
+    # Rows one predict may gather from requests waiting at the same time in a worker
+    # (gitml.serving.batching): a 1-row predict costs most of a 100-row one. 1: each alone.
+    batch_rows: PositiveInt = 1000
 
     class Config:
         env_prefix = "GITML_"

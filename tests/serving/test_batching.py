@@ -1,0 +1,75 @@
+"""Requests predicted together (gitml.serving.batching): each gets its own rows' answers."""
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from gitml.serving.batching import Batcher
+
+
+def slow_double(calls: list[list[int]]) -> Callable[[list[int]], list[int]]:
+    def predict(rows: list[int]) -> list[int]:
+        calls.append(rows)
+        time.sleep(0.02)  # long enough for the other threads to queue behind it
+        if -1 in rows:
+            raise ValueError("a bad row")
+        return [row * 2 for row in rows]
+
+    return predict
+
+
+def in_threads(batched: Batcher, requests: list[list[int]]) -> dict[int, object]:
+    answers: dict[int, object] = {}
+
+    def send(number: int) -> None:
+        try:
+            answers[number] = batched(requests[number])
+        except ValueError as err:
+            answers[number] = err
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
+def test_concurrent_requests_share_calls_and_each_gets_its_own_rows() -> None:
+    calls: list[list[int]] = []
+    requests = [[n] * (1 + n % 3) for n in range(30)]
+    answers = in_threads(Batcher(slow_double(calls), max_rows=5), requests)
+    assert answers == {n: [row * 2 for row in rows] for n, rows in enumerate(requests)}
+    assert sorted(row for call in calls for row in call) == sorted(
+        row for rows in requests for row in rows
+    )
+    assert len(calls) < len(requests) and max(len(call) for call in calls) <= 5
+
+
+def test_a_request_alone_is_one_call_of_its_rows() -> None:
+    calls: list[list[int]] = []
+    assert Batcher(slow_double(calls), max_rows=5)([1, 2, 3, 4, 5, 6, 7]) == [
+        2,
+        4,
+        6,
+        8,
+        10,
+        12,
+        14,
+    ]
+    assert calls == [[1, 2, 3, 4, 5, 6, 7]]  # more than max_rows: a request is never split
+
+
+def test_a_failed_call_fails_its_requests_and_the_next_calls_work() -> None:
+    calls: list[list[int]] = []
+    batched = Batcher(slow_double(calls), max_rows=100)
+    answers = in_threads(batched, [[1], [-1], [2], [3]])
+    failed = [n for n, answer in answers.items() if isinstance(answer, ValueError)]
+    assert 1 in failed  # the bad row's request, and any batched with it
+    assert all(answers[n] == [row * 2 for row in [[1], [-1], [2], [3]][n]] for n in answers
+               if n not in failed)  # fmt: skip
+    assert batched([4]) == [8]
+    with pytest.raises(ValueError, match="a bad row"):
+        batched([-1])
