@@ -59,6 +59,23 @@ def test_predictions_equal_the_in_process_model(
     np.testing.assert_allclose(response.json(), served.model.predict(inputs), rtol=1e-9)
 
 
+def test_concurrent_requests_predicted_together_each_get_their_own_predictions(
+    served: Served, splits: dict[str, pd.DataFrame], params: dict[str, Any]
+) -> None:
+    """Requests that wait at the same time share one predict (gitml.serving.batching)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    test = splits["test"].sample(48, random_state=7)
+    parts = [test.iloc[n : n + 1 + n % 4] for n in range(0, 48, 4)]  # 1 to 4 rows each
+    with ThreadPoolExecutor(len(parts)) as pool:
+        answers = list(pool.map(lambda part: post(served.url, {"data": {"values": rows(part)}}),
+                                parts))  # fmt: skip
+    for part, answer in zip(parts, answers, strict=True):
+        assert answer.status_code == 200, answer.text
+        inputs, _ = split_xy(part, params["features"])
+        np.testing.assert_allclose(answer.json(), served.model.predict(inputs), rtol=1e-9)
+
+
 @pytest.mark.parametrize("name", [n for n, spec in FEATURES.items() if spec.nullable])
 def test_a_missing_value_is_imputed(served: Served, name: str) -> None:
     response = post(served.url, {"data": {"values": [{**EXAMPLE_ROW, name: None}]}})
