@@ -64,6 +64,7 @@ class Bench(BaseSettings):
         env_prefix = "GITML_BENCH_"
 
 
+KEEP_ALIVE = 4.0  # the open-loop generator drops connections idle this long (server: 5 s)
 READ_TIMEOUT = 2.0  # the server's GITML_READ_TIMEOUT_S: slow clients are cut off fast
 MAX_BODY = 1 << 20  # GITML_MAX_BODY_BYTES, the default
 
@@ -112,15 +113,22 @@ async def _open_loop(host: str, port: int, body: bytes, rate: float, seconds: fl
     connections (a new one whenever none is idle), each latency from its scheduled time."""
     request = (f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body  # fmt: skip
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    # idle connections and when each was last used: one idle for longer than the server's
+    # keep-alive timeout (5 s) may be closed under our feet, so it is dropped, as clients do
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
     latencies: list[float] = []
     errors: list[str] = []
     lags: list[float] = []
     loop = asyncio.get_running_loop()
 
     async def one(scheduled: float) -> None:
+        while idle and (loop.time() - idle[0][2] > KEEP_ALIVE or idle[0][0].at_eof()):
+            idle.pop(0)[1].close()
         try:
-            reader, writer = idle.pop() if idle else await asyncio.open_connection(host, port)
+            if idle:
+                reader, writer, _ = idle.pop()
+            else:
+                reader, writer = await asyncio.open_connection(host, port)
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
@@ -131,7 +139,7 @@ async def _open_loop(host: str, port: int, body: bytes, rate: float, seconds: fl
             if b"connection: close" in head.lower():
                 writer.close()
             else:
-                idle.append((reader, writer))
+                idle.append((reader, writer, loop.time()))
         except (OSError, asyncio.IncompleteReadError, AttributeError) as err:
             errors.append(type(err).__name__)
 
@@ -145,11 +153,12 @@ async def _open_loop(host: str, port: int, body: bytes, rate: float, seconds: fl
         tasks.append(asyncio.create_task(one(scheduled)))
     sent_for = loop.time() - start
     await asyncio.gather(*tasks)
-    for _, writer in idle:
+    for _, writer, _ in idle:
         writer.close()
     ms = np.array(latencies) * 1000
     return {
         "sent": count, "answered": len(latencies), "errors": len(errors),
+        "error_kinds": sorted(set(errors)),
         "rate": count / sent_for if sent_for else 0.0,
         "p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
         "max": float(ms.max()), "send_lag_p99": float(np.percentile(lags, 99) * 1000),
@@ -435,6 +444,10 @@ def report(bench: Bench, runs: dict[str, dict[str, Any]], local: dict[str, float
     line("  p99 ms", each("open", "p99"))
     line("  max ms", each("open", "max"))
     line("  errors (non-200 or no answer)", each("open", "errors"), "{:12.0f}")
+    found = zip(labels, each("open", "error_kinds"), strict=True)
+    kinds = ", ".join(f"{label} {kind}" for label, kind in found if kind)
+    if kinds:
+        print(f"    {kinds}")
     line("  generator's send lag p99 ms", each("open", "send_lag_p99"), "{:12.2f}")
     for size in ("1", "100"):
         costs = [logged / plain - 1 for logged, plain in
