@@ -209,6 +209,13 @@ def test_resources_have_requests_and_limits(rendered: Rendered) -> None:
         assert 0 < request <= limit, f"{resource}: request {request} > limit {limit}"
 
 
+def test_each_worker_process_has_a_core(rendered: Rendered) -> None:
+    """GITML_WORKERS processes each use one core at most: the cpu request is what they use."""
+    env = {var["name"]: var for var in rendered.container["env"]}
+    workers = int(env["GITML_WORKERS"]["value"])
+    assert quantity(rendered.container["resources"]["requests"]["cpu"]) == workers
+
+
 def test_container_runs_locked_down(rendered: Rendered) -> None:
     assert effective(rendered, "runAsNonRoot") is True
     assert effective(rendered, "runAsUser") == UID  # the image's USER 10001:10001
