@@ -253,6 +253,17 @@ def _summary(answers: list[bytes]) -> str:
     return ", ".join(f"{count} x {status}" for status, count in sorted(counts.items()))
 
 
+def health_after(url: str, seconds: float = 60.0) -> str:
+    """How long /healthz took to answer after the attacks (a server still busy with them
+    answers late, or not within `seconds`)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        with contextlib.suppress(httpx.TransportError):
+            status = httpx.get(f"{url}/healthz", timeout=seconds).status_code
+            return f"{status} in {time.perf_counter() - started:.2f} s"
+    return f"no answer within {seconds:g} s"
+
+
 def peak_rss_mb(pid: int) -> float:
     """VmHWM summed over the server's processes (the supervisor and its workers)."""
     children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
@@ -330,7 +341,7 @@ def load(bench: Bench, src: Path | None) -> dict[str, Any]:
             found["open"] = open_loop(url, single, bench.rate, bench.open_seconds)
             found["rss_load"] = peak_rss_mb(pid)
             found["attacks"] = attacks(url)
-            found["healthy"] = httpx.get(f"{url}/healthz", timeout=5).status_code
+            found["healthy"] = health_after(url)
             found["rss_attacks"] = peak_rss_mb(pid)
         found["logged"] = sum(
             len(f.read_text().splitlines()) for f in Path(log_dir).rglob("*.jsonl")
