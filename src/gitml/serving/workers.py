@@ -50,12 +50,7 @@ def supervise(settings: Settings) -> int:
     env[MULTIPROC_ENV] = shared
     instance = settings.instance or socket.gethostname()  # predlog.default_instance
     command = [sys.executable, "-m", "gitml.serving.serve"]
-    workers = [
-        subprocess.Popen(
-            command, env={**env, "GITML_INSTANCE": f"{instance}-w{number}"}, pass_fds=fds
-        )
-        for number in range(settings.workers)
-    ]
+    workers: list[subprocess.Popen[bytes]] = []
     stopping = False
 
     def stop(*_: Any) -> None:
@@ -65,8 +60,13 @@ def supervise(settings: Settings) -> int:
             if worker.poll() is None:
                 worker.terminate()  # SIGTERM: uvicorn finishes the requests in progress
 
+    # before any worker starts: a SIGTERM while they start still reaches every one started
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    for number in range(settings.workers):
+        if not stopping:
+            worker_env = {**env, "GITML_INSTANCE": f"{instance}-w{number}"}
+            workers.append(subprocess.Popen(command, env=worker_env, pass_fds=fds))
     status = 0
     try:
         running = {worker.pid: worker for worker in workers}
