@@ -83,13 +83,14 @@ def test_trigger_in_process_dispatches_on_the_default_branch_named_by_the_run(
     environ = {"GITHUB_TOKEN": "token", "GITHUB_REPOSITORY": REPOSITORY,
                "GITHUB_API_URL": f"https://{github.host}/api/v3"}  # fmt: skip
     assert start(write_reports(tmp_path / "r", QUALITY), "production", environ) is True
+    assert start(write_reports(tmp_path / "s", QUALITY), "staging",
+                 {**environ, "GITHUB_REF_NAME": "trunk"}) is True  # fmt: skip
     assert start(write_reports(tmp_path / "q", {"alarm": True, "alarms": ["data_drift"]}),
                  "production", environ) is False  # fmt: skip
     assert github.state.dispatches == [
-        {"workflow": RETRAIN_WORKFLOW, "ref": "main", "inputs": {"env": "production"}}
+        {"workflow": RETRAIN_WORKFLOW, "ref": "main", "inputs": {"env": "production"}},
+        {"workflow": RETRAIN_WORKFLOW, "ref": "trunk", "inputs": {"env": "staging"}},
     ]
-    (call,) = github.state.calls
-    assert (call.method, call.path) == (
-        "POST",
-        f"/api/v3/repos/{REPOSITORY}/actions/workflows/{RETRAIN_WORKFLOW}/dispatches",
-    )
+    assert {(call.method, call.path) for call in github.state.calls} == {
+        ("POST", f"/api/v3/repos/{REPOSITORY}/actions/workflows/{RETRAIN_WORKFLOW}/dispatches")
+    }

@@ -161,6 +161,9 @@ def test_the_champion_section_says_when_there_is_nothing_to_compare() -> None:
     )
     first = champion_section({"passed": True, "note": "no model in production yet"})
     assert first == "_Not compared: no model in production yet._"
+    assert champion_section({"passed": False}) == (
+        "_Not compared: the verdict holds no comparison._"
+    )
 
 
 def test_a_diff_table_without_rows_is_no_table() -> None:
