@@ -42,7 +42,7 @@ from gitml.monitoring.feedback import (
 )
 from gitml.monitoring.notify import run_url
 from gitml.pipeline.validate import DataValidationError
-from gitml.release.registry import git_environment
+from gitml.release.registry import checkout_git_environment
 from gitml.serving.predlog import LogError
 
 TOKEN_SECRET = "RETRAIN_TOKEN"
@@ -124,9 +124,7 @@ def retrain_branch(
 ) -> tuple[str, str]:  # fmt: skip  # pragma: no mutate block
     """Branch, new data version, reproduced pipeline, commit (and push); (branch, commit)."""
     root = data_dir.parent
-    git_env = git_environment(environ, bool(
-        subprocess.run(["git", "config", "user.email"], capture_output=True, text=True,
-                       cwd=root, check=False).stdout.strip()))  # fmt: skip
+    git_env = checkout_git_environment(environ)
     if git("status", "--porcelain", "--untracked-files=no", env=git_env):
         raise RetrainError("the checkout has uncommitted changes: commit or stash them first")
     branch = branch_name(env_name, datetime.now(UTC))

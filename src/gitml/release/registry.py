@@ -41,6 +41,12 @@ def git_environment(env: Mapping[str, str], has_identity: bool) -> dict[str, str
     return out
 
 
+def checkout_git_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """git_environment for the checkout in the working directory, asking git for an identity."""
+    identity = bool(run(["git", "config", "user.email"], env).stdout.strip())
+    return git_environment(env, identity)
+
+
 def run(command: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, env=dict(env), check=False)
 
@@ -60,8 +66,7 @@ def record(gto_args: list[str], name: str, push: bool, env: Mapping[str, str]) -
     """Run a GTO command that makes one tag and, with `push`, push it to origin. When the push
     is refused because a concurrent run pushed the same tag first, fetch origin's tags and let
     GTO pick the next number: no registration or assignment is lost."""
-    identity = bool(run(["git", "config", "user.email"], env).stdout.strip())
-    git_env = git_environment(env, identity)
+    git_env = checkout_git_environment(env)
     for _ in range(ATTEMPTS):
         if push:  # GTO numbers from the tags it sees: see origin's, not only the checkout's
             fetch_tags(name, git_env)
