@@ -120,7 +120,9 @@ EQUIVALENT: dict[str, str] = {
     "gitml.release.registry.x_image_name__mutmut_7": (
         "the whole image name is lowercased afterwards"
     ),
-    "gitml.release.registry.x_record__mutmut_12": "git config's section and key names ignore case",
+    "gitml.release.registry.x_checkout_git_environment__mutmut_12": (
+        "git config's section and key names ignore case"
+    ),
     "gitml.release.registry.x_image_digest__mutmut_4": "json.loads reads bytes as well as text",
     "gitml.release.registry.x_image_digest__mutmut_8": "json.loads reads bytes as well as text",
     "gitml.release.registry.x_image_digest__mutmut_24": "json.loads reads bytes as well as text",

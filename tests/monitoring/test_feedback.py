@@ -279,3 +279,24 @@ def test_a_feedback_file_is_named_after_its_first_and_last_event(stream: pd.Data
 
     first, last = stream[dataset.TIME].min(), stream[dataset.TIME].max()
     assert file_name(stream) == f"{first:%Y%m%dT%H%M}-{last:%Y%m%dT%H%M}.parquet"
+
+
+def test_collect_takes_the_period_in_utc_and_leaves_out_what_the_data_holds(
+    tmp_path: Path, stream: pd.DataFrame
+) -> None:
+    from gitml.config import DATA_DIR
+    from gitml.monitoring.feedback import collect
+
+    ids = serve(tmp_path, stream)
+    label(tmp_path, ids, stream)
+    naive = stream[dataset.TIME].iloc[10].to_pydatetime()  # no offset: read as UTC
+    until = stream[dataset.TIME].iloc[40].to_pydatetime()  # before this: 30 rows
+    rows, new = collect(tmp_path / "predictions", tmp_path / "actuals", naive, until, DATA_DIR)
+    assert len(rows) == 30
+    assert rows[dataset.TIME].min() == stream[dataset.TIME].iloc[10]
+    held = dataset.clean(pd.read_csv(DATA_DIR / dataset.RAW_FILE), load_params("data"))
+    key = list(dataset.KEY)
+    joined = rows[key].merge(held[key], how="left", indicator=True)
+    assert len(new) == int((joined["_merge"] == "left_only").sum())
+    with pytest.raises(FeedbackError, match="no actuals directory"):
+        collect(tmp_path / "predictions", tmp_path / "none", None, None, DATA_DIR)
