@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from pydantic import BaseSettings
 
 from gitml.config import MLEM_MODEL, PROJ_ROOT, split_path
 from gitml.schema import FEATURES, as_model_input
-from gitml.serving.packaging import load_model
+from gitml.serving.packaging import fast_predictor, load_model
 from gitml.serving.predlog import PredictionLog
 
 
@@ -74,12 +74,14 @@ def rows(size: int) -> list[dict[str, Any]]:
     return json.loads(frame.to_json(orient="records"))  # type: ignore[no-any-return]
 
 
-def in_process_rate(model: Any, size: int, seconds: float = 5.0) -> float:
-    """Rows per second through model.predict on DataFrames of `size` rows."""
+def in_process_rate(
+    predict: Callable[[pd.DataFrame], Any], size: int, seconds: float = 5.0
+) -> float:
+    """Rows per second through `predict` (the model's own) on DataFrames of `size` rows."""
     frame = pd.DataFrame(rows(size))
     calls, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        model.predict(frame)
+        predict(frame)
         calls += 1
     return calls * size / (time.perf_counter() - started)
 
@@ -398,7 +400,14 @@ def main() -> None:
     bench = Bench()
     model = load_model(MLEM_MODEL)
     print(f"load average at the start: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
-    first = (in_process_rate(model, 1), in_process_rate(model, 100))
+    first = (in_process_rate(model.predict, 1), in_process_rate(model.predict, 100))
+    fast, serving = fast_predictor(model, MLEM_MODEL)
+    if fast is not None:  # what the server predicts with (gitml.serving.compiled)
+        sizes = ", ".join(f"{n} row{'s' * (n > 1)} {in_process_rate(fast, n):.0f} rows/s"
+                          for n in (1, 100))  # fmt: skip
+        print(f"in-process compiled predictor, on a DataFrame: {sizes}")
+    else:
+        print(f"the server predicts with {serving}")
     runs: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         for label, ref in (("before", bench.baseline), ("after", "")):
@@ -407,7 +416,7 @@ def main() -> None:
             with source_of(ref) as src:
                 runs[label] = load(bench, src)
                 runs[label]["cli"] = batch_cli(src, bench.cli_rows, Path(scratch))
-    last = (in_process_rate(model, 1), in_process_rate(model, 100))
+    last = (in_process_rate(model.predict, 1), in_process_rate(model.predict, 100))
     local = {"1": (first[0] + last[0]) / 2, "100": (first[1] + last[1]) / 2}
     runs["after"]["image"] = image_mb(bench.image)
     if "before" in runs:

@@ -318,7 +318,7 @@ def create_app(settings: Settings) -> FastAPI:
         log = PredictionLog(settings.prediction_log_dir, version, settings.instance)
     model = request_model(settings.max_rows, settings.max_errors)
     hook = prediction_hook(log, metrics)
-    app, _ = build_app(settings.model_path, model, hook, settings.batch_rows)
+    app, _ = build_app(settings.model_path, model, hook, settings.batch_rows, settings.compiled)
     app.title = "gitml model server"
     app.state.metrics = metrics
     # Starlette would answer /predict/ with a 307 to http://<the Host header sent>/predict

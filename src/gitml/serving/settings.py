@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # Rows one predict may gather from requests waiting at the same time in a worker
     # (gitml.serving.batching): a 1-row predict costs most of a 100-row one. 1: each alone.
     batch_rows: PositiveInt = 1000
+    # Predict with the model's compiled form (gitml.serving.compiled) where it agrees with the
+    # model's own predict at start-up; false: always the model's own predict.
+    compiled: bool = True
 
     class Config:
         env_prefix = "GITML_"

@@ -1,0 +1,217 @@
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from gitml.pipeline.features import split_xy
+from gitml.pipeline.train import fit
+from gitml.schema import FEATURES
+from gitml.serving import compiled
+from gitml.serving.compiled import (
+    RTOL,
+    TREELITE_MAX_ROWS,
+    NotCompilable,
+    compile_pipeline,
+    compile_verified,
+)
+from gitml.serving.packaging import GOLDEN_FILE, fast_predictor, load_model
+
+# Each CPU family, small enough to train in a second or two; the committed params otherwise.
+SMALL = {
+    "hist_gradient_boosting": {"max_iter": 40},
+    "random_forest": {"n_estimators": 15, "min_samples_leaf": 2, "n_jobs": 1},
+    "ridge": {"alpha": 1.0},
+}
+
+
+def hostile_rows(inputs: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+    """Test rows, then the same rows with every numeric missing, then with every categorical
+    a level training never saw: the imputer's and the encoder's other branches."""
+    missing = inputs.assign(**dict.fromkeys(params["features"]["numeric"], np.nan))
+    unseen = inputs.copy()
+    for name in params["features"]["categorical"]:
+        levels = unseen[name]
+        unseen[name] = levels.max() + 1000 if levels.dtype.kind in "iuf" else "never-seen"
+    return pd.concat([inputs, missing, unseen], ignore_index=True)
+
+
+@pytest.fixture(scope="module", params=sorted(SMALL))
+def family_model(request: pytest.FixtureRequest, splits: dict[str, pd.DataFrame], params: Any):
+    family = request.param
+    train = {**params["train"], "model": family, "hyperparams": {family: SMALL[family]}}
+    pipeline, _ = fit(splits["train"], params["features"], train)
+    return family, pipeline
+
+
+def test_every_cpu_family_compiles_to_the_same_predictions(
+    family_model: tuple[str, Any], splits: dict[str, pd.DataFrame], params: dict[str, Any]
+) -> None:
+    _, pipeline = family_model
+    inputs, _ = split_xy(splits["test"], params["features"])
+    rows = hostile_rows(inputs, params)
+    predict = compile_pipeline(pipeline)
+    expected = pipeline.predict(rows)
+    np.testing.assert_allclose(predict(rows), expected, rtol=RTOL)
+    # the columns as the server decodes them (a dict of arrays), and small batches on both
+    # sides of where tree ensembles leave treelite for their own predict
+    for size in (1, TREELITE_MAX_ROWS, TREELITE_MAX_ROWS + 1):
+        columns = {str(name): rows[name].to_numpy()[:size] for name in rows}
+        np.testing.assert_allclose(predict(columns), expected[:size], rtol=RTOL)
+    assert len(set(expected.round(6))) > 10  # real predictions, not a constant
+
+
+def test_tree_ensembles_go_through_treelite_for_a_few_rows_only(
+    family_model: tuple[str, Any], splits: dict[str, pd.DataFrame], params: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    import treelite
+
+    family, pipeline = family_model
+    calls: list[int] = []
+    real = treelite.gtil.predict
+
+    def counted(model: Any, matrix: np.ndarray, **kwargs: Any) -> np.ndarray:
+        calls.append(len(matrix))
+        return real(model, matrix, **kwargs)
+
+    monkeypatch.setattr(treelite.gtil, "predict", counted)
+    predict = compile_pipeline(pipeline)
+    inputs, _ = split_xy(splits["test"], params["features"])
+    predict(inputs.head(TREELITE_MAX_ROWS))
+    predict(inputs.head(TREELITE_MAX_ROWS + 1))
+    assert calls == ([] if family == "ridge" else [TREELITE_MAX_ROWS])
+
+
+def pipeline_of(features: Any, rows: pd.DataFrame, model: Any = None) -> Pipeline:
+    pipeline = Pipeline([("features", features), ("model", model or Ridge())])
+    return pipeline.fit(rows, np.arange(len(rows), dtype=float))
+
+
+TOY = pd.DataFrame({
+    "colour": ["red", "green", "blue", "red", "green", "blue"],
+    "size": [1, 2, 3, 1, 2, 3],
+    "weight": [1.5, np.nan, 3.0, 4.5, 5.0, np.nan],
+    "ignored": [9.0, 8.0, 7.0, 6.0, 5.0, 4.0],
+})  # fmt: skip
+
+
+def test_string_levels_a_remainder_and_nested_pipelines_compile() -> None:
+    features = ColumnTransformer(
+        [
+            ("levels", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["colour"]),
+            ("weight", make_pipeline(SimpleImputer(strategy="mean")), ["weight"]),
+        ],
+        remainder="passthrough",  # size and ignored, by position
+    )
+    pipeline = pipeline_of(features, TOY)
+    rows = pd.concat([TOY, TOY.assign(colour="purple", weight=np.nan)], ignore_index=True)
+    np.testing.assert_allclose(compile_pipeline(pipeline)(rows), pipeline.predict(rows), rtol=RTOL)
+
+
+def test_a_dropped_remainder_is_left_out() -> None:
+    features = ColumnTransformer([("size", "passthrough", ["size"])], remainder="drop")
+    pipeline = pipeline_of(features, TOY)
+    np.testing.assert_allclose(compile_pipeline(pipeline)(TOY), pipeline.predict(TOY), rtol=RTOL)
+
+
+@pytest.mark.parametrize(
+    ("features", "named"),
+    [
+        (ColumnTransformer([("x", StandardScaler(), ["size"])]), "StandardScaler"),
+        (
+            ColumnTransformer(
+                [("x", OneHotEncoder(drop="first", sparse_output=False), ["colour"])]
+            ),
+            "drop",
+        ),
+        (
+            ColumnTransformer([("x", OneHotEncoder(sparse_output=False), ["colour"])]),
+            "handle_unknown",
+        ),
+        (ColumnTransformer([("x", OneHotEncoder(handle_unknown="ignore"), ["colour"])]), "sparse"),
+        (
+            ColumnTransformer([("x", SimpleImputer(add_indicator=True), ["weight"])]),
+            "indicator",
+        ),
+        (
+            ColumnTransformer([("x", SimpleImputer(missing_values=-1), ["size"])]),
+            "missing_values",
+        ),
+    ],
+)
+def test_what_it_cannot_reproduce_is_refused_by_name(features: Any, named: str) -> None:
+    pipeline = pipeline_of(features, TOY)
+    with pytest.raises(NotCompilable, match=named):
+        compile_pipeline(pipeline)
+
+
+def test_an_imputer_fitted_on_an_empty_column_is_refused() -> None:
+    empty = TOY.assign(weight=np.nan)
+    features = ColumnTransformer([("x", SimpleImputer(), ["weight", "size"])])
+    with pytest.raises(NotCompilable, match="empty"):
+        compile_pipeline(pipeline_of(features, empty))
+
+
+def test_missing_levels_as_a_category_are_refused() -> None:
+    features = ColumnTransformer(
+        [("x", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["weight"])]
+    )
+    with pytest.raises(NotCompilable, match="missing values as a category"):
+        compile_pipeline(pipeline_of(features, TOY))
+
+
+def test_only_a_features_then_model_pipeline_compiles() -> None:
+    with pytest.raises(NotCompilable, match="two-step"):
+        compile_pipeline(Ridge().fit(TOY[["size"]], TOY["size"]))
+    three = Pipeline([
+        ("a", ColumnTransformer([("x", "passthrough", ["size"])])),
+        ("b", SimpleImputer()),
+        ("model", Ridge()),
+    ]).fit(TOY, TOY["size"])  # fmt: skip
+    with pytest.raises(NotCompilable, match="two-step"):
+        compile_pipeline(three)
+
+
+def test_verified_gives_the_predictor_only_where_it_agrees(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    features = ColumnTransformer([("x", SimpleImputer(), ["weight", "size"])])
+    pipeline = pipeline_of(features, TOY)
+    predictor, why = compile_verified(pipeline, TOY)
+    assert (
+        predictor is not None
+        and why == "compiled predictor (agrees with the model's own on 6 rows)"
+    )
+
+    def off_by_a_little(model: Any) -> Any:
+        return lambda matrix: model.predict(matrix) * (1 + 10 * RTOL)
+
+    monkeypatch.setattr(compiled, "compile_regressor", off_by_a_little)
+    predictor, why = compile_verified(pipeline, TOY)
+    assert predictor is None and "disagrees on 6 rows" in why
+
+    refused = pipeline_of(ColumnTransformer([("x", StandardScaler(), ["size"])]), TOY)
+    predictor, why = compile_verified(refused, TOY)
+    assert predictor is None and "StandardScaler" in why
+
+
+def test_the_server_checks_it_on_the_golden_rows_and_their_missing_values(
+    packaged_model: Path,
+) -> None:
+    import json
+
+    golden = json.loads((packaged_model.parent / GOLDEN_FILE).read_text())
+    model = load_model(packaged_model)
+    predictor, why = fast_predictor(model, packaged_model)
+    optional = any(spec.nullable and spec.kind == "float" for spec in FEATURES.values())
+    checked = (1 + len(golden["rows"])) * (2 if optional else 1)  # the example row leads
+    assert predictor is not None and f"on {checked} rows" in why
+    rows = pd.DataFrame(golden["rows"])
+    np.testing.assert_allclose(predictor(rows), golden["predictions"], rtol=RTOL)
