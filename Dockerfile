@@ -46,8 +46,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     GITML_METRICS_PORT=9100 \
     GITML_PREDICTION_LOG_DIR=/var/lib/gitml/predictions \
     OMP_NUM_THREADS=1
-# OMP_NUM_THREADS=1: the server works on requests in parallel; OpenMP threads inside each tiny
-# predict only contend (single-row throughput +58 %, p50 -40 % on 2 cores, make bench-serving).
+# OMP_NUM_THREADS=1: parallelism comes from one worker process per core (GITML_WORKERS);
+# OpenMP threads inside a predict of a few rows would only contend with the other workers.
 # The prediction log (gitml.serving.predlog): mount durable storage here, or it dies with the container.
 VOLUME ["/var/lib/gitml/predictions"]
 USER 10001:10001

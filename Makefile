@@ -70,9 +70,10 @@ format: setup
 	ruff format src tests benchmarks
 	ruff check --fix src tests benchmarks
 
-# The workflow harness (tests/workflows: the real workflows run with act) runs beside the rest of
-# the suite: it mostly waits on its jobs' installs and servers. WORKFLOW_TESTS= leaves it out.
-WORKFLOW_TESTS ?= -m workflows
+# The workflow harness (tests/workflows: the real workflows run with act), then the loop demo,
+# run beside the rest of the suite (marker `beside`): the harness mostly waits on its jobs'
+# installs and servers, and both work on clones of their own. WORKFLOW_TESTS= leaves them out.
+WORKFLOW_TESTS ?= -m beside
 
 .PHONY: test
 ## Install, pull the data, and run the whole suite: lint, unit, slow end-to-end, workflow harness.
@@ -81,7 +82,7 @@ test: data lint k8s-tools monitor-tools
 	@if [ -n "$(WORKFLOW_TESTS)" ]; then \
 	  pytest -p no:cacheprovider --durations=0 $(WORKFLOW_TESTS) > build/workflow-tests.log 2>&1 & harness=$$!; \
 	  echo "workflow harness running beside the suite (pid $$harness, log build/workflow-tests.log)"; fi; \
-	status=0; pytest -m "not workflows" --durations=15 $(PYTEST_ARGS) || status=$$?; \
+	status=0; pytest -m "not beside" --durations=15 $(PYTEST_ARGS) || status=$$?; \
 	if [ -n "$(WORKFLOW_TESTS)" ]; then \
 	  wait $$harness || status=$$((status ? status : $$?)); \
 	  echo "--- workflow harness (tests/workflows) ---"; cat build/workflow-tests.log; fi; \

@@ -142,37 +142,3 @@ def test_replay_then_monitor_flags_the_unseen_season(ran_clone: tuple[Path, str]
     assert (reports / "drift.html").stat().st_size > 100_000
     assert (reports / "quality.html").stat().st_size > 100_000
     assert run("git", "status", "--porcelain", cwd=clone) == ""  # logs and reports: not tracked
-
-
-@example_only
-def test_the_loop_demo_retrains_on_production_and_gates_both_ways(
-    ran_clone: tuple[Path, str], tmp_path: Path
-) -> None:
-    """`make loop-demo` on the fresh clone: the gate releases the retrained model or refuses
-    it by its own rule, refuses the crippled one, and what serves afterwards follows."""
-    clone, _ = ran_clone
-    output = run("make", "loop-demo", f"LOOP_DIR={tmp_path / 'loop'}", cwd=clone, env=clean_env())
-    figures = json.loads((tmp_path / "loop" / "figures.json").read_text())
-    settings = load_params("gate", clone / "params.yaml")
-    monitor = load_params("monitor", clone / "params.yaml")
-    before, gate, negative = figures["before"], figures["gate"], figures["negative"]
-    # v1 served the first half and the monitor judged it on its labelled rows
-    assert before["model_versions"] == ["v1.0.0"] and before["error_ratio"] is not None
-    assert ("quality" in before["alarms"]) == (before["error_ratio"] > monitor["max_error_ratio"])
-    # the gate's verdict is its rule applied to the interval it printed, exit code to match
-    for verdict in (gate, negative):
-        allowed = settings["tolerance"] * verdict["champion_mae"]
-        assert verdict["passed"] == (verdict["interval"][0] <= allowed)
-        assert verdict["exit_code"] == (0 if verdict["passed"] else 1)
-        assert verdict["champion"] == "bike-demand@v1.0.0"
-    # the window is the retrained model's test split: the newest labelled days
-    days = figures["test_days"]
-    assert gate["window"]["days"] == days
-    assert figures["gate_window"]["candidate_mae"] == gate["candidate_mae"]
-    # the crippled params change is refused
-    assert negative["passed"] is False and negative["exit_code"] == 1
-    # what serves the second half follows the gate
-    served = ["v2.0.0"] if gate["passed"] else ["v1.0.0"]
-    assert figures["promoted"] == gate["passed"] and figures["after"]["model_versions"] == served
-    for line in ("before    monitor", "gate      ", "negative  ", "after     monitor", "unseen  "):
-        assert line in output, output

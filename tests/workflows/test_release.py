@@ -23,7 +23,7 @@ from tests.workflows import events
 from tests.workflows.conftest import REPOSITORY, Fork
 from tests.workflows.harness import Result
 
-pytestmark = [pytest.mark.slow, pytest.mark.workflows]
+pytestmark = [pytest.mark.slow, pytest.mark.workflows, pytest.mark.beside]
 
 TOKEN = "ghs_job_token_stand_in"
 SECRETS = {"GITHUB_TOKEN": TOKEN, "KUBECONFIG": "apiVersion: v1\nkind: Config\n"}

@@ -18,7 +18,7 @@ from tests.workflows import events
 from tests.workflows.conftest import REPOSITORY, Fork
 from tests.workflows.harness import Result
 
-pytestmark = [pytest.mark.slow, pytest.mark.workflows]
+pytestmark = [pytest.mark.slow, pytest.mark.workflows, pytest.mark.beside]
 
 TOKEN = "ghs_job_token_stand_in"
 NEW_ROWS = 72
