@@ -23,11 +23,13 @@ from gitml.serving.compiled import (
 )
 from gitml.serving.packaging import GOLDEN_FILE, fast_predictor, load_model
 
-# Each CPU family, small enough to train in a second or two; the committed params otherwise.
+# Each family train.py builds, small enough to train in a second or two (xgboost: the dev
+# group's CPU build, as tests/pipeline/test_train.py uses it).
 SMALL = {
-    "hist_gradient_boosting": {"max_iter": 40},
+    "hist_gradient_boosting": {"max_iter": 40, "loss": "poisson"},
     "random_forest": {"n_estimators": 15, "min_samples_leaf": 2, "n_jobs": 1},
     "ridge": {"alpha": 1.0},
+    "xgboost": {"n_estimators": 40, "max_depth": 6, "objective": "count:poisson"},
 }
 
 
@@ -50,7 +52,7 @@ def family_model(request: pytest.FixtureRequest, splits: dict[str, pd.DataFrame]
     return family, pipeline
 
 
-def test_every_cpu_family_compiles_to_the_same_predictions(
+def test_every_family_compiles_to_the_same_predictions(
     family_model: tuple[str, Any], splits: dict[str, pd.DataFrame], params: dict[str, Any]
 ) -> None:
     _, pipeline = family_model
@@ -67,7 +69,7 @@ def test_every_cpu_family_compiles_to_the_same_predictions(
     assert len(set(expected.round(6))) > 10  # real predictions, not a constant
 
 
-def test_tree_ensembles_go_through_treelite_for_a_few_rows_only(
+def test_scikit_learns_tree_ensembles_go_through_treelite_for_a_few_rows_only(
     family_model: tuple[str, Any], splits: dict[str, pd.DataFrame], params: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
@@ -86,7 +88,8 @@ def test_tree_ensembles_go_through_treelite_for_a_few_rows_only(
     inputs, _ = split_xy(splits["test"], params["features"])
     predict(inputs.head(TREELITE_MAX_ROWS))
     predict(inputs.head(TREELITE_MAX_ROWS + 1))
-    assert calls == ([] if family == "ridge" else [TREELITE_MAX_ROWS])
+    trees = family in ("hist_gradient_boosting", "random_forest")  # scikit-learn's
+    assert calls == ([TREELITE_MAX_ROWS] if trees else [])
 
 
 def pipeline_of(features: Any, rows: pd.DataFrame, model: Any = None) -> Pipeline:
@@ -132,6 +135,20 @@ def test_a_dropped_remainder_is_left_out() -> None:
             "drop",
         ),
         (
+            ColumnTransformer(
+                [
+                    (
+                        "x",
+                        OneHotEncoder(
+                            handle_unknown="ignore", sparse_output=False, min_frequency=3
+                        ),
+                        ["colour"],
+                    )
+                ]
+            ),
+            "infrequent",
+        ),
+        (
             ColumnTransformer([("x", OneHotEncoder(sparse_output=False), ["colour"])]),
             "handle_unknown",
         ),
@@ -155,8 +172,10 @@ def test_what_it_cannot_reproduce_is_refused_by_name(features: Any, named: str) 
 def test_an_imputer_fitted_on_an_empty_column_is_refused() -> None:
     empty = TOY.assign(weight=np.nan)
     features = ColumnTransformer([("x", SimpleImputer(), ["weight", "size"])])
+    with pytest.warns(UserWarning, match="without any observed values"):
+        pipeline = pipeline_of(features, empty)
     with pytest.raises(NotCompilable, match="empty"):
-        compile_pipeline(pipeline_of(features, empty))
+        compile_pipeline(pipeline)
 
 
 def test_missing_levels_as_a_category_are_refused() -> None:

@@ -3,6 +3,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 
 from gitml.pipeline.features import split_xy
@@ -78,3 +79,17 @@ def test_the_servers_frame_decoder_makes_the_frame_mlem_makes(packaged_model: Pa
         pd.testing.assert_frame_equal(decode(sent), serializer.deserialize({"values": sent}))
     # a data type it does not know keeps MLEM's serializer
     assert frame_decoder(object(), lambda obj: obj)(rows[:1]) == {"values": rows[:1]}
+
+
+def test_with_compiling_off_the_models_own_predict_serves(
+    packaged_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gitml.serving.packaging import StrictFastAPIServer, build_app
+    from gitml.serving.serve import request_model
+
+    build_app(packaged_model, request_model(10, 5), compiled=False)
+    assert StrictFastAPIServer.fast_predict is None
+    assert "serving: the model's own predict (compiling is off)" in capsys.readouterr().err
+    build_app(packaged_model, request_model(10, 5))
+    assert StrictFastAPIServer.fast_predict is not None
+    assert "serving: compiled predictor" in capsys.readouterr().err

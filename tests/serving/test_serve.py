@@ -59,6 +59,14 @@ def test_predictions_equal_the_in_process_model(
     np.testing.assert_allclose(response.json(), served.model.predict(inputs), rtol=1e-9)
 
 
+def test_the_server_says_it_predicts_with_the_compiled_pipeline(served: Served) -> None:
+    """The predictions above came from gitml.serving.compiled, which every model family
+    of train.py compiles to, unless its start-up check refused it."""
+    assert (
+        "serving: compiled predictor (agrees with the model's own on" in served.output.read_text()
+    )
+
+
 def test_concurrent_requests_predicted_together_each_get_their_own_predictions(
     served: Served, splits: dict[str, pd.DataFrame], params: dict[str, Any]
 ) -> None:

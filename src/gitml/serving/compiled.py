@@ -6,8 +6,8 @@ per-call overhead: the ColumnTransformer's input checks and column selection (~1
 HistGradientBoosting's Python loop over its trees (~9 ms). Compiled:
 - each fitted preprocessing step becomes numpy operations on the request's columns, built from
   its public fitted attributes (`categories_`, `statistics_`, `transformers_`);
-- a tree ensemble goes to treelite, whose C++ predictor walks every tree in one call;
-  any other final step keeps its own `predict`, on the array.
+- a scikit-learn tree ensemble goes to treelite, whose C++ predictor walks every tree in one
+  call; any other final step keeps its own `predict`, on the array.
 A step it does not know (or a setting it does not reproduce) raises `NotCompilable`, and the
 server keeps scikit-learn's predict: compiling is an optimisation, never a requirement.
 `compile_verified` only hands out a predictor that matches the pipeline on the rows it is given.
@@ -146,8 +146,9 @@ def _positional(selection: Any) -> bool:
 
 
 def compile_regressor(model: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """A tree ensemble through treelite's predictor up to TREELITE_MAX_ROWS rows, its own
-    predict (on the array) beyond, and for any other model."""
+    """A scikit-learn tree ensemble through treelite's predictor up to TREELITE_MAX_ROWS rows
+    and its own predict beyond; any other model (a linear one, XGBoost, whose own predict of a
+    row costs ~1 ms and computes in float32) its own predict, on the array."""
     import treelite
     from sklearn.ensemble._hist_gradient_boosting.gradient_boosting import (
         BaseHistGradientBoosting,
@@ -156,17 +157,15 @@ def compile_regressor(model: Any) -> Callable[[np.ndarray], np.ndarray]:
     def own(matrix: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict(matrix), dtype=float)
 
-    # scikit-learn's other trees and XGBoost compare features as float32: a value rounds to
-    # the far side of a split as often as not, unless treelite sees it rounded the same way
-    single = not isinstance(model, BaseHistGradientBoosting)
-
-    try:
-        if type(model).__module__.startswith("xgboost"):
-            trees = treelite.frontend.from_xgboost(model.get_booster())
-        else:
-            trees = treelite.sklearn.import_model(model)
-    except Exception:  # treelite refuses what it cannot import, with its own error types
+    if not type(model).__module__.startswith("sklearn."):
         return own
+    try:
+        trees = treelite.sklearn.import_model(model)
+    except Exception:  # not a tree ensemble: treelite refuses it with its own error types
+        return own
+    # scikit-learn's other trees compare features as float32: a value rounds to the far side
+    # of a split as often as not, unless treelite sees it rounded the same way
+    single = not isinstance(model, BaseHistGradientBoosting)
 
     def predict(matrix: np.ndarray) -> np.ndarray:
         if len(matrix) > TREELITE_MAX_ROWS:

@@ -198,9 +198,9 @@ def build_app(
         The app, and the in-process predict function of the same interface (used to warm up).
     """
     meta = load_meta(str(path), load_value=True)
-    fast, serving = (
-        fast_predictor(meta.get_value(), path) if compiled else (None, "its own predict")
-    )
+    fast, serving = None, "the model's own predict (compiling is off)"
+    if compiled:
+        fast, serving = fast_predictor(meta.get_value(), path)
     print(f"serving: {serving}", file=sys.stderr, flush=True)
     StrictFastAPIServer.request_models = {"predict": request_model}
     StrictFastAPIServer.on_predict = on_predict
