@@ -53,7 +53,16 @@ _UNIT_ALIAS = "pandas reads 'd' as 'D' and 'H' as 'h' (a deprecated alias): the 
 _PUBLISH_DEFAULT = "CML_PUBLISH unset: any default but 'false' (None, 'XXtrueXX') publishes"
 _GET_DEFAULT = "urllib sends GET when a request has no method and no body"
 _NO_RUN_URL = "RUN_URL unset: '' and None both fall back to 'see the pr workflow run'"
+_SAME_FIT = "the encoder's columns and its lookups come from one fit: always as many"
+_SPEED_ONLY = "changes how fast, not what: the same predictions"
 EQUIVALENT: dict[str, str] = {
+    "gitml.serving.compiled.x__one_hot__mutmut_42": _SAME_FIT,
+    "gitml.serving.compiled.x__one_hot__mutmut_45": _SAME_FIT,
+    "gitml.serving.compiled.x__one_hot__mutmut_46": _SAME_FIT,
+    "gitml.serving.compiled.x__one_hot__mutmut_53": "fromiter's count only preallocates",
+    "gitml.serving.compiled.x__one_hot__mutmut_59": "an unseen level is any negative position",
+    "gitml.serving.compiled.x_compile_regressor__mutmut_14": "astype(None) is float64",
+    "gitml.serving.compiled.x_compile_regressor__mutmut_22": _SPEED_ONLY,
     "gitml.dataset.x_clean__mutmut_25": _UNIT_ALIAS,
     "gitml.dataset.x_clean__mutmut_33": _UNIT_ALIAS,
     "gitml.pull_requests.comment.x_main__mutmut_72": _PUBLISH_DEFAULT,

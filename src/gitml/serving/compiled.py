@@ -71,19 +71,22 @@ def _impute(imputer: Any) -> Block:
     missing = imputer.missing_values
     if not (isinstance(missing, float) and math.isnan(missing)) or imputer.add_indicator:
         raise NotCompilable("SimpleImputer needs missing_values=nan and no indicator")
-    fill = np.asarray(imputer.statistics_, dtype=float)
+    try:  # a constant fill keeps its Python type (object); a level of a categorical is text
+        fill = np.asarray(imputer.statistics_, dtype=float)
+    except (TypeError, ValueError):
+        raise NotCompilable("SimpleImputer of non-numeric columns") from None
     if np.isnan(fill).any():  # an all-missing training column, which transform drops
         raise NotCompilable("SimpleImputer with an empty feature")
 
     def impute(columns: Sequence[Any]) -> np.ndarray:
-        block = np.column_stack([np.asarray(column, dtype=float) for column in columns])
+        block = _passthrough(columns)
         return np.where(np.isnan(block), fill, block)
 
     return impute
 
 
 def _passthrough(columns: Sequence[Any]) -> np.ndarray:
-    return np.column_stack([np.asarray(column, dtype=float) for column in columns])
+    return np.column_stack([np.asarray(column) for column in columns])
 
 
 def _chain(blocks: list[Block]) -> Block:
@@ -102,7 +105,7 @@ def compile_transformer(transformer: Any) -> Block:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 
-    if isinstance(transformer, str) and transformer == "passthrough":
+    if transformer is None or transformer == "passthrough":  # a Pipeline's skipped step
         return _passthrough
     if isinstance(transformer, FunctionTransformer) and transformer.func is None:
         return _passthrough  # how a fitted ColumnTransformer holds "passthrough"
@@ -127,7 +130,7 @@ def compile_features(transformer: Any, names: list[str]) -> Callable[[Columns], 
     parts = []
     for _, step, selection in transformer.transformers_:
         selected = list(np.asarray(names)[selection]) if _positional(selection) else selection
-        if (isinstance(step, str) and step == "drop") or not len(selected):
+        if step == "drop" or not len(selected):  # "passthrough" is a FunctionTransformer now
             continue
         parts.append((compile_transformer(step), list(selected)))
 
@@ -141,8 +144,8 @@ def compile_features(transformer: Any, names: list[str]) -> Callable[[Columns], 
 
 def _positional(selection: Any) -> bool:
     """Column indices or a boolean mask (the remainder's), rather than column names."""
-    values = np.asarray(selection)
-    return values.dtype.kind in "iub" and values.size > 0
+    kind = np.asarray(selection).dtype  # an empty selection: float, not positional
+    return np.issubdtype(kind, np.integer) or np.issubdtype(kind, np.bool_)
 
 
 def compile_regressor(model: Any) -> Callable[[np.ndarray], np.ndarray]:
@@ -154,9 +157,7 @@ def compile_regressor(model: Any) -> Callable[[np.ndarray], np.ndarray]:
         BaseHistGradientBoosting,
     )
 
-    def own(matrix: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict(matrix), dtype=float)
-
+    own: Callable[[np.ndarray], np.ndarray] = model.predict
     if not type(model).__module__.startswith("sklearn."):
         return own
     try:
@@ -188,7 +189,7 @@ def compile_pipeline(pipeline: Any) -> Predictor:
     names = list(pipeline.feature_names_in_)
     matrix = compile_features(features, names)
     regress = compile_regressor(model)
-    return lambda columns: regress(np.ascontiguousarray(matrix(columns), dtype=np.float64))
+    return lambda columns: regress(matrix(columns))
 
 
 def compile_verified(pipeline: Any, rows: pd.DataFrame) -> tuple[Predictor | None, str]:
@@ -199,7 +200,7 @@ def compile_verified(pipeline: Any, rows: pd.DataFrame) -> tuple[Predictor | Non
         compiled = predictor(rows)
     except (AttributeError, KeyError, TypeError, ValueError) as err:  # NotCompilable too
         return None, f"the model's own predict (not compiled: {err})"
-    expected = np.asarray(pipeline.predict(rows), dtype=float)
+    expected = pipeline.predict(rows)
     if compiled.shape != expected.shape or not np.allclose(compiled, expected, rtol=RTOL):
         return None, f"the model's own predict (the compiled one disagrees on {len(rows)} rows)"
     return predictor, f"compiled predictor (agrees with the model's own on {len(rows)} rows)"
