@@ -153,13 +153,13 @@ EQUIVALENT: dict[str, str] = {
     ),
     "gitml.serving.predlog.x__read_jsonl__mutmut_7": "codec names are case-insensitive",
     "gitml.serving.predlog.x_write_actuals__mutmut_16": "codec names are case-insensitive",
-    "gitml.serving.predlog.x_read_predictions__mutmut_112": (
+    "gitml.serving.predlog.x_read_predictions__mutmut_110": (
         "merge(on=None) joins on the common columns, which are exactly request_id and row"
     ),
-    "gitml.serving.predlog.x_read_predictions__mutmut_115": (
+    "gitml.serving.predlog.x_read_predictions__mutmut_113": (
         "merge without on= joins on the common columns, which are exactly request_id and row"
     ),
-    "gitml.serving.predlog.x_read_predictions__mutmut_110": "float() reads 'NAN' as 'nan'",
+    "gitml.serving.predlog.x_read_predictions__mutmut_108": "float() reads 'NAN' as 'nan'",
     "gitml.monitoring.feedback.x_labelled_rows__mutmut_31": (
         "tz_convert(None) converts to UTC and drops the zone, as the tz_localize(None) after it"
     ),
@@ -173,7 +173,7 @@ EQUIVALENT: dict[str, str] = {
         [f"gitml.pipeline.validate.x_with_feedback__mutmut_{n}" for n in (5, 7, 8)],
         "the index is rebuilt by reset_index(drop=True) after the sort",
     ),
-    "gitml.serving.predlog.xǁPredictionLogǁappend__mutmut_20": (
+    "gitml.serving.predlog.xǁPredictionLogǁappend__mutmut_23": (
         "json.dumps(allow_nan=None) is falsy: NaN is refused as with False"
     ),
 }
