@@ -149,17 +149,21 @@ class StrictFastAPIServer(FastAPIServer):
             )
         response_model = response_serializer.get_model()
         serializer = arg_serializers["data"]
-        decode = frame_decoder(serializer.data_type, serializer.deserialize)
         columns = column_decoder(serializer.data_type)
-        fast = cls.fast_predict if columns is not None and not middlewares.__root__ else None
+        fast = cls.fast_predict
         on_predict = cls.on_predict
+        if fast is not None and columns is not None and not middlewares.__root__:
 
-        def predict(features: list[dict[str, Any]]) -> list[float]:
-            if fast is not None and columns is not None:
+            def predict(features: list[dict[str, Any]]) -> list[float]:
                 return response_serializer.serialize(fast(columns(features)))  # type: ignore[no-any-return]
-            values = middlewares.on_request({"data": decode(features)})
-            result = middlewares.on_response(values, executor(**values))
-            return response_serializer.serialize(result)  # type: ignore[no-any-return]
+
+        else:
+            decode = frame_decoder(serializer.data_type, serializer.deserialize)
+
+            def predict(features: list[dict[str, Any]]) -> list[float]:
+                values = middlewares.on_request({"data": decode(features)})
+                result = middlewares.on_response(values, executor(**values))
+                return response_serializer.serialize(result)  # type: ignore[no-any-return]
 
         batched = Batcher(predict, cls.batch_rows)
 
