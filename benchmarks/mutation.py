@@ -55,7 +55,13 @@ _GET_DEFAULT = "urllib sends GET when a request has no method and no body"
 _NO_RUN_URL = "RUN_URL unset: '' and None both fall back to 'see the pr workflow run'"
 _SAME_FIT = "the encoder's columns and its lookups come from one fit: always as many"
 _SPEED_ONLY = "changes how fast, not what: the same predictions"
+_FALSY = "None is as falsy as False where it is read"
 EQUIVALENT: dict[str, str] = {
+    "gitml.serving.batching.xǁBatcherǁ__init____mutmut_4": _FALSY,
+    "gitml.serving.batching.xǁBatcherǁ_run__mutmut_12": _FALSY,
+    "gitml.serving.batching.xǁ_Waitingǁ__init____mutmut_3": (
+        "result is read only after _run set it, or raised the call's error instead"
+    ),
     "gitml.serving.compiled.x__one_hot__mutmut_42": _SAME_FIT,
     "gitml.serving.compiled.x__one_hot__mutmut_45": _SAME_FIT,
     "gitml.serving.compiled.x__one_hot__mutmut_46": _SAME_FIT,

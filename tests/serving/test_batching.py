@@ -73,3 +73,12 @@ def test_a_failed_call_fails_its_requests_and_the_next_calls_work() -> None:
     assert batched([4]) == [8]
     with pytest.raises(ValueError, match="a bad row"):
         batched([-1])
+
+
+def test_a_batch_fills_up_to_max_rows_and_each_request_gets_its_own_slice() -> None:
+    calls: list[list[int]] = []
+    requests = [[n] * (1 + n % 2) for n in range(40)]  # one or two rows each, oldest first
+    answers = in_threads(Batcher(slow_double(calls), max_rows=6), requests)
+    assert answers == {n: [row * 2 for row in rows] for n, rows in enumerate(requests)}
+    # 1 + 2 + 1 + 2 rows: the queued requests fill a call exactly, never beyond
+    assert max(len(call) for call in calls) == 6
