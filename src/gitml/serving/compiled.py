@@ -153,9 +153,7 @@ def compile_regressor(model: Any) -> Callable[[np.ndarray], np.ndarray]:
     and its own predict beyond; any other model (a linear one, XGBoost, whose own predict of a
     row costs ~1 ms and computes in float32) its own predict, on the array."""
     import treelite
-    from sklearn.ensemble._hist_gradient_boosting.gradient_boosting import (
-        BaseHistGradientBoosting,
-    )
+    from sklearn.ensemble import HistGradientBoostingRegressor
 
     own: Callable[[np.ndarray], np.ndarray] = model.predict
     if not type(model).__module__.startswith("sklearn."):
@@ -166,7 +164,7 @@ def compile_regressor(model: Any) -> Callable[[np.ndarray], np.ndarray]:
         return own
     # scikit-learn's other trees compare features as float32: a value rounds to the far side
     # of a split as often as not, unless treelite sees it rounded the same way
-    single = not isinstance(model, BaseHistGradientBoosting)
+    single = not isinstance(model, HistGradientBoostingRegressor)
 
     def predict(matrix: np.ndarray) -> np.ndarray:
         if len(matrix) > TREELITE_MAX_ROWS:
