@@ -1,5 +1,6 @@
 import re
 import time
+from datetime import timedelta
 from typing import Any
 
 import pandas as pd
@@ -18,6 +19,7 @@ from gitml.schema import (
     as_model_input,
     event_time,
     input_schema,
+    parse_event_time,
 )
 from tests.example_data import example_only
 
@@ -162,6 +164,8 @@ def test_checks_across_columns_are_applied() -> None:
 )
 def test_an_event_time_is_read_as_utc(sent: str, utc: str) -> None:
     assert event_time(sent) == utc
+    parsed = parse_event_time(sent)  # as a command line's --since/--until gives it
+    assert (parsed.isoformat(), parsed.utcoffset()) == (utc, timedelta(0))
 
 
 @pytest.mark.parametrize(

@@ -87,6 +87,12 @@ def as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def parse_event_time(text: str) -> datetime:
+    """An event time given on a command line (`--since`, `--until`), read as `event_time`
+    reads one: a date, or a date-time with an offset, `Z` or none (UTC)."""
+    return datetime.fromisoformat(event_time(text))
+
+
 def event_time(value: object) -> str:
     """An event time as UTC ISO text (`2024-05-01T08:00:00+00:00`); a ValueError naming the
     expected format for anything else."""

@@ -9,12 +9,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import typer
+from typer.testing import CliRunner
 
 from gitml import dataset
 from gitml.config import load_params
+from gitml.monitoring import feedback as feedback_command
+from gitml.monitoring import monitor, retrain
 from gitml.monitoring.feedback import FeedbackError, labelled_rows, unseen
 from gitml.pipeline.validate import RAW_COLUMNS, RAW_DATA, DataValidationError, validate_feedback
-from gitml.schema import EVENT_TIME, FEATURES, as_model_input
+from gitml.schema import EVENT_TIME, EVENT_TIME_FORMAT, FEATURES, as_model_input
 from gitml.serving.predlog import PredictionLog, read_predictions, write_actuals
 
 SERVED = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -300,3 +304,29 @@ def test_collect_takes_the_period_in_utc_and_leaves_out_what_the_data_holds(
     assert len(new) == int((joined["_merge"] == "left_only").sum())
     with pytest.raises(FeedbackError, match="no actuals directory"):
         collect(tmp_path / "predictions", tmp_path / "none", None, None, DATA_DIR)
+
+
+RETRAIN_ONLY = ["--env", "production", "--no-push", "--no-pull-request"]
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "more"),
+    [(feedback_command, "--since", []), (feedback_command, "--until", []),
+     (retrain, "--since", RETRAIN_ONLY), (retrain, "--until", RETRAIN_ONLY),
+     (monitor, "--until", [])],
+)  # fmt: skip
+def test_the_commands_read_event_times_as_the_api_does(
+    tmp_path: Path, command: typer.Typer, option: str, more: list[str]
+) -> None:
+    """`Z` and offsets are taken (typer's own datetime refuses both); a bad value exits 2
+    naming the option and the format, before anything is read."""
+    missing = tmp_path / "none"
+    args = ["--logs", str(missing), "--actuals", str(missing), *more]
+    runner = CliRunner()
+    for accepted in ("2024-05-01T08:00:00Z", "2024-05-01T10:00+02:00", "2024-05-01"):
+        result = runner.invoke(command.app, [*args, option, accepted])
+        assert f"{missing}: no " in result.output, result.output  # as far as its directories
+    result = runner.invoke(command.app, [*args, option, "2024-05-01T08:00Zulu"])
+    assert result.exit_code == 2
+    assert f"Invalid value for '{option}'" in result.output, result.output
+    assert " ".join(EVENT_TIME_FORMAT.split()[:3]) in " ".join(result.output.split())

@@ -29,7 +29,7 @@ from gitml.pipeline.validate import (
     current_dataset,
     validate_feedback,
 )
-from gitml.schema import EVENT_TIME, FEATURES, as_utc
+from gitml.schema import EVENT_TIME, FEATURES, as_utc, parse_event_time
 from gitml.serving.predlog import ACTUAL, EVENT_SENT, LogError, read_predictions
 
 
@@ -126,16 +126,32 @@ def collect(
     return rows, unseen(rows, table)
 
 
-# The options of every command that reads a period of the log (feedback, retrain).
+def event_time_option(text: str) -> datetime:
+    """`--since`/`--until` as typer reads them: a bad value is refused naming the format."""
+    try:
+        return parse_event_time(text)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+
+
+# The options of every command that reads a period of the log (feedback, retrain, monitor).
 Logs = Annotated[Path, typer.Option(help="Prediction log directory.")]
 Actuals = Annotated[Path, typer.Option(help="Actuals directory.")]
 Since = Annotated[
     Optional[datetime],  # noqa: UP045 (typer 0.9 cannot read `X | None`)
-    typer.Option(help="First event time to take (default: the log's first)."),
+    typer.Option(
+        parser=event_time_option,
+        metavar="DATETIME",
+        help="First event time to take (default: the log's first).",
+    ),
 ]
 Until = Annotated[
     Optional[datetime],  # noqa: UP045
-    typer.Option(help="Take event times before this (default: all)."),
+    typer.Option(
+        parser=event_time_option,
+        metavar="DATETIME",
+        help="Take event times before this (default: all).",
+    ),
 ]
 DataDir = Annotated[Path, typer.Option(help="The DVC-tracked data.")]
 

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_t
 from gitml.config import MODEL_FILE, REPORTS_DIR, SPLITS_DIR, load_params, split_path
 from gitml.dataset import TARGET, TIME
 from gitml.files import write_atomic, write_json
+from gitml.monitoring.feedback import event_time_option
 from gitml.schema import EVENT_TIME, FEATURES, as_model_input, as_utc
 from gitml.serving.predlog import ACTUAL, PREDICTION, LogError, read_predictions
 
@@ -351,7 +352,11 @@ def main(
     ] = None,
     until: Annotated[
         Optional[datetime],  # noqa: UP045
-        typer.Option(help="The window's end, an event time (default: the log's latest)."),
+        typer.Option(
+            parser=event_time_option,
+            metavar="DATETIME",
+            help="The window's end, an event time (default: the log's latest).",
+        ),
     ] = None,
     out: Annotated[Path, typer.Option(help="Where the reports go.")] = MONITOR_DIR,
     pushgateway: Annotated[
