@@ -435,6 +435,19 @@ def test_a_ready_deploy_reports_the_revision_it_replaced(cluster: Path) -> None:
     assert k8s.apply(k8s.pin(k8s.render("staging"), DIGEST, "v2"), "1s") == 1
 
 
+def test_apply_gives_the_workflow_the_revision_to_roll_back_to(
+    cluster: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """release.yml's rollback step reads `previous-revision` from apply's step outputs."""
+    outputs = cluster / "github_output"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
+    for version in ("v1", "v2"):
+        args = ["apply", "--env", "staging", "--image", DIGEST, "--version", version]
+        result = CliRunner().invoke(k8s.app, [*args, "--timeout", "1s"])
+        assert result.exit_code == 0, result.output
+    assert outputs.read_text() == "previous-revision=\nprevious-revision=1\n"  # a first deploy
+
+
 def test_rollback_without_a_known_revision_changes_nothing(cluster: Path) -> None:
     result = CliRunner().invoke(k8s.app, ["rollback", "--env", "production"])
     assert result.exit_code == 1 and "no revision" in result.output

@@ -15,18 +15,14 @@ from typing import Annotated
 
 import typer
 
+from gitml.github import step_outputs
+
 NOT_CONFIGURED = (
     "::notice title=Monitoring not configured::Nothing to watch: set the repository variable "
     "PREDICTION_LOGS_URL to where {env}'s prediction log is shipped (s3://, gs://, azure://, "
     "https:// or a folder; `{{env}}` in it becomes the environment), and ACTUALS_URL for the "
     "quality checks. README: Monitoring."
 )
-
-
-def set_output(name: str, value: str) -> None:
-    if "GITHUB_OUTPUT" in os.environ:
-        with open(os.environ["GITHUB_OUTPUT"], "a") as outputs:
-            outputs.write(f"{name}={value}\n")
 
 
 def fetch(url: str, target: Path) -> None:
@@ -52,7 +48,7 @@ def main(
     actuals_url = os.environ.get("ACTUALS_URL", "").strip()
     if not logs_url:
         typer.echo(NOT_CONFIGURED.format(env=env))
-        set_output("configured", "false")
+        step_outputs({"configured": "false"})
         return
     try:
         logs.parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +59,7 @@ def main(
     except RuntimeError as err:
         typer.echo(f"fetch-logs: {err}", err=True)
         raise typer.Exit(1) from None
-    set_output("configured", "true")
+    step_outputs({"configured": "true"})
     typer.echo(
         f"fetch-logs: {env}'s log in {logs}" + (f", actuals in {actuals}" if actuals_url else "")
     )

@@ -7,7 +7,6 @@ never an undo of an undo), and maxUnavailable 0 never drops capacity meanwhile.
 renders the overlay and the pins are applied to the rendered objects, so nothing is committed.
 """
 
-import os
 import subprocess
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +15,7 @@ import typer
 import yaml
 
 from gitml.config import PROJ_ROOT
+from gitml.github import step_outputs
 
 OVERLAYS = PROJ_ROOT / "deploy" / "k8s" / "overlays"
 DEPLOYMENT = "gitml-serving"
@@ -129,11 +129,9 @@ def apply_command(
     except (RuntimeError, ValueError) as err:
         typer.echo(f"k8s: {err}", err=True)
         raise typer.Exit(1) from None
-    line = f"previous-revision={previous or ''}"
-    if "GITHUB_OUTPUT" in os.environ:
-        with open(os.environ["GITHUB_OUTPUT"], "a") as outputs:
-            outputs.write(line + "\n")
-    typer.echo(f"k8s: {env} runs {image} ({version}); {line}")
+    revision = str(previous or "")
+    step_outputs({"previous-revision": revision})
+    typer.echo(f"k8s: {env} runs {image} ({version}); previous-revision={revision}")
 
 
 @app.command("rollback")

@@ -15,6 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
+from gitml.github import step_outputs
+
 STAGES = ("staging", "production")
 BOT = ("github-actions[bot]", "41898282+github-actions[bot]@users.noreply.github.com")
 ATTEMPTS = 5
@@ -124,12 +126,10 @@ def image_digest(image: str, version: str) -> str:
 app = typer.Typer(add_completion=False)
 
 
-def outputs(lines: list[str]) -> None:
+def outputs(values: dict[str, str]) -> None:
     """Print KEY=VALUE lines, and append them to the step's outputs on GitHub."""
-    typer.echo("\n".join(lines))
-    if "GITHUB_OUTPUT" in os.environ:
-        with open(os.environ["GITHUB_OUTPUT"], "a") as file:
-            file.write("\n".join(lines) + "\n")
+    typer.echo("\n".join(f"{key}={value}" for key, value in values.items()))
+    step_outputs(values)
 
 
 def recorded(gto_args: list[str], name: str, push: bool) -> None:
@@ -177,7 +177,7 @@ def release_info(
 ) -> None:
     """Print the version and the image name as step outputs."""
     try:
-        outputs([f"version={version}", f"image={image_name(os.environ)}"])
+        outputs({"version": version, "image": image_name(os.environ)})
     except RegistryError as err:
         typer.echo(f"registry: {err}", err=True)
         raise typer.Exit(1) from None
@@ -207,8 +207,8 @@ def from_tag(
     except RegistryError as err:
         typer.echo(f"registry: {err}", err=True)
         raise typer.Exit(1) from None
-    outputs([f"stage={stage}", f"version={version}", f"commit={commit.stdout.strip()}",
-             f"image={image}", f"digest={digest}"])  # fmt: skip
+    outputs({"stage": stage, "version": version, "commit": commit.stdout.strip(),
+             "image": image, "digest": digest})  # fmt: skip
 
 
 if __name__ == "__main__":
