@@ -2,8 +2,10 @@
 once, checked like raw data, and nothing is left half-added when DVC fails."""
 
 import json
+import re
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -304,6 +306,27 @@ def test_collect_takes_the_period_in_utc_and_leaves_out_what_the_data_holds(
     assert len(new) == int((joined["_merge"] == "left_only").sum())
     with pytest.raises(FeedbackError, match="no actuals directory"):
         collect(tmp_path / "predictions", tmp_path / "none", None, None, DATA_DIR)
+
+
+def test_collect_names_the_log_whose_rows_fail_validation(
+    tmp_path: Path, stream: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gitml.config import DATA_DIR
+    from gitml.monitoring.feedback import collect
+    from gitml.pipeline import validate
+    from gitml.schema import input_schema
+
+    ids = serve(tmp_path, stream.head(2))
+    label(tmp_path, ids, stream.head(2))
+    # a target spec these actuals break, whatever the dataset's own bounds are
+    target = replace(RAW_COLUMNS[dataset.TARGET], low=stream[dataset.TARGET].max() + 1)
+    schema = input_schema({**dataset.FEATURES, dataset.TARGET: target})
+    monkeypatch.setattr(validate, "FEEDBACK_SCHEMA", schema)
+    logs = tmp_path / "predictions"
+    with pytest.raises(
+        DataValidationError, match=f"^{re.escape(f'labelled rows of {logs}')} failed validation"
+    ):
+        collect(logs, tmp_path / "actuals", None, None, DATA_DIR)
 
 
 RETRAIN_ONLY = ["--env", "production", "--no-push", "--no-pull-request"]
