@@ -156,10 +156,12 @@ comment:
 
 IMAGE ?= localhost/gitml-serving:latest
 IMAGE_CONTEXT := build/image
-MODEL_NAME := bike-demand
+# The model's name is its entry under `artifacts:` in dvc.yaml, the one place it is written
+# (gitml.config.model_name reads it too). Renaming the model is renaming that key.
+MODEL_NAME := $(shell awk '/^artifacts:/ {found = 1; next} found && /^  [a-z0-9]/ {sub(/:.*/, ""); print $$1; exit}' dvc.yaml)
 # The model version: the latest GTO version registered (git tags), else the commit. The venv's
 # gto by path: $(shell) does not see the PATH exported above (make < 4.4), and `git describe`
-# would answer with a tag name (bike-demand@v0.0.1), which is no version.
+# would answer with a tag name (NAME@v0.0.1), which is no version.
 MODEL_VERSION ?= $(shell $(VENV)/bin/gto show $(MODEL_NAME)@latest --version 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unversioned)
 ENV ?= staging
 # The local environments' ports (gitml.release.deploy reads the same variables).
@@ -272,9 +274,9 @@ release-version: setup
 	python -m gitml registry release-info --name $(MODEL_NAME) --version "$(MODEL_VERSION)"
 
 .PHONY: release-from-tag
-## From a GTO stage tag (TAG=bike-demand#production#N): its stage, version and image digest.
+## From a GTO stage tag (TAG=NAME#production#N): its stage, version and image digest.
 release-from-tag: setup
-	python -m gitml registry from-tag --tag "$(TAG)"
+	python -m gitml registry from-tag --name $(MODEL_NAME) --tag "$(TAG)"
 
 .PHONY: deploy-preflight
 ## Before a deploy job changes anything: are the cluster secret and the smoke URL of ENV set?
