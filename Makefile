@@ -89,8 +89,8 @@ test: data lint k8s-tools monitor-tools
 	exit $$status
 
 .PHONY: test-fast
-## Only the fast unit tests.
-test-fast: setup
+## Only the fast unit tests (installs kubectl and promtool, which some of them run).
+test-fast: setup k8s-tools monitor-tools
 	pytest -m "not slow" $(PYTEST_ARGS)
 
 # Each test in a process of its own finds what it leans on from earlier tests (a fixture, a
@@ -320,13 +320,13 @@ ACTUALS ?= .deploy/actuals/$(ENV)
 MONITOR_DIR ?= reports/monitor
 
 .PHONY: replay
-## Stream the held-out months (Oct-Dec) to local ENV as HTTP traffic; deploys it if down.
+## Stream the production split (held out of training) to local ENV as HTTP traffic; deploys it if down.
 replay: package
 	python -m gitml deploy deploy --env $(ENV) --version "$(MODEL_VERSION)" --if-down
 	python -m gitml replay --url $(SMOKE_URL) --actuals $(ACTUALS)
 
 .PHONY: monitor
-## Drift and quality of ENV's recent predictions vs training (evidently); exits 1 on alarm.
+## Drift and quality of ENV's recent predictions vs training (evidently); make exits 2 on an alarm or an unjudgeable log.
 monitor: data
 	dvc repro --pull train $(NO_PROMPT)
 	python -m gitml monitor --logs $(PREDICTION_LOGS) --actuals $(ACTUALS) --out $(MONITOR_DIR) \
