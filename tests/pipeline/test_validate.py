@@ -1,4 +1,6 @@
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -392,3 +394,12 @@ def test_clean_must_return_every_feature(
     with pytest.raises(DataValidationError, match=re.escape(
             f"dataset.clean() returned no feature column(s) ['{dropped}']")):  # fmt: skip
         clean(validate_raw(raw), params["data"])
+
+
+def test_a_spec_without_raw_features_checks_the_raw_file_with_features() -> None:
+    # RAW_FEATURES is optional: specs written before it (or without it) keep working
+    script = ("import gitml.dataset as d; del d.RAW_FEATURES; from gitml.pipeline import validate;"
+              " print(list(validate.RAW_COLUMNS) == [*d.FEATURES, *d.OTHER_COLUMNS])")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "True\n"), done.stderr

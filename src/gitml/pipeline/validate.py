@@ -41,7 +41,10 @@ def raw_columns(
     return {**{name: spec for name, spec in raw.items() if spec is not None}, **others}
 
 
-RAW_COLUMNS = raw_columns(dataset.FEATURES, dataset.RAW_FEATURES, dataset.OTHER_COLUMNS)
+# RAW_FEATURES is optional: a spec written before it, or without it, holds the API's forms
+RAW_COLUMNS = raw_columns(
+    dataset.FEATURES, getattr(dataset, "RAW_FEATURES", {}), dataset.OTHER_COLUMNS
+)
 RAW_SCHEMA = input_schema(RAW_COLUMNS, dataset.CHECKS)
 CLEAN_FEATURES_SCHEMA = INPUT_SCHEMA  # what `clean` makes of the features: the API's contract
 FEEDBACK_DIR = DATA_DIR / "feedback"
