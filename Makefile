@@ -404,3 +404,20 @@ clean:
 mutation: data
 	rm -rf mutants
 	python -m benchmarks.mutation
+
+.PHONY: docs
+## Build the documentation site into build/site (mkdocs build --strict: a broken link fails).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 mkdocs build --strict --site-dir build/site
+
+.PHONY: docs-serve
+## Serve the documentation site on 127.0.0.1:DOCS_PORT (default 8000), rebuilt on each edit.
+docs-serve: setup
+	NO_MKDOCS_2_WARNING=1 mkdocs serve --dev-addr 127.0.0.1:$(or $(DOCS_PORT),8000)
+
+.PHONY: docs-pictures
+## Remake docs/img from real runs in a scratch clone: a PR report, the monitor's (chromium).
+docs-pictures: data
+	@command -v chromium >/dev/null || { if [ -n "$(CAN_APT)" ]; then $(APT_INSTALL) chromium >/dev/null; \
+	  else echo "docs-pictures needs chromium: apt-get install chromium"; exit 1; fi; }
+	python -m benchmarks.docs_pictures
