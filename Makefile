@@ -89,8 +89,8 @@ test: data lint k8s-tools monitor-tools
 	exit $$status
 
 .PHONY: test-fast
-## Only the fast unit tests.
-test-fast: setup
+## Only the fast unit tests (installs kubectl and promtool, which some of them run).
+test-fast: setup k8s-tools monitor-tools
 	pytest -m "not slow" $(PYTEST_ARGS)
 
 # Each test in a process of its own finds what it leans on from earlier tests (a fixture, a
@@ -156,10 +156,12 @@ comment:
 
 IMAGE ?= localhost/gitml-serving:latest
 IMAGE_CONTEXT := build/image
-MODEL_NAME := bike-demand
+# The model's name is its entry under `artifacts:` in dvc.yaml, the one place it is written
+# (gitml.config.model_name reads it too). Renaming the model is renaming that key.
+MODEL_NAME := $(shell awk '/^artifacts:/ {found = 1; next} found && /^  [a-z0-9]/ {sub(/:.*/, ""); print $$1; exit}' dvc.yaml)
 # The model version: the latest GTO version registered (git tags), else the commit. The venv's
 # gto by path: $(shell) does not see the PATH exported above (make < 4.4), and `git describe`
-# would answer with a tag name (bike-demand@v0.0.1), which is no version.
+# would answer with a tag name (NAME@v0.0.1), which is no version.
 MODEL_VERSION ?= $(shell $(VENV)/bin/gto show $(MODEL_NAME)@latest --version 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unversioned)
 ENV ?= staging
 # The local environments' ports (gitml.release.deploy reads the same variables).
@@ -272,9 +274,9 @@ release-version: setup
 	python -m gitml registry release-info --name $(MODEL_NAME) --version "$(MODEL_VERSION)"
 
 .PHONY: release-from-tag
-## From a GTO stage tag (TAG=bike-demand#production#N): its stage, version and image digest.
+## From a GTO stage tag (TAG=NAME#production#N): its stage, version and image digest.
 release-from-tag: setup
-	python -m gitml registry from-tag --tag "$(TAG)"
+	python -m gitml registry from-tag --name $(MODEL_NAME) --tag "$(TAG)"
 
 .PHONY: deploy-preflight
 ## Before a deploy job changes anything: are the cluster secret and the smoke URL of ENV set?
@@ -318,13 +320,13 @@ ACTUALS ?= .deploy/actuals/$(ENV)
 MONITOR_DIR ?= reports/monitor
 
 .PHONY: replay
-## Stream the held-out months (Oct-Dec) to local ENV as HTTP traffic; deploys it if down.
+## Stream the production split (held out of training) to local ENV as HTTP traffic; deploys it if down.
 replay: package
 	python -m gitml deploy deploy --env $(ENV) --version "$(MODEL_VERSION)" --if-down
 	python -m gitml replay --url $(SMOKE_URL) --actuals $(ACTUALS)
 
 .PHONY: monitor
-## Drift and quality of ENV's recent predictions vs training (evidently); exits 1 on alarm.
+## Drift and quality of ENV's recent predictions vs training (evidently); make exits 2 on an alarm or an unjudgeable log.
 monitor: data
 	dvc repro --pull train $(NO_PROMPT)
 	python -m gitml monitor --logs $(PREDICTION_LOGS) --actuals $(ACTUALS) --out $(MONITOR_DIR) \
@@ -402,3 +404,20 @@ clean:
 mutation: data
 	rm -rf mutants
 	python -m benchmarks.mutation
+
+.PHONY: docs
+## Build the documentation site into build/site (mkdocs build --strict: a broken link fails).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 mkdocs build --strict --site-dir build/site
+
+.PHONY: docs-serve
+## Serve the documentation site on 127.0.0.1:DOCS_PORT (default 8000), rebuilt on each edit.
+docs-serve: setup
+	NO_MKDOCS_2_WARNING=1 mkdocs serve --dev-addr 127.0.0.1:$(or $(DOCS_PORT),8000)
+
+.PHONY: docs-pictures
+## Remake docs/img from real runs in a scratch clone: a PR report, the monitor's (chromium).
+docs-pictures: data
+	@command -v chromium >/dev/null || { if [ -n "$(CAN_APT)" ]; then $(APT_INSTALL) chromium >/dev/null; \
+	  else echo "docs-pictures needs chromium: apt-get install chromium"; exit 1; fi; }
+	python -m benchmarks.docs_pictures

@@ -41,13 +41,13 @@ import yaml
 from tests.e2e.clone import make_clone
 
 from gitml import dataset
-from gitml.config import PROJ_ROOT, load_params
+from gitml.config import PROJ_ROOT, load_params, model_name
 from gitml.ports import free_port
 from gitml.pull_requests.bootstrap import mae, paired_difference_ci
 from gitml.release.gate import judge
 from gitml.schema import as_model_input
 
-MODEL_NAME = "bike-demand"  # = MODEL_NAME in the Makefile
+MODEL_NAME = model_name()  # dvc.yaml's model artifact, as the Makefile reads it
 ROUNDS = {"hist_gradient_boosting": "max_iter", "random_forest": "n_estimators",
           "xgboost": "n_estimators"}  # fmt: skip
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gitml.config import PROJ_ROOT
+from gitml.config import PROJ_ROOT, model_name
 
 WORKFLOWS = sorted((PROJ_ROOT / ".github" / "workflows").glob("*.yml"))
 MAKE_TARGETS = set(re.findall(r"^([a-z][a-z0-9-]*):", (PROJ_ROOT / "Makefile").read_text(), re.M))
@@ -28,6 +28,13 @@ def steps(workflow: dict[str, Any]) -> list[dict[str, Any]]:
 
 def by_name(name: str) -> dict[str, Any]:
     return load(PROJ_ROOT / ".github" / "workflows" / name)
+
+
+def make_dry_run(*args: str) -> str:
+    """What `make -n` would run (the Makefile's variables as make reads them)."""
+    done = subprocess.run(["make", "-n", *args], cwd=PROJ_ROOT, capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    return done.stdout
 
 
 def test_there_are_workflows() -> None:
@@ -164,7 +171,11 @@ def test_release_promotes_one_digest_through_gated_stages() -> None:
     refs = [s["env"]["IMAGE_REF"] for j in ("staging", "production") for s in jobs[j]["steps"]
             if "IMAGE_REF" in s.get("env", {})]  # fmt: skip
     assert refs == ["${{ needs.build.outputs.image }}@${{ needs.build.outputs.digest }}"] * 2
-    assert "bike-demand#production#*" in release["on"]["push"]["tags"]
+    # a stage tag of any name starts it; release-from-tag checks the name (dvc.yaml's model)
+    assert release["on"]["push"]["tags"] == ["*#staging#*", "*#production#*"]
+    from_tag = next(s for s in jobs["from-tag"]["steps"] if s.get("id") == "tag")
+    assert from_tag["run"] == "make release-from-tag"
+    assert f"--name {model_name()} " in make_dry_run("release-from-tag", "TAG=x")
 
 
 @pytest.mark.parametrize("job", ["production", "tag-deploy"])

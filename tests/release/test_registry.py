@@ -337,8 +337,9 @@ def test_from_tag_prints_stage_version_and_the_pushed_digest(
     git(*identity, "tag", "-a", "bike-demand@v0.0.2", "-m", "r", cwd=repo)
     monkeypatch.chdir(repo)
     result = CliRunner().invoke(
-        app, ["from-tag", "--tag", "bike-demand#production#4", "--image", "ghcr.io/Team/gitml"]
-    )
+        app, ["from-tag", "--tag", "bike-demand#production#4", "--name", "bike-demand",
+              "--image", "ghcr.io/Team/gitml"]
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     commit = git("rev-parse", "HEAD", cwd=repo)
     expected = ["stage=production", "version=v0.0.2", f"commit={commit}",
@@ -355,10 +356,27 @@ def test_from_tag_refuses_a_tag_that_is_not_a_stage_assignment(
     stand_ins: Path, tmp_path: Path
 ) -> None:
     (tmp_path / "bin" / "gto").write_text('#!/bin/sh\necho "gto: not a tag" >&2\n')
-    result = CliRunner(mix_stderr=False).invoke(app, ["from-tag", "--tag", "v1", "--image", "x"])
+    result = CliRunner(mix_stderr=False).invoke(
+        app, ["from-tag", "--tag", "v1", "--name", "v1", "--image", "x"]
+    )
     assert result.exit_code == 1
     assert "does not assign one of" in result.stderr and "gto: not a tag" in result.stderr
     assert not stand_ins.exists()  # no digest asked (the stand-in gto records nothing)
+
+
+@pytest.mark.parametrize(
+    "tag", ["other-model#production#4", "bike-demand-v2#staging#1", "#production#1"]
+)
+def test_from_tag_refuses_another_models_stage_tag(stand_ins: Path, tag: str) -> None:
+    # release.yml starts on any NAME#STAGE#N tag: the model's name is checked here
+    result = CliRunner(mix_stderr=False).invoke(
+        app, ["from-tag", "--tag", tag, "--name", "bike-demand", "--image", "x"]
+    )
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == (
+        f"registry: {tag!r} is not a stage tag of the model 'bike-demand' (dvc.yaml artifacts)\n"
+    )
+    assert not stand_ins.exists()  # neither gto nor the registry asked
 
 
 def test_a_failing_registry_lookup_is_an_error(stand_ins: Path, tmp_path: Path) -> None:

@@ -186,9 +186,15 @@ def release_info(
 @app.command("from-tag")
 def from_tag(
     tag: Annotated[str, typer.Option(help="A GTO stage tag.")],
+    name: Annotated[str, typer.Option(help="This repository's model: another's tag is refused.")],
     image: Annotated[str, typer.Option(help="Registry image; default: this repository's.")] = "",
 ) -> None:
     """Print stage, version, its commit, image and digest as GitHub step outputs."""
+    # release.yml starts on any stage tag (`*#production#*`), whatever the model's name
+    if tag.split("#")[0] != name:
+        typer.echo(f"registry: {tag!r} is not a stage tag of the model {name!r} "
+                   "(dvc.yaml artifacts)", err=True)  # fmt: skip
+        raise typer.Exit(1)
     check = subprocess.run(["gto", "check-ref", tag, "--json"], capture_output=True, text=True,
                            check=False)  # fmt: skip
     try:
