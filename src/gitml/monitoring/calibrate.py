@@ -113,13 +113,13 @@ def cross_fit(held: list[HeldOut], data: Dataset) -> Any:
                               data.categorical)  # fmt: skip
 
 
-def spread(values: np.ndarray, floor: float, two_sided: bool) -> tuple[float, float, int]:
-    """A statistic's center (median), spread and how many windows measured it: the spread is
-    the mean distance past the median on the side that alarms (both sides when two-sided), at
-    least `floor`. Each statistic is measured in units of its own tail, so one with a long tail
-    (a feature that drifts every season) counts as much as a steady one, no more."""
+def spread(values: np.ndarray, floor: float) -> tuple[float, float, int]:
+    """A statistic's center (median), spread and how many windows lie past the median: the
+    spread is their mean distance past it, at least `floor`. Each statistic is measured in
+    units of its own tail, so one with a long tail (a feature that drifts every season) counts
+    as much as a steady one, no more."""
     center = float(np.median(values))
-    beyond = np.abs(values - center) if two_sided else values[values > center] - center
+    beyond = values[values > center] - center
     return center, max(float(beyond.mean()) if beyond.size else 0.0, floor), beyond.size
 
 
@@ -128,10 +128,10 @@ def floor_of(name: str, rows: float) -> float:
     return 1.0 / rows if name.endswith(checks.MODE_SHARE) else 1e-9
 
 
-def level(statistics: int, rate: float, windows: int, measured: int, two_sided: bool) -> float:
+def level(statistics: int, rate: float, windows: int, measured: int) -> float:
     """How many spreads past its median a statistic's limit lies, so that a check of
     `statistics` statistics alarms on at most `rate` of new windows like the `windows` it was
-    calibrated on (`measured` of them past the median, or all when two-sided).
+    calibrated on (`measured` of them past the median).
 
     Each statistic gets rate / statistics (a union bound: whatever their dependence, the check
     holds the rate). Past the median, excesses are taken as exponential. Both the median and
@@ -141,9 +141,8 @@ def level(statistics: int, rate: float, windows: int, measured: int, two_sided: 
     and its excess over the mean of the m measured ones follows F(2, 2m), so
     P(excess > c spreads) = (1 + c/m)^-m."""
     m = max(measured, 1)
-    past_median = 1.0 if two_sided else (m + 1) / (windows + 1)
-    allowed = rate / statistics
-    return m * ((past_median / allowed) ** (1 / m) - 1)
+    past_median = (m + 1) / (windows + 1)
+    return m * ((past_median * statistics / rate) ** (1 / m) - 1)
 
 
 def calibrate_check(table: pd.DataFrame, rate: float, rows: float) -> dict[str, Any]:
@@ -152,13 +151,10 @@ def calibrate_check(table: pd.DataFrame, rate: float, rows: float) -> dict[str, 
     names = [str(name) for name in table.columns]
     limits = {}
     for name in names:
-        two_sided = name in checks.TWO_SIDED
         center, scale, measured = spread(table[name].dropna().to_numpy(float),
-                                         floor_of(name, rows), two_sided)  # fmt: skip
-        reach = level(len(names), rate, len(table), measured, two_sided) * scale
-        limits[name] = {"center": center, "scale": scale, "high": center + reach}
-        if two_sided:
-            limits[name]["low"] = center - reach
+                                         floor_of(name, rows))  # fmt: skip
+        high = center + level(len(names), rate, len(table), measured) * scale
+        limits[name] = {"center": center, "scale": scale, "high": high}
     return {"rate": rate, "windows": len(table), "limits": limits}
 
 

@@ -117,9 +117,6 @@ def quality_findings(
         "labelled_rows": len(labelled),
         "error_ratio": round(found[checks.ERROR_RATIO], 4),
         "error_ratio_limit": _limit(limits, checks.ERROR_RATIO),
-        "bias_ratio": round(found[checks.BIAS_RATIO], 4),
-        "bias_ratio_limits": [_limit(limits, checks.BIAS_RATIO, "low"),
-                              _limit(limits, checks.BIAS_RATIO)],
         "relative_error": round(relative_error(labelled), 4),
         "expected_relative_error": test["relative_error"],
         "skill": None if skill is None else round(skill, 4),
@@ -274,13 +271,11 @@ def markdown(summary: dict[str, Any]) -> str:
         f"{_g(pred['limit'])} | {_yes('prediction_drift' in alarm_on)} |",
     ]
     if "error_ratio" in qual:
-        on, (low, high) = _yes("quality" in alarm_on), qual["bias_ratio_limits"]
+        on = _yes("quality" in alarm_on)
         skill = "n/a" if qual["skill"] is None else f"{qual['skill']:.2f}"
         lines += [
             f"| error ratio: absolute error / expected | {qual['error_ratio']:.2f} | "
             f"{_g(qual['error_ratio_limit'])} | {on} |",
-            f"| bias ratio: signed error / expected | {qual['bias_ratio']:+.2f} | "
-            f"{_g(low)} to {_g(high)} | {on} |",
             f"| relative error (test split: {qual['expected_relative_error']:.3f}) | "
             f"{qual['relative_error']:.3f} | | {_yes(False)} |",
             f"| skill: error / naive seasonal baseline's (test split: {qual['test_skill']:.2f}) "
