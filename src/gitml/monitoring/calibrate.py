@@ -1,27 +1,23 @@
-"""calibrate stage: the monitor's thresholds, learned from windows the model did not train on.
+"""calibrate stage: the monitor's limits, learned from windows the model did not train on.
 
-A threshold is only as good as the windows it was set on. The training windows are in-sample
-for the model (its errors there are too small), so they are judged out of sample, by time-series
+A limit is only as good as the windows it was set on. The training windows are in-sample for
+the model (its errors there are too small), so they are judged out of sample, by time-series
 cross-validation: the training windows (`monitor.window_days`) go to `monitor.calibration_folds`
 interleaved folds, and each fold's windows are judged by a model refitted, with the train
-params, on the other folds' rows (less a day on each side, so no hour next to a held-out window
+params, on the other folds' rows (less a day on each side, so no hour beside a held-out window
 trains), against those rows as the drift reference. Interleaved, because every season then has
-neighbours in training, as the next year's windows do for a model trained on this one. The test
+neighbours in training, as next year's windows do for a model trained on this one. The test
 split's windows, judged by the model itself, join them. The quality check's error model is
-cross-fitted the same way: each window's expected errors come from an error model that never
-saw its fold.
+cross-fitted the same way: a window's expected errors come from an error model that never saw
+its fold.
 
-Each check's statistics are then standardized by their median and spread over those windows
-(per feature: "like with like", so a seasonal feature that always moves gets a wide range and
-does not drown the others), and one multiplier per check is set so that at most its share of
-`monitor.false_alarm_rate` of windows would alarm (the rate split evenly between the checks in
-`monitor.alarm_on`, so the alarm as a whole holds it). The multiplier is the larger of a
-conformal quantile (the rank ceil((n+1)(1-rate)) of the windows' own standardized maxima, each
-left out of its own standardization) and an exponential fit of their upper half: with 20-40
-windows a 2.5 % quantile is a guess, and the fit uses every window above the median rather
-than the most extreme one alone. Writes `<out>/calibration.json` (thresholds, every window's
-statistics, a leave-one-window-out estimate of the false-alarm rate) and `<out>/errors.joblib`
-(the error model), versioned by DVC with the model they were calibrated for.
+Each statistic's limit comes from its own values in those windows ("like with like": a feature
+that drifts every season gets a wide range and does not drown the others): its median, plus a
+prediction bound on its excess past the median (`level`), set so that each check in
+`monitor.alarm_on` alarms on at most its share of `monitor.false_alarm_rate` of new windows like
+these. Writes `<out>/calibration.json` (limits, every window's statistics, a leave-one-window-out
+estimate of the false-alarm rate) and `<out>/errors.joblib` (the error model), both tied to the
+model by its hash; DVC versions them with it. docs/monitoring.md has the why and the figures.
 """
 
 import hashlib

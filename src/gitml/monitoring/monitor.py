@@ -1,7 +1,7 @@
 """Monitoring: a window of production's prediction log against the training reference.
 
 The statistics of checks.py (per-feature drift distance and most frequent value's share,
-prediction drift; where actuals have been joined in, the error and bias ratios) are judged
+prediction drift; where actuals have been joined in, the error ratio) are judged
 against the limits `make calibrate` learned for this model (calibrate.py: the false-alarm rate
 asked in params.yaml `monitor`), and shown with evidently's drift and regression reports.
 Writes `reports/monitor/`: drift.html, quality.html (with actuals), summary.json, summary.md
@@ -65,9 +65,9 @@ def relative_error(frame: pd.DataFrame) -> float:
     return float((frame[PREDICTION] - frame[ACTUAL]).abs().sum() / frame[ACTUAL].abs().sum())
 
 
-def _limit(limits: dict[str, Any], name: str, key: str = "high") -> float | None:
-    value = limits.get(name, {}).get(key)
-    return None if value is None else round(value, 4)
+def _limit(limits: dict[str, Any], name: str) -> float | None:
+    """A statistic's calibrated limit (None: it was not calibrated, e.g. never measured)."""
+    return round(limits[name]["high"], 4) if name in limits else None
 
 
 def drift_findings(found: dict[str, float], calibrated: dict[str, Any]) -> dict[str, Any]:
