@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from sklearn.inspection import permutation_importance
 
-from gitml.config import MODEL_FILE, load_params, split_path
+from gitml.config import MODEL_FILE, SPLITS, load_params, split_path
 from gitml.monitoring import calibrate, checks
 from gitml.pipeline.train import build_pipeline
 from gitml.serving.predlog import ACTUAL
@@ -68,16 +68,18 @@ def refit_with(features: dict[str, Any], train: dict[str, Any], target: str) -> 
     return refit
 
 
-def example_case() -> Case:
-    """The project's data: the spec, params.yaml, the splits and model `make` built."""
+def example_case(splits: dict[str, pd.DataFrame] | None = None, model: Any = None) -> Case:
+    """The project's data: the spec, params.yaml, and the splits and model given, by default
+    those `make` built."""
     from gitml.dataset import OTHER_COLUMNS, TARGET
 
-    data = calibrate.project_dataset()
-    splits = {name: pd.read_parquet(split_path(name)) for name in ("train", "test", "production")}
+    if splits is None:
+        splits = {name: pd.read_parquet(split_path(name)) for name in SPLITS}
     # a target the spec lets go below zero is taken for a log of the demand (as NYSE's)
     low = OTHER_COLUMNS[TARGET].low if TARGET in OTHER_COLUMNS else None
-    case = Case("example", splits, data, load_params("monitor"), log_target=low is None or low < 0)
-    case.model = joblib.load(MODEL_FILE)
+    case = Case("example", splits, calibrate.project_dataset(), load_params("monitor"),
+                log_target=low is None or low < 0)  # fmt: skip
+    case.model = joblib.load(MODEL_FILE) if model is None else model
     return case
 
 

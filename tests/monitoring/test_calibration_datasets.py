@@ -1,10 +1,12 @@
 """The calibrated alarm on three datasets (`make bench-monitor`'s table): the project's own data
 (the dataset spec and params.yaml), ISLP's NYSE and a synthetic two-year hourly series made
 here, each with four production faults injected. What it asks comes from params.yaml's
-`monitor` goals; the datasets' facts from the spec or their own description."""
+`monitor` goals; the datasets' facts from the spec or their own description. The example's
+splits and model are the suite's own (conftest.py), not `make run`'s."""
 
 from typing import Any
 
+import pandas as pd
 import pytest
 from benchmarks.monitor_windows import evaluate, example_case, nyse_case, synthetic_case, table
 from scipy.stats import binom
@@ -15,8 +17,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def rows() -> list[dict[str, Any]]:
-    found = [evaluate(build()) for build in (example_case, nyse_case, synthetic_case)]
+def rows(splits: dict[str, pd.DataFrame], trained_model: Any) -> list[dict[str, Any]]:
+    cases = (example_case(splits, trained_model), nyse_case(), synthetic_case())
+    found = [evaluate(case) for case in cases]
     print("\n" + table(found, load_params("monitor")))
     return found
 

@@ -276,7 +276,7 @@ def test_a_window_under_min_rows_is_not_judged(
     assert not (out / "summary.json").exists()  # the earlier verdict is not left standing
 
 
-def test_a_calibration_made_for_another_model_is_refused(
+def test_a_calibration_made_for_another_model_or_settings_is_refused(
     tmp_path: Path, home: Path, trained_model: Any, splits: dict[str, pd.DataFrame],
     params: dict[str, Any], settings: dict[str, Any],
 ) -> None:  # fmt: skip
@@ -288,6 +288,11 @@ def test_a_calibration_made_for_another_model_is_refused(
     ):
         run(logs, None, 14, None, tmp_path / "out", settings, params["features"],
             model_path=other, splits_dir=home, calibration_dir=home / "calibration")  # fmt: skip
+    other_rate = {**settings, "false_alarm_rate": settings["false_alarm_rate"] / 2}
+    with pytest.raises(ValueError, match=r"for monitor\.false_alarm_rate=.*run `make calibrate`"):
+        run(logs, None, 14, None, tmp_path / "out", other_rate, params["features"],
+            model_path=home / "model.joblib", splits_dir=home,
+            calibration_dir=home / "calibration")  # fmt: skip
     with pytest.raises(
         FileNotFoundError, match=r"calibration\.json is missing: run `make calibrate`"
     ):

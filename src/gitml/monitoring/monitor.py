@@ -45,8 +45,11 @@ MONITOR_DIR = REPORTS_DIR / "monitor"
 FINDINGS = checks.CHECKS
 
 
-def load_calibration(directory: Path, model_path: Path) -> tuple[dict[str, Any], Any]:
-    """`make calibrate`'s thresholds and error model, refused unless made for this model."""
+def load_calibration(
+    directory: Path, model_path: Path, settings: dict[str, Any]
+) -> tuple[dict[str, Any], Any]:
+    """`make calibrate`'s limits and error model, refused unless made for this model and
+    these `monitor` settings."""
     record_file = directory / CALIBRATION_FILE
     if not record_file.exists():
         raise FileNotFoundError(f"{record_file} is missing: run `make calibrate`")
@@ -55,7 +58,13 @@ def load_calibration(directory: Path, model_path: Path) -> tuple[dict[str, Any],
         if record.get(name) != md5(path):
             raise ValueError(
                 f"{record_file} was calibrated for another {path.name}: run `make calibrate` "
-                "(dvc repro calibrate) so the thresholds fit the model"
+                "(dvc repro calibrate) so the limits fit the model"
+            )
+    for key in ("window_days", "false_alarm_rate", "alarm_on"):
+        if record.get(key) != settings[key]:
+            raise ValueError(
+                f"{record_file} was calibrated for monitor.{key}={record.get(key)}, params.yaml "
+                f"says {settings[key]}: run `make calibrate`"
             )
     return record, joblib.load(directory / ERRORS_FILE)
 
@@ -360,7 +369,7 @@ def run(
             f"{logs}: {len(current)} predictions in the window, fewer than "
             f"monitor.min_rows={params_monitor['min_rows']}: too few to judge"
         )
-    calibration, errors = load_calibration(calibration_dir, model_path)
+    calibration, errors = load_calibration(calibration_dir, model_path, params_monitor)
     model, train = joblib.load(model_path), pd.read_parquet(split_path("train", splits_dir))
     categorical = categorical_features(params_features)
     reference = checks.as_logged(model, train, list(FEATURES), TARGET, TIME)
