@@ -2,13 +2,18 @@
 of the rule, the folds, and a calibrated monitor that stays quiet on new normal windows and
 alarms on a fault."""
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
 from benchmarks.monitor_windows import synthetic_table
 
+from gitml.config import PROJ_ROOT
 from gitml.monitoring import calibrate, checks
 from gitml.pipeline.train import build_pipeline
 
@@ -108,10 +113,12 @@ def test_each_fold_is_judged_by_a_model_that_never_saw_it_or_the_day_beside_it(
         assert len(window.reference) == len(seen[window.group])
 
 
-def test_too_few_windows_to_calibrate_name_the_settings(table: pd.DataFrame) -> None:
+def test_settings_calibration_cannot_work_with_are_named(table: pd.DataFrame) -> None:
     train, test = table.head(24 * 28), table.iloc[24 * 28 : 24 * 35]
-    with pytest.raises(ValueError, match=r"monitor.window_days=7 .* calibration needs 8"):
-        calibrate.backtest(train, test, light_refit(train), DATA, SETTINGS)
+    with pytest.raises(ValueError, match=r"monitor\.window_days=7 .* calibration needs 8"):
+        calibrate.backtest(train, test, None, DATA, SETTINGS)  # said before any refit
+    with pytest.raises(ValueError, match=r"monitor\.calibration_folds=1: at least 2"):
+        calibrate.backtest(train, test, None, DATA, {**SETTINGS, "calibration_folds": 1})
 
 
 def test_the_record_says_what_was_calibrated_and_how_it_did(calibrated: dict[str, Any]) -> None:
@@ -161,3 +168,22 @@ def test_the_left_out_rate_counts_windows_judged_by_limits_calibrated_without_th
     settings = {**SETTINGS, "alarm_on": ["quality"]}
     rates = calibrate.left_out_rates([*quiet, odd], settings, rows=100)
     assert rates == {"quality": round(1 / 11, 4), "alarm": round(1 / 11, 4)}
+
+
+def test_the_command_says_why_it_cannot_calibrate_and_writes_nothing(tmp_path: Path) -> None:
+    # the project's spec and params, on splits too short for their windows
+    from gitml.dataset import TIME
+
+    days = pd.date_range("2011-01-01", periods=24 * 20, freq="h")
+    raw = {"train": days[: 24 * 15], "test": days[24 * 15 :]}
+    for name, when in raw.items():
+        pd.DataFrame({TIME: when}).to_parquet(tmp_path / f"{name}.parquet")
+    joblib.dump("a model", tmp_path / "model.joblib")
+    result = subprocess.run(
+        [sys.executable, "-m", "gitml", "calibrate", "--splits-dir", str(tmp_path), "--model",
+         str(tmp_path / "model.joblib"), "--out", str(tmp_path / "out")],
+        cwd=PROJ_ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "monitor.window_days=" in result.stderr and "calibration needs" in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -208,15 +208,21 @@ def backtest(
     train: pd.DataFrame, test: pd.DataFrame, model: Any, data: Dataset, settings: dict[str, Any]
 ) -> tuple[list[HeldOut], list[dict[str, dict[str, float]]], Any]:
     """The held-out windows, their statistics, and the error model for the monitor."""
-    held = held_out_windows(train, test, model, data, settings["window_days"],
-                            int(settings["calibration_folds"]))  # fmt: skip
-    held = [w for w in held if len(w.rows) >= settings["min_rows"]]
-    if len(held) < MIN_WINDOWS:
+    if int(settings["calibration_folds"]) < 2:
         raise ValueError(
-            f"the train and test splits hold {len(held)} whole windows of monitor.window_days="
-            f"{settings['window_days']} days with monitor.min_rows={settings['min_rows']} rows; "
+            f"monitor.calibration_folds={settings['calibration_folds']}: at least 2, so that "
+            "each fold's model trains on the others"
+        )
+    days, min_rows = settings["window_days"], settings["min_rows"]
+    whole = [w for split in (train, test) for w in checks.time_windows(split, days, data.time)]
+    if sum(len(w) >= min_rows for w in whole) < MIN_WINDOWS:  # before any refit
+        raise ValueError(
+            f"the train and test splits hold {sum(len(w) >= min_rows for w in whole)} whole "
+            f"windows of monitor.window_days={days} days with monitor.min_rows={min_rows} rows; "
             f"calibration needs {MIN_WINDOWS}: shorten the window or train on more data"
         )
+    held = held_out_windows(train, test, model, data, days, int(settings["calibration_folds"]))
+    held = [w for w in held if len(w.rows) >= min_rows]
     errors = cross_fit(held, data)
     for w in held:
         w.statistics = checks.measure(w.reference, w.logged, w.errors, data.features,
