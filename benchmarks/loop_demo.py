@@ -103,7 +103,7 @@ def both_models(window: pd.DataFrame, old: Path, new: Path, settings: dict[str, 
 
 def monitor(repo: Path, env: dict[str, str], out: str) -> dict[str, Any]:
     """Production's last monitor.window_days of event time (exit 1, an alarm, is a result)."""
-    dvc("repro", "train", cwd=repo, env=env)
+    dvc("repro", "calibrate", cwd=repo, env=env)  # the limits for the model that serves
     gitml("monitor", "--logs", ".deploy/predictions/production", "--actuals",
           ".deploy/actuals/production", "--out", out, "--env", "production",
           cwd=repo, env=env, ok=(0, 1))  # fmt: skip
@@ -111,7 +111,8 @@ def monitor(repo: Path, env: dict[str, str], out: str) -> dict[str, Any]:
     quality = summary["quality"]
     return {"window": summary["window"], "alarm": summary["alarm"], "alarms": summary["alarms"],
             "model_versions": summary["model_versions"],
-            **{key: quality.get(key) for key in ("error_ratio", "bias", "mae")}}  # fmt: skip
+            **{key: quality.get(key) for key in ("error_ratio", "error_ratio_limit", "bias",
+                                                 "mae")}}  # fmt: skip
 
 
 def release(repo: Path, env: dict[str, str], version: str) -> None:

@@ -39,6 +39,7 @@ COMMANDS: dict[str, dict[str, tuple[str, str]]] = {
     },
     "monitoring": {
         "replay": ("gitml.monitoring.replay", "send held-out rows to a server as traffic"),
+        "calibrate": ("gitml.monitoring.calibrate", "stage calibrate: the monitor's limits"),
         "monitor": ("gitml.monitoring.monitor", "drift and quality of production's log"),
         "fetch-logs": ("gitml.monitoring.fetch_logs", "copy an environment's log and actuals"),
         "notify": ("gitml.monitoring.notify", "one GitHub issue per alarming environment"),
