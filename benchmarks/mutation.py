@@ -105,7 +105,30 @@ _NO_RUN_URL = "RUN_URL unset: '' and None both fall back to 'see the pr workflow
 _SAME_FIT = "the encoder's columns and its lookups come from one fit: always as many"
 _SPEED_ONLY = "changes how fast, not what: the same predictions"
 _FALSY = "None is as falsy as False where it is read"
+_UNSET_FALSE = "an unset variable: '' and None are both false to all(), the same empty URL"
 EQUIVALENT: list[Equivalent] = [
+    *(
+        Equivalent(
+            "gitml.monitoring.notify.run_url",
+            _UNSET_FALSE,
+            f"- {line}",
+            "+ " + line.replace(', "")', default),
+        )
+        for line in (
+            'parts = [env.get(name, "") for name in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY")]',
+            'run_id = env.get("GITHUB_RUN_ID", "")',
+        )
+        for default in (", None)", ", )")
+    ),
+    *(
+        Equivalent(
+            "gitml.pipeline.train.check_loss",
+            "no loss set: str() of '', None and 'XXXX' all lack 'poisson'",
+            '- if "poisson" in str(hyperparams.get(key, "")) and (target < 0).any():',
+            f'+ if "poisson" in str(hyperparams.get(key, {default})) and (target < 0).any():',
+        )
+        for default in ("None", "", '"XXXX"')
+    ),
     *header_case("gitml.pull_requests.runner.online_runners", _RUNNER_HEADERS, "Authorization"),
     *header_case("gitml.pull_requests.runner.online_runners", _RUNNER_HEADERS, "Accept"),
     Equivalent(
@@ -605,8 +628,9 @@ def changed(name: str, mutants: Path = MUTANTS) -> tuple[str, ...]:
     module, _, function = name.rpartition(".")
     original = function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"
     bodies = functions((mutants / "src" / Path(*module.split("."))).with_suffix(".py"))
-    before = bodies.get(original, "").splitlines()[1:]  # the names differ: skip the def line
-    after = bodies.get(function, "").splitlines()[1:]
+    plain = function_of(name).rsplit(".", 1)[1]  # the def lines, read with the function's name
+    before = bodies.get(original, "").replace(original, plain, 1).splitlines()
+    after = bodies.get(function, "").replace(function, plain, 1).splitlines()
     diff = difflib.unified_diff(before, after, lineterm="", n=0)
     return normalized(
         f"{line[0]} {line[1:]}"

@@ -31,6 +31,14 @@ def x_pay__mutmut_2(amount, env):
 def x_pay__mutmut_3(amount, env):
     fee = env.get("FEE", "0")
     return amount + int(None)
+
+
+def x_refund__mutmut_orig(amount, reason=""):
+    return -amount
+
+
+def x_refund__mutmut_1(amount, reason="XXXX"):
+    return -amount
 """
 FEE_DEFAULT = ('- fee = env.get("FEE", "0")', '+ fee = env.get("FEE", None)')
 
@@ -87,6 +95,16 @@ def test_an_entry_whose_mutant_a_test_kills_is_not_equivalent(tmp_path: Path) ->
         "not equivalent, a test kills gitml.shop.x_pay__mutmut_1: gitml.shop.pay: "
         + " / ".join(FEE_DEFAULT)
     ]
+
+
+def test_a_changed_default_argument_is_a_change_of_the_def_line(tmp_path: Path) -> None:
+    mutants = mutants_dir(tmp_path, {1: 0})
+    meta = mutants / "src" / "gitml" / "shop.py.meta"
+    meta.write_text(json.dumps({"exit_code_by_key": {"gitml.shop.x_refund__mutmut_1": 0}}))
+    assert mutation.changed("gitml.shop.x_refund__mutmut_1", mutants) == (
+        '- def refund(amount, reason=""):',
+        '+ def refund(amount, reason="XXXX"):',
+    )
 
 
 def test_the_count_of_mutants_an_entry_expects_and_a_repeated_entry_are_checked(
