@@ -1,4 +1,5 @@
 import json
+import sys
 from typing import Any
 
 import numpy as np
@@ -42,8 +43,33 @@ def test_cuda_that_cannot_be_had_is_a_clear_error() -> None:
 def test_unknown_device_and_family_are_errors() -> None:
     with pytest.raises(ValueError, match=r"train\.device must be one of .* got 'tpu'"):
         resolve_device("xgboost", "tpu", None, True)
-    with pytest.raises(ValueError, match=r"train.model 'svm' is unknown; use hist_gradient"):
+    with pytest.raises(ValueError) as err:
         build_regressor("svm", {}, 0, "cpu")
+    assert str(err.value) == (
+        "train.model 'svm' is unknown; use hist_gradient_boosting, random_forest, ridge or xgboost"
+    )
+
+
+def test_xgboost_without_its_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "xgboost", None)  # `import xgboost` fails, as uninstalled
+    with pytest.raises(ValueError) as err:
+        build_regressor("xgboost", {}, 0, "cpu")
+    assert str(err.value) == "train.model 'xgboost' needs the gpu extra: uv sync --extra gpu"
+
+
+def test_a_poisson_loss_takes_a_target_with_zeros() -> None:
+    from gitml.pipeline.train import check_loss
+
+    counts = pd.Series([0, 0, 3], name="rentals")  # counts are often zero, never below
+    for family, key in (("hist_gradient_boosting", "loss"), ("xgboost", "objective")):
+        check_loss(family, {key: "poisson"}, counts)
+    with pytest.raises(ValueError) as err:
+        check_loss("xgboost", {"objective": "count:poisson"}, counts - 1)
+    assert str(err.value) == (
+        "train.hyperparams.xgboost.objective is 'count:poisson', which needs rentals >= 0, but "
+        "it goes down to -1: use a loss for any real number (squared_error; XGBoost: "
+        "reg:squarederror)"
+    )
 
 
 @pytest.mark.parametrize("family", ["hist_gradient_boosting", "random_forest", "ridge", "xgboost"])

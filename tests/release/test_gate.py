@@ -259,6 +259,7 @@ def test_without_a_champion_or_an_artifact_there_is_nothing_to_judge(tmp_path: P
         (["demand#production#2", "demand#production!#5"], None),  # taken out of production
         (["demand#production#2", "demand#production!#5", "demand#production#7"], "demand#production#7"),
         (["demand#production!#5", "demand#production#2"], None),  # the count orders, not the list
+        (["demand@v1.0.0", "other#production#1", "demand#production#2"], "demand#production#2"),
     ],
 )  # fmt: skip
 def test_production_is_the_latest_production_event_by_gtos_count(
@@ -274,8 +275,13 @@ def test_a_tag_the_gate_cannot_order_or_a_shallow_checkout_is_an_error() -> None
 
     with pytest.raises(GateError, match=r"^demand#production: a stage tag without its count"):
         production_tag("demand", ["demand#production#1", "demand#production"], shallow=False)
-    with pytest.raises(GateError, match=r"^the checkout is shallow.* whether demand is in"):
+    with pytest.raises(GateError) as err:
         production_tag("demand", [], shallow=True)
+    assert str(err.value) == (
+        "the checkout is shallow, so its tags may be incomplete and whether demand is in "
+        "production cannot be told: fetch the whole history (actions/checkout with "
+        "fetch-depth: 0)"
+    )
     assert production_tag("demand", ["demand#staging"], shallow=False) is None  # not production
 
 

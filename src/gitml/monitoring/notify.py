@@ -80,7 +80,7 @@ def run_url(env: Mapping[str, str]) -> str:
     return f"{parts[0]}/{parts[1]}/actions/runs/{run_id}" if all([*parts, run_id]) else ""
 
 
-def body(summary: dict[str, Any], markdown: str, url: str = "") -> str:
+def body(summary: dict[str, Any], markdown: str, url: str) -> str:
     """What the issue or the comment says: the summary, and where the reports are."""
     text = markdown.rstrip("\n") + "\n"
     if not summary["alarm"]:
