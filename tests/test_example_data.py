@@ -15,9 +15,9 @@ import pytest
 from gitml import dataset
 from gitml.config import PROJ_ROOT
 from gitml.monitoring.feedback import add_version, collect
-from gitml.pipeline.data import is_example
+from gitml.pipeline.data import FILE_NAME, is_example
 from tests.conftest import DATA_SKIPS, unexpected_skips
-from tests.example_data import EXAMPLE_ONLY, example_missing
+from tests.example_data import EXAMPLE_ONLY, example_missing, example_only
 from tests.monitoring.test_feedback import label, serve
 
 EXAMPLE_TESTS = sorted(
@@ -65,6 +65,7 @@ def grown(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
+@example_only
 def test_the_example_grown_by_feedback_is_still_the_example(grown: Path) -> None:
     assert list((grown / "data" / "feedback").glob("*.parquet"))
     assert not is_example(grown)  # data.dvc changed: keyed on it, the example's tests skipped
@@ -72,6 +73,7 @@ def test_the_example_grown_by_feedback_is_still_the_example(grown: Path) -> None
     assert example_missing(PROJ_ROOT) is None  # and this checkout holds the example
 
 
+@example_only
 @pytest.mark.slow  # pytest in a subprocess collects every example-only module (20 s)
 def test_the_example_only_tests_do_not_skip_on_the_grown_example(grown: Path) -> None:
     """pytest plans each example-only test in the grown copy (its own gitml, PROJ_ROOT there):
@@ -88,11 +90,18 @@ def test_the_example_only_tests_do_not_skip_on_the_grown_example(grown: Path) ->
         assert re.search(rf"^\s+{re.escape(path)}::", planned, re.M), f"{path} not planned"
 
 
-def test_a_fork_with_other_data_skips_them_saying_why(tmp_path: Path) -> None:
+def test_a_fork_with_other_data_skips_them_saying_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dataset, "RAW_FILE", FILE_NAME)  # the example's name, other data in it
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / dataset.RAW_FILE).write_text("a,b\n1,2\n")
-    assert example_missing(tmp_path) == f"data/{dataset.RAW_FILE} is not the example's file"
+    (tmp_path / "data" / FILE_NAME).write_text("a,b\n1,2\n")
+    assert example_missing(tmp_path) == f"data/{FILE_NAME} is not the example's file"
     assert example_missing(tmp_path / "not-pulled-yet") is None  # then `make data` is asked for
+    monkeypatch.setattr(dataset, "RAW_FILE", "sales.csv")  # a spec for other data
+    assert example_missing(tmp_path) == (
+        f"the dataset spec reads data/sales.csv, not the example's {FILE_NAME}"
+    )
 
 
 def test_on_the_example_every_skip_fails_the_run_elsewhere_only_the_datas() -> None:
