@@ -344,3 +344,19 @@ def test_the_pull_request_report_compares_with_production_advisory_only() -> Non
     train = by_name("pr.yml")["jobs"]["train"]
     step = next(s for s in train["steps"] if s.get("run") == "make gate report")
     assert step["env"]["GATE_ADVISORY"] == "true"
+
+
+def test_mutation_testing_runs_whole_every_week_and_reads_only() -> None:
+    mutation = by_name("mutation.yml")
+    assert set(mutation["on"]) == {"schedule", "workflow_dispatch"}
+    [schedule] = mutation["on"]["schedule"]
+    minute, hour, day, month, weekday = schedule["cron"].split()
+    assert minute.isdigit() and hour.isdigit() and (day, month) == ("*", "*")
+    assert weekday.isdigit(), "once a week"
+    [job] = mutation["jobs"].values()
+    assert job["runs-on"] in GITHUB_HOSTED and job["permissions"] == {"contents": "read"}
+    assert [step["run"] for step in job["steps"] if "run" in step] == ["make mutation"]
+    mutation_target = re.search(
+        r"^mutation:.*\n((?:\t.*\n)+)", (PROJ_ROOT / "Makefile").read_text(), re.M
+    )
+    assert mutation_target and "python -m benchmarks.mutation\n" in mutation_target[1]  # whole

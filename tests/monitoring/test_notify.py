@@ -94,6 +94,11 @@ def test_body_is_the_summary_with_a_link_to_the_run() -> None:
     assert body(ALARM, MARKDOWN, "") == MARKDOWN  # outside GitHub Actions: no link
 
 
+def test_body_keeps_the_summarys_last_line_as_written_but_one_newline() -> None:
+    for last in ("| drift | 0.7 |  ", "| quality | X"):  # trailing spaces, a last letter X
+        assert body(ALARM, f"## Alarm\n{last}\n\n\n", "") == f"## Alarm\n{last}\n"
+
+
 def test_run_url_needs_all_three_variables() -> None:
     assert run_url(RUN) == RUN_URL
     for missing in RUN:

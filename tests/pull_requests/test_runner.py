@@ -112,3 +112,15 @@ def test_main_without_a_token_does_not_ask_github(
     main()
     assert "RUNNER_CHECK_TOKEN is not set" in outputs.read_text()
     assert github_api.requests == []
+
+
+def test_online_runners_asks_the_api_the_workflow_names(
+    github_api: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On GitHub Enterprise Server the API is https://HOST/api/v3 (GITHUB_API_URL), not
+    api.github.com: the check asks there."""
+    monkeypatch.setenv("GITHUB_API_URL", "https://api.github.com/api/v3")
+    github_api.routes[f"/api/v3{RUNNERS}"] = (200, {"runners": [
+        runner("gpu-box", "online", "self-hosted", "gpu")]})  # fmt: skip
+    assert online_runners("team/project", "t0ken") == [{"self-hosted", "gpu"}]
+    assert github_api.requests == [("GET", f"/api/v3{RUNNERS}", "Bearer t0ken")]
