@@ -60,17 +60,18 @@ def running(
     service_ports: dict[str, int] | None = None,
     max_replicas: int | None = None,
     registry_address: str = "",
-    mirrors: dict[str, str] | None = None,
+    stands_in_for: str = "",
 ) -> Iterator[Running]:
     """A cluster (and a registry, unless `registry_address` names one) until the block ends.
-    `mirrors`: image prefixes pulled from the registry (ghcr.io -> the loopback registry)."""
+    `stands_in_for`: a registry (ghcr.io) whose images the cluster pulls from this one."""
     directory.mkdir(parents=True, exist_ok=True)
     started = None
     if not registry_address:
         started = registry.start(directory / "registry")
         registry_address = started.address
     cluster_id = secrets.token_hex(4)
-    podman = Podman(directory / "podman", cluster_id, registry_address, mirrors or {})
+    mirrors = {stands_in_for: registry_address} if stands_in_for else {}
+    podman = Podman(directory / "podman", cluster_id, registry_address, mirrors)
     cluster = Cluster(podman, directory, namespaces, service_ports, max_replicas)
     token = secrets.token_urlsafe(24)
     api = ApiServer(cluster, token)
