@@ -66,7 +66,8 @@ app = typer.Typer(add_completion=False, help=__doc__)
 
 @app.command("check")
 def check_command(
-    tag: Annotated[str, typer.Option(help="A GTO stage tag that was pushed.")],
+    name: Annotated[str, typer.Option(help="Artifact name.")],
+    tag: Annotated[str, typer.Option(help="A GTO stage tag of NAME that was pushed.")],
 ) -> None:
     """Refuse (exit 1) a production tag whose version never passed staging, unless its message
     gives a reason."""

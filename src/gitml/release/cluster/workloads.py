@@ -88,6 +88,7 @@ class Cluster:
         self.history: dict[tuple[str, str], list[ReplicaSet]] = {}
         self.progress: dict[tuple[str, str], tuple[tuple[int, ...], float]] = {}
         self.pods: dict[tuple[str, str], PodState] = {}
+        self.started_pods = False
         self.proxies: dict[tuple[str, str], Forwarder] = {}
         self.lock = threading.RLock()
         self.closed = threading.Event()
@@ -245,7 +246,8 @@ class Cluster:
                 proxy.close()
         for state in states:
             self.podman.stop(state.container, 0, None)
-        self.podman.remove_all()
+        if self.started_pods:  # and whatever a kubelet thread left behind
+            self.podman.remove_all()
 
     # --- checks and storage --------------------------------------------------------------
     def _key(self, doc: Doc) -> tuple[str, str, str]:
@@ -412,6 +414,7 @@ class Cluster:
         state = PodState(pod, (namespace, deployment["metadata"]["name"]), current,
                          f"gitml-{self.podman.cluster_id}-{namespace}-{name}")  # fmt: skip
         self.pods[(namespace, name)] = state
+        self.started_pods = True
         self.kubelet.start(state)
         return state
 
