@@ -166,9 +166,9 @@ def rehearse_command(
                 if done.returncode != 0:
                     typer.echo(f"cluster: `make {target} ENV={stage}` failed", err=True)
                     raise typer.Exit(1)
-        for stage, namespace in environments.items():
+        for stage in ("staging", "production"):
             typer.echo(f"cluster: {stage} serves {version} ({digest}) at "
-                       f"{up.service_url(namespace)}")  # fmt: skip
+                       f"{up.service_url(environments[stage])}")  # fmt: skip
         if keep:
             typer.echo(f"  export KUBECONFIG={up.kubeconfig}\nCtrl-C stops it.")
             wait_for_signal()
