@@ -24,7 +24,10 @@ import yaml
 from typer.testing import CliRunner
 
 from gitml.release import k8s
+from gitml.release.cluster.api import ApiServer, kubeconfig
 from gitml.release.cluster.cli import Running, running
+from gitml.release.cluster.runtime import Podman
+from gitml.release.cluster.workloads import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -444,6 +447,31 @@ def test_rollback_without_a_previous_release_changes_nothing(
     result = CliRunner().invoke(k8s.app, ["rollback", "--env", "production", "--image", "",
                                           "--version", ""])  # fmt: skip
     assert result.exit_code == 1 and "no release to return production to" in result.output
+
+
+def test_the_single_deployment_of_earlier_versions_is_never_deployed_past(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its live Service selects by app labels only, so it would send traffic to a candidate
+    before its checks: refused, naming the one-time move (the local cluster, no pod run)."""
+    podman = Podman(tmp_path / "podman", "unit", "127.0.0.1:9", {})
+    cluster = Cluster(podman, tmp_path, ["gitml-production"], max_replicas=0)
+    api = ApiServer(cluster, "token")
+    try:
+        config = tmp_path / "kubeconfig"
+        config.write_text(json.dumps(kubeconfig(api.url, "token")))
+        monkeypatch.setenv("KUBECONFIG", str(config))
+        monkeypatch.setenv("KUBECTL", f"{sys.executable} -m gitml.release.cluster.kubectl")
+        k8s.apply(k8s.pin(k8s.render("production"), DIGEST, "v1"))  # as earlier versions did
+        with pytest.raises(k8s.DeployError, match="selects pods by their app labels only"):
+            k8s.deploy(k8s.pin(k8s.render("production"), DIGEST, "v2"), "5s", None)
+        assert k8s.get("deployment", "gitml-serving-blue", "gitml-production") is None
+        docs = k8s.in_slot(k8s.pin(k8s.render("production"), DIGEST, "v2"), "blue", k8s.LEGACY)
+        hpa = by_kind(docs)[("HorizontalPodAutoscaler", "gitml-serving")]
+        assert hpa["spec"]["scaleTargetRef"]["name"] == "gitml-serving"  # until the switch
+    finally:
+        api.close()
+        cluster.close()
 
 
 # --- blue/green on the local cluster: the real image from a real registry ---------------------

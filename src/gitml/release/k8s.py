@@ -46,6 +46,14 @@ CONTAINER = "server"
 VERSION_ANNOTATION = "gitml/model-version"
 SLOT_LABEL = "gitml/slot"
 SLOTS = ("blue", "green")
+LEGACY = "legacy"  # the single Deployment `gitml-serving` of earlier versions, while it serves
+MIGRATE = (
+    "the live Service {ns}/{svc} selects pods by their app labels only (the single Deployment "
+    "of an earlier version): a candidate would take its traffic unchecked. Move it to "
+    "blue/green once: `kubectl -n {ns} label pods -l app.kubernetes.io/name={svc} "
+    "{label}={legacy}`, then `kubectl -n {ns} patch service {svc} --type merge -p "
+    '\'{{"spec":{{"selector":{{"{label}":"{legacy}"}}}}}}\'`, then deploy again (docs/releases.md)'
+)
 Doc = dict[str, Any]
 
 
@@ -101,7 +109,7 @@ def release_of(deployment: Doc) -> Release:
 
 
 def slot_name(slot: str) -> str:
-    return f"{DEPLOYMENT}-{slot}"
+    return DEPLOYMENT if slot == LEGACY else f"{DEPLOYMENT}-{slot}"
 
 
 def in_slot(docs: list[Doc], slot: str, live: str | None) -> list[Doc]:
@@ -153,8 +161,14 @@ def get(kind: str, name: str, namespace: str) -> Doc | None:
 
 
 def live_slot(namespace: str) -> str | None:
+    """The slot the live Service selects; None before the first deploy."""
     service = get("service", DEPLOYMENT, namespace)
-    return None if service is None else service["spec"]["selector"].get(SLOT_LABEL)
+    if service is None:
+        return None
+    if SLOT_LABEL not in service["spec"]["selector"]:
+        raise DeployError(MIGRATE.format(ns=namespace, svc=DEPLOYMENT, label=SLOT_LABEL,
+                                         legacy=LEGACY))  # fmt: skip
+    return str(service["spec"]["selector"][SLOT_LABEL])
 
 
 def apply(docs: list[Doc]) -> None:
