@@ -104,6 +104,8 @@ def execute(cluster: Cluster, argv: list[str], stdin: str = "") -> Answer:
                       + "; ".join(SUPPORTED) + " (with -n NAMESPACE)\n")  # fmt: skip
     except ApiError as err:
         return Answer(1, stderr=f"{err}\n")
+    except (ValueError, KeyError, TypeError) as err:  # a malformed call or object
+        return Answer(1, stderr=f"error: {type(err).__name__}: {err}\n")
 
 
 def _execute(cluster: Cluster, argv: list[str], stdin: str) -> Answer:
