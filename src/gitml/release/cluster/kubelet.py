@@ -48,9 +48,10 @@ class PodState:
 
     def status(self) -> Doc:
         """The Pod object `kubectl get pods -o json` shows."""
-        running = self.reason == "Running"
+        reason = "Terminating" if self.deleting.is_set() else self.reason
+        running = reason == "Running"
         state = {"running": {}} if running else {
-            "waiting": {"reason": self.reason, "message": self.message}}  # fmt: skip
+            "waiting": {"reason": reason, "message": self.message}}  # fmt: skip
         return {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": self.pod.name, "namespace": self.pod.namespace,

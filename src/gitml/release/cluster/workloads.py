@@ -419,7 +419,6 @@ class Cluster:
         return state
 
     def _delete(self, state: PodState) -> None:
-        state.reason = "Terminating"
         state.deleting.set()  # out of every Service's endpoints from now on
 
     # --- what `get` shows ----------------------------------------------------------------
