@@ -77,7 +77,7 @@ WORKFLOW_TESTS ?= -m beside
 
 .PHONY: test
 ## Install, pull the data, and run the whole suite: lint, unit, slow end-to-end, workflow harness.
-test: data lint k8s-tools monitor-tools
+test: data lint k8s-tools monitor-tools cluster-tools
 	@mkdir -p build
 	@if [ -n "$(WORKFLOW_TESTS)" ]; then \
 	  pytest -p no:cacheprovider --durations=0 $(WORKFLOW_TESTS) > build/workflow-tests.log 2>&1 & harness=$$!; \
@@ -274,9 +274,17 @@ release-version: setup
 	python -m gitml registry release-info --name $(MODEL_NAME) --version "$(MODEL_VERSION)"
 
 .PHONY: release-from-tag
+# Refused for production when the version never passed staging and the tag gives no reason.
 ## From a GTO stage tag (TAG=NAME#production#N): its stage, version and image digest.
 release-from-tag: setup
 	python -m gitml registry from-tag --name $(MODEL_NAME) --tag "$(TAG)"
+	python -m gitml promotion check --name $(MODEL_NAME) --tag "$(TAG)"
+
+.PHONY: stage-passed
+## Record that VERSION (image IMAGE_REF) passed ENV's checks and serves there (a GTO stage tag).
+stage-passed: setup
+	python -m gitml promotion record --name $(MODEL_NAME) --stage $(ENV) --version "$(VERSION)" \
+	  --image "$(IMAGE_REF)" $(if $(filter true,$(PUSH)),--push)
 
 .PHONY: deploy-preflight
 ## Before a deploy job changes anything: are the cluster secret and the smoke URL of ENV set?
@@ -289,14 +297,18 @@ kubeconfig:
 	@umask 077; mkdir -p "$$HOME/.kube"; printf '%s' "$${KUBECONFIG_DATA:?set the secret KUBECONFIG (passed as KUBECONFIG_DATA)}" > "$$HOME/.kube/config"
 
 .PHONY: k8s-deploy
-## Deploy IMAGE_REF (name@sha256:...) and VERSION to the Kubernetes ENV; waits, undoes on failure.
+# Blue/green (gitml.release.k8s): the candidate starts beside the live version, is smoke-checked
+# on its preview Service, and only then takes traffic. ROLLOUT_TIMEOUT (default 10m): how long
+# it may take to become ready.
+## Deploy IMAGE_REF (name@sha256:...) and VERSION to the Kubernetes ENV, blue/green.
 k8s-deploy: setup k8s-tools
 	python -m gitml k8s apply --env $(ENV) --image "$(IMAGE_REF)" --version "$(VERSION)"
 
 .PHONY: k8s-rollback
-## Return the Kubernetes ENV to REVISION (what k8s-deploy printed as previous-revision).
+## Return the Kubernetes ENV to PREVIOUS_IMAGE/PREVIOUS_VERSION (k8s-deploy's step outputs).
 k8s-rollback: setup k8s-tools
-	python -m gitml k8s rollback --env $(ENV) --to-revision "$(REVISION)"
+	python -m gitml k8s rollback --env $(ENV) --image "$(PREVIOUS_IMAGE)" \
+	  --version "$(PREVIOUS_VERSION)"
 
 .PHONY: golden
 ## The golden cases of the packaged model at HEAD (pulled from the DVC remote, else rebuilt).
@@ -314,6 +326,27 @@ k8s-tools:
 ## Render the Kubernetes manifests of ENV (staging|production) with kustomize.
 k8s-render: k8s-tools
 	kubectl kustomize deploy/k8s/overlays/$(ENV)
+
+.PHONY: cluster-tools
+## podman, runc and docker-registry: the local cluster and registry (Debian's, when missing).
+cluster-tools: k8s-tools image-tools
+	@{ command -v podman && command -v runc && command -v docker-registry; } >/dev/null || { \
+	  if [ -n "$(CAN_APT)" ]; then $(APT_INSTALL) podman runc docker-registry >/dev/null; \
+	  else echo "install podman, runc and docker-registry (Debian: apt-get install podman runc docker-registry)" >&2; exit 1; fi; }
+
+# The local cluster's loopback ports (0: spare ones, printed): GITML_CLUSTER_PORTS="staging=8091
+# production=8092" fixes each environment's live Service.
+LOCAL_SERVICE_PORTS = $(foreach pair,$(GITML_CLUSTER_PORTS),--service-port gitml-$(subst =,/gitml-serving=,$(pair)))
+
+.PHONY: local-cluster
+## Run a registry and a Kubernetes-like cluster (podman) on this machine until Ctrl-C.
+local-cluster: setup cluster-tools
+	python -m gitml cluster serve $(LOCAL_SERVICE_PORTS)
+
+.PHONY: local-release
+## Rehearse the release on a local registry and cluster: the image pushed, staging, production.
+local-release: image cluster-tools
+	python -m gitml cluster rehearse --version "$(MODEL_VERSION)" $(LOCAL_SERVICE_PORTS)
 
 PREDICTION_LOGS ?= .deploy/predictions/$(ENV)
 ACTUALS ?= .deploy/actuals/$(ENV)

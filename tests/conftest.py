@@ -24,7 +24,7 @@ from gitml import dataset
 from gitml.config import PARAMS_FILE, PROJ_ROOT, load_params
 from gitml.pipeline.prepare import split_by_time
 from gitml.pipeline.validate import RAW_DATA, clean, read_raw
-from gitml.ports import free_port, reserve_port
+from gitml.ports import reserve_port
 from tests import fake_github
 from tests.example_data import EXAMPLE_ONLY, example_missing
 
@@ -154,6 +154,7 @@ class Served:
     output: Path  # the server's stdout and stderr: its access log
     synthetic_token: str  # GITML_SYNTHETIC_TOKEN: marks a request synthetic
     pid: int | None = None  # the server process, where it runs on this host's process table
+    container: str = ""  # the image's: podman's name for the container it runs in
 
 
 def drain(process: subprocess.Popen[str], output: Path) -> None:
@@ -232,32 +233,26 @@ def built_image() -> str:
 
 @pytest.fixture(scope="session")
 def image_server(built_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """The image's own entrypoint, run in a container, on a free loopback port, its prediction
-    log on a mounted host directory (as a volume would be)."""
+    """The image's own entrypoint in a container locked down as the Deployment's pod runs it
+    (tests/release/lockdown.py: read-only root, /tmp a tmpfs, uid 10001, no capabilities), its
+    prediction log on a host directory mounted as the log volume, on spare loopback ports."""
     from gitml.config import MLEM_MODEL
-    from gitml.release.image import image_config, start, stop
+    from gitml.release.image import image_config
     from gitml.serving.packaging import load_model
+    from tests.release.lockdown import locked_down
 
-    port, metrics_port, token = free_port(), free_port(), secrets.token_hex(16)
+    token = secrets.token_hex(16)
     log_dir = tmp_path_factory.mktemp("image-predictions")
     log_dir.chmod(0o777)  # the image's user (uid 10001) writes there
     output = log_dir.parent / f"{log_dir.name}.log"
-    config = image_config(built_image)
-    container_dir = next(
-        e.split("=", 1)[1] for e in config["Env"] if e.startswith("GITML_PREDICTION_LOG_DIR=")
-    )
-    env = {"GITML_PORT": str(port), "GITML_METRICS_PORT": str(metrics_port),
-           "GITML_SYNTHETIC_TOKEN": token}  # fmt: skip
-    process = start(built_image, env, name="gitml-test-server", volumes={log_dir: container_dir})
-    drain(process, output)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, process, timeout=180, output=output)
-        version = config["Labels"]["org.opencontainers.image.version"]
+    version = image_config(built_image)["Labels"]["org.opencontainers.image.version"]
+    with locked_down(built_image, log_dir, {"GITML_SYNTHETIC_TOKEN": token}) as container:
+        drain(container.process, output)
+        url = f"http://127.0.0.1:{container.ports['http']}"
+        wait_until_healthy(url, container.process, timeout=180, output=output)
         yield Served(url, load_model(MLEM_MODEL), version, MLEM_MODEL.parent, log_dir,
-                     f"http://127.0.0.1:{metrics_port}", output, token)  # fmt: skip
-    finally:
-        stop(process, "gitml-test-server")
+                     f"http://127.0.0.1:{container.ports['metrics']}", output, token,
+                     container=container.name)  # fmt: skip
 
 
 @pytest.fixture(scope="session", params=["process", pytest.param("image", marks=pytest.mark.slow)])

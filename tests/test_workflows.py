@@ -170,7 +170,7 @@ def test_release_promotes_one_digest_through_gated_stages() -> None:
     assert set(jobs["production"]["needs"]) == {"build", "staging"}  # staging's checks gate it
     refs = [s["env"]["IMAGE_REF"] for j in ("staging", "production") for s in jobs[j]["steps"]
             if "IMAGE_REF" in s.get("env", {})]  # fmt: skip
-    assert refs == ["${{ needs.build.outputs.image }}@${{ needs.build.outputs.digest }}"] * 2
+    assert set(refs) == {"${{ needs.build.outputs.image }}@${{ needs.build.outputs.digest }}"}
     # a stage tag of any name starts it; release-from-tag checks the name (dvc.yaml's model)
     assert release["on"]["push"]["tags"] == ["*#staging#*", "*#production#*"]
     from_tag = next(s for s in jobs["from-tag"]["steps"] if s.get("id") == "tag")
@@ -178,14 +178,21 @@ def test_release_promotes_one_digest_through_gated_stages() -> None:
     assert f"--name {model_name()} " in make_dry_run("release-from-tag", "TAG=x")
 
 
-@pytest.mark.parametrize("job", ["production", "tag-deploy"])
-def test_rollback_runs_once_to_a_known_revision_after_an_apply(job: str) -> None:
+@pytest.mark.parametrize("job", ["staging", "production", "tag-deploy"])
+def test_each_deploy_is_checked_before_its_pass_is_recorded(job: str) -> None:
+    """Blue/green inside `make k8s-deploy`; then the environment's URL; a failure there returns
+    to what served before (k8s-deploy's outputs), once; the pass is recorded last."""
     steps_ = by_name("release.yml")["jobs"][job]["steps"]
-    apply = next(s for s in steps_ if s.get("run") == "make k8s-deploy")
-    rollback = next(s for s in steps_ if "k8s-rollback" in s.get("run", ""))
-    assert apply["id"] == "apply"
-    assert rollback["if"] == "failure() && steps.apply.outcome == 'success'"
-    assert rollback["env"]["REVISION"] == "${{ steps.apply.outputs.previous-revision }}"
+    runs = [s["run"] for s in steps_ if "run" in s]
+    assert runs == ["make deploy-preflight golden kubeconfig", "make k8s-deploy", "make smoke",
+                    "make k8s-rollback", "make stage-passed"]  # fmt: skip
+    deploy = next(s for s in steps_ if s.get("run") == "make k8s-deploy")
+    rollback = next(s for s in steps_ if s.get("run") == "make k8s-rollback")
+    assert deploy["id"] == "deploy"
+    assert rollback["if"] == "failure() && steps.deploy.outcome == 'success'"
+    for name in ("image", "version"):
+        value = f"${{{{ steps.deploy.outputs.previous-{name} }}}}"
+        assert rollback["env"][f"PREVIOUS_{name.upper()}"] == value
 
 
 def test_deploys_queue_per_environment_and_nothing_serialises_the_whole_release() -> None:

@@ -28,14 +28,16 @@ COMMANDS: dict[str, dict[str, tuple[str, str]]] = {
         "predict": ("gitml.serving.predict", "batch predictions from a CSV file"),
     },
     "release": {
-        "image": ("gitml.release.image", "build or run the serving image"),
+        "image": ("gitml.release.image", "build or push the serving image"),
         "audit": ("gitml.release.audit", "pip-audit of the serving dependencies"),
         "registry": ("gitml.release.registry", "GTO versions and stages (Git tags)"),
         "deploy": ("gitml.release.deploy", "local staging/production: deploy, promote, rollback"),
         "gate": ("gitml.release.gate", "the candidate against production's model"),
         "smoke": ("gitml.release.smoke", "smoke checks of a running server"),
-        "k8s": ("gitml.release.k8s", "deploy to Kubernetes, or roll back"),
+        "k8s": ("gitml.release.k8s", "deploy to Kubernetes blue/green, or roll back"),
+        "cluster": ("gitml.release.cluster.cli", "a local registry and cluster (podman)"),
         "preflight": ("gitml.release.preflight", "the settings a deploy job lacks"),
+        "promotion": ("gitml.release.promotion", "production takes what passed staging"),
     },
     "monitoring": {
         "replay": ("gitml.monitoring.replay", "send held-out rows to a server as traffic"),
