@@ -36,6 +36,15 @@ class Team:
     url: str  # the environments' URL (STAGING_URL and PRODUCTION_URL)
     main: Result  # main.yml's pipeline job, publishing main's outputs
 
+    @property
+    def urls(self) -> dict[str, str]:
+        """One server plays both environments here; production's variable names it by another
+        address, as preflight refuses a PRODUCTION_URL equal to staging's."""
+        return {
+            "STAGING_URL": self.url,
+            "PRODUCTION_URL": self.url.replace("127.0.0.1", "localhost"),
+        }
+
     def release(self, run_id: int) -> Result:
         head = self.fork.git("rev-parse", "HEAD")
         payload = {"action": "completed", "repository": events.repository(REPOSITORY),
@@ -46,7 +55,7 @@ class Team:
         return self.fork.runner.act(
             self.fork.clone, "workflow_run", payload, "release.yml",
             env={"GITHUB_RUN_ID": str(run_id)}, secrets=SECRETS,
-            variables={"STAGING_URL": self.url, "PRODUCTION_URL": self.url},
+            variables=self.urls,
         )  # fmt: skip
 
     def cluster(self) -> dict[str, dict]:
@@ -76,7 +85,7 @@ class Team:
         return self.fork.runner.act(
             self.fork.clone, "push", payload, "release.yml",
             env={"GITHUB_RUN_ID": str(run_id)}, secrets=SECRETS,
-            variables={"STAGING_URL": self.url, "PRODUCTION_URL": self.url},
+            variables=self.urls,
         )  # fmt: skip
 
 
