@@ -206,5 +206,5 @@ def test_a_fork_whose_remote_needs_credentials_is_not_trained(
     values = dict(line.split("=", 1) for line in outputs.read_text().splitlines())
     assert values["train"] == "false"
     assert "the team's DVC remote (s3://team-bucket/dvc) cannot be read" in values["reason"]
-    assert "::notice title=Not trained::" in done.stdout
+    assert "::notice title=Not trained::this pull request comes from a fork" in done.stdout
     assert summary.read_text().startswith("### Not trained\n\nThis pull request comes from a fork")

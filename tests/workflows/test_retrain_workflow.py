@@ -6,6 +6,7 @@ setting on, GITHUB_TOKEN opens it (its checks do not run); with a GitHub App, a 
 the run pushes and opens it, and GitHub starts the pull request's checks."""
 
 import json
+import os
 import shutil
 import sys
 from datetime import UTC, datetime
@@ -76,7 +77,9 @@ def team_remote(fork: Fork) -> Path:
     config.write_text(config.read_text().replace("url = ../.dvc-storage", f"url = {remote}"))
     fork.git("commit", "-qam", "Use the team's DVC remote")
     fork.git("push", "-q", "origin", "main")
-    run(sys.executable, "-m", "gitml", "data", "--project", str(fork.clone), cwd=fork.clone)
+    venv = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    run(sys.executable, "-m", "gitml", "data", "--project", str(fork.clone), cwd=fork.clone,
+        env=venv)  # fmt: skip
     fork.runner.give_to_runner(remote)
     fork.runner.give_to_runner(fork.clone)
     return remote

@@ -196,8 +196,8 @@ def main() -> None:
         annotate("warning", "Runner check failed",
                  f"{failed}: training on a GitHub-hosted runner instead")  # fmt: skip
     if not choice.train:
-        annotate("notice", "Not trained", choice.reason)
         why = choice.reason.removeprefix("not trained: ")
+        annotate("notice", "Not trained", why)
         step_summary(f"### Not trained\n\n{why[0].upper()}{why[1:]}.")
     if env.get("GPU_RUNNER_LABELS", "").strip() and env.get("IS_FORK") == "false":
         level, message = approval_warning(env["GITHUB_REPOSITORY"], token)
