@@ -90,10 +90,11 @@ class Token:
 
 @dataclass
 class App:
-    app_id: str
+    client_id: str  # what the App's JWT names as its issuer
     slug: str
     public_key: Any
     permissions: dict[str, str]
+    app_id: int
     installation_id: int
 
 
@@ -220,14 +221,15 @@ class FakeGitHub:
                                          dict(org_permissions or {}), expires)  # fmt: skip
         return value
 
-    def add_app(self, app_id: str, slug: str, permissions: dict[str, str]) -> str:
+    def add_app(self, client_id: str, slug: str, permissions: dict[str, str]) -> str:
         """A GitHub App installed on the repository; returns its private key (PEM)."""
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import rsa
 
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.state.apps[app_id] = App(app_id, slug, key.public_key(), dict(permissions),
-                                      installation_id=4200 + len(self.state.apps))  # fmt: skip
+        number = len(self.state.apps)
+        self.state.apps[client_id] = App(client_id, slug, key.public_key(), dict(permissions),
+                                         app_id=100 + number, installation_id=4200 + number)  # fmt: skip
         return key.private_bytes(serialization.Encoding.PEM,
                                  serialization.PrivateFormat.TraditionalOpenSSL,
                                  serialization.NoEncryption()).decode()  # fmt: skip
@@ -413,6 +415,13 @@ class FakeGitHub:
                 self._answer(200, {"token": secrets.token_hex(8)})
 
             def _route(self, method: str) -> None:
+                try:
+                    self._serve(method)
+                except Exception as err:  # a stand-in bug: say so, never drop the connection
+                    self._answer(500, {"message": f"GitHub stand-in error: {err!r}"})
+                    raise
+
+            def _serve(self, method: str) -> None:
                 url = urlsplit(self.path)
                 raw = self._body()
                 if re.search(r"/(info/refs|git-upload-pack|git-receive-pack)$", url.path):
@@ -542,8 +551,9 @@ class FakeGitHub:
         if app is None:
             return 401, {"message": "A JSON web token could not be decoded"}
         if path == f"/repos/{self.state.repository}/installation" and method == "GET":
-            return 200, {"id": app.installation_id, "app_id": int(app.app_id),
-                         "app_slug": app.slug, "permissions": app.permissions}  # fmt: skip
+            return 200, {"id": app.installation_id, "app_id": app.app_id,
+                         "client_id": app.client_id, "app_slug": app.slug,
+                         "permissions": app.permissions}  # fmt: skip
         if match := re.fullmatch(r"/app/installations/(\d+)/access_tokens", path):
             if int(match[1]) != app.installation_id or method != "POST":
                 return 404, {"message": "Not Found"}
@@ -614,8 +624,8 @@ class FakeGitHub:
             environment = state.environments.get(match[1])
             return (200, environment) if environment else (404, {"message": "Not Found"})
         if path == "/pulls" and method == "POST":
-            head = self._branch_sha(body["head"])
-            if head is None or body["head"] == body.get("base"):
+            head = None if body["head"] == body.get("base") else self._branch_sha(body["head"])
+            if head is None:
                 return 422, {"message": "Validation Failed",
                              "errors": [{"resource": "PullRequest", "field": "head",
                                          "code": "invalid"}]}  # fmt: skip
