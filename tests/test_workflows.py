@@ -451,3 +451,25 @@ def test_production_preflight_can_compare_with_staging_and_read_the_environment(
     preflight = next(s for s in job_["steps"] if "deploy-preflight" in s.get("run", ""))
     assert preflight["env"]["STAGING_URL"] == "${{ vars.STAGING_URL }}"
     assert preflight["env"]["GITHUB_TOKEN"] == "${{ github.token }}"
+
+
+def test_a_gcs_key_from_a_secret_becomes_the_owner_only_file_google_auth_reads(
+    tmp_path: Path,
+) -> None:
+    key = '{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----\\nx\\n"}'
+    env = {"PATH": "/usr/bin:/bin", "RUNNER_TEMP": str(tmp_path), "HOME": str(tmp_path),
+           "GOOGLE_APPLICATION_CREDENTIALS_DATA": key}  # fmt: skip
+    command = ["make", "-s", "cloud-credentials", "print-gcs"]
+    makefile = tmp_path / "print.mk"  # the variable as the Makefile exports it to every recipe
+    makefile.write_text('print-gcs:\n\t@echo "$${GOOGLE_APPLICATION_CREDENTIALS:-}"\n')
+    done = subprocess.run([*command, "-f", "Makefile", "-f", str(makefile)], cwd=PROJ_ROOT,
+                          env=env, capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    written = tmp_path / "dvc-gcp-credentials.json"
+    assert done.stdout.strip() == str(written)
+    assert written.read_text() == key and (written.stat().st_mode & 0o777) == 0o600
+    without = subprocess.run(["make", "-s", "cloud-credentials", "-f", "Makefile", "-f",
+                              str(makefile), "print-gcs"], cwd=PROJ_ROOT, capture_output=True,
+                             text=True, env={**env, "GOOGLE_APPLICATION_CREDENTIALS_DATA": ""},
+                             check=False)  # fmt: skip
+    assert without.returncode == 0 and without.stdout.strip() == ""  # nothing written, nothing set
