@@ -1,10 +1,11 @@
 """What GitHub enforces, met by the release: a job refused a push it has no permission for; a
-release whose image push GHCR refused, re-run ("Re-run failed jobs"); and a production deploy
-whose URL is missing or is staging's.
+production deploy whose URL is missing or is staging's; and a release whose image push GHCR
+refused, re-run ("Re-run failed jobs").
 
 The fork uses a team DVC remote (a shared folder), as test_release.py does. STAGING_URL is
-unset for the release itself, so its deploy jobs are skipped: only the version and the image
-are made."""
+unset for the releases themselves, so their deploy jobs are skipped: only versions and images
+are made. A first merge is released (v0.0.1: the version the tag scenarios deploy), a second
+one has its image push refused, then is re-run."""
 
 import json
 import sys
@@ -56,40 +57,19 @@ def pushed_images(team: Fork) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def refused_push(team: Fork) -> Result:
-    team.github.state.package_policy_refusal = POLICY
-    try:
-        return release(team, 702, attempt=1)
-    finally:
-        team.github.state.package_policy_refusal = ""  # an admin fixes the package's settings
-
-
-@pytest.fixture(scope="module")
-def rerun(team: Fork, refused_push: Result) -> Result:
-    return release(team, 702, attempt=2)
-
-
-def test_ghcr_refusing_the_push_fails_the_build_after_the_version_is_registered(
-    team: Fork, refused_push: Result
-) -> None:
-    assert refused_push.jobs.get("build") == "failed", refused_push.output[-6000:]
-    assert f"denied: {POLICY}" in refused_push.job_output("build")
-    assert team.origin_tags() == ["bike-demand@v0.0.1"]
-    assert pushed_images(team) == {}
-
-
-def test_the_rerun_reuses_the_version_and_ships_the_image(team: Fork, rerun: Result) -> None:
-    assert rerun.succeeded("build"), rerun.job_output("build")[-6000:]
-    assert "HEAD is already bike-demand@v0.0.1" in rerun.job_output("build")
-    assert team.origin_tags() == ["bike-demand@v0.0.1"]  # no second version of one commit
-    assert set(pushed_images(team)) >= {f"{IMAGE}:v0.0.1"}
+def released(team: Fork) -> Result:
+    """The first merge, released: v0.0.1 and its image."""
+    result = release(team, 700, attempt=1)
+    assert result.succeeded("build"), result.job_output("build")[-6000:]
+    assert f"{IMAGE}:v0.0.1" in pushed_images(team)
+    return result
 
 
 # --- a job without `contents: write` pushing a tag ---------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def unpermitted_push(team: Fork, rerun: Result) -> Result:
+def unpermitted_push(team: Fork, released: Result) -> Result:
     team.git("fetch", "-q", "origin", "--tags")
     return team.runner.act(team.clone, "workflow_dispatch",
                            events.workflow_dispatch(REPOSITORY, {}), PROBES / "push-tag.yml",
@@ -135,7 +115,7 @@ def cluster_calls(team: Fork) -> list[list[str]]:
 
 
 @pytest.fixture(scope="module")
-def without_production_url(team: Fork, rerun: Result) -> Result:
+def without_production_url(team: Fork, released: Result, unpermitted_push: Result) -> Result:
     return move_production_tag(team, 720, {"STAGING_URL": STAGING})
 
 
@@ -166,3 +146,46 @@ def test_production_at_stagings_url_is_refused(team: Fork, at_stagings_url: Resu
     assert f"variable PRODUCTION_URL is staging's URL ({STAGING})" in said
     assert cluster_calls(team) == []
     assert "Production is not protected" not in said  # a reviewer is required now
+
+
+# --- a release re-run after GHCR refused its image ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def refused_push(team: Fork, at_stagings_url: Result) -> Result:
+    """A second merge, whose image push an organisation's package policy refuses."""
+    (team.clone / "NOTES.md").write_text("A second merge: same model, next version.\n")
+    team.git("add", "NOTES.md")
+    team.git("commit", "-qm", "Notes")
+    team.git("push", "-q", "origin", "main")
+    team.github.state.package_policy_refusal = POLICY
+    try:
+        return release(team, 702, attempt=1)
+    finally:
+        team.github.state.package_policy_refusal = ""  # an admin fixes the package's settings
+
+
+@pytest.fixture(scope="module")
+def rerun(team: Fork, refused_push: Result) -> Result:
+    return release(team, 702, attempt=2)
+
+
+def versions(team: Fork) -> list[str]:
+    return [tag for tag in team.origin_tags() if "@" in tag]
+
+
+def test_ghcr_refusing_the_push_fails_the_build_after_the_version_is_registered(
+    team: Fork, refused_push: Result
+) -> None:
+    assert refused_push.jobs.get("build") == "failed", refused_push.output[-6000:]
+    assert f"denied: {POLICY}" in refused_push.job_output("build")
+    assert versions(team) == ["bike-demand@v0.0.1", "bike-demand@v0.0.2"]
+    assert f"{IMAGE}:v0.0.2" not in pushed_images(team)
+
+
+def test_the_rerun_reuses_the_version_and_ships_the_image(team: Fork, rerun: Result) -> None:
+    assert rerun.succeeded("build"), rerun.job_output("build")[-6000:]
+    assert "HEAD is already bike-demand@v0.0.2" in rerun.job_output("build")
+    # no second version of one commit
+    assert versions(team) == ["bike-demand@v0.0.1", "bike-demand@v0.0.2"]
+    assert f"{IMAGE}:v0.0.2" in pushed_images(team)
