@@ -49,10 +49,31 @@ setup: | $(UV)
 	@# No git hooks in CI: a runner's pushes (GTO tags) must not run `dvc push`.
 	@if [ -d .git ] && [ -z "$${CI:-}" ] && command -v pre-commit >/dev/null; then pre-commit install >/dev/null; fi
 
+# DVC remote credentials come from the environment: S3 AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+# Azure AZURE_STORAGE_CONNECTION_STRING, both read as they are. GCS (google-auth) reads a key
+# *file* named by GOOGLE_APPLICATION_CREDENTIALS: the workflows pass the key itself (secret
+# DVC_READ_/DVC_WRITE_GCP_CREDENTIALS) as GOOGLE_APPLICATION_CREDENTIALS_DATA, which
+# `cloud-credentials` writes to an owner-only file outside the checkout.
+ifneq ($(strip $(GOOGLE_APPLICATION_CREDENTIALS_DATA)),)
+export GOOGLE_APPLICATION_CREDENTIALS := $(or $(RUNNER_TEMP),$(CURDIR)/build)/dvc-gcp-credentials.json
+endif
+
+.PHONY: cloud-credentials
+## Write GOOGLE_APPLICATION_CREDENTIALS_DATA (a GCS key, from a secret) to the file DVC reads.
+cloud-credentials:
+	@if [ -n "$${GOOGLE_APPLICATION_CREDENTIALS_DATA:-}" ]; then umask 077; \
+	  mkdir -p "$$(dirname "$$GOOGLE_APPLICATION_CREDENTIALS")"; \
+	  printf '%s' "$$GOOGLE_APPLICATION_CREDENTIALS_DATA" > "$$GOOGLE_APPLICATION_CREDENTIALS"; fi
+
 .PHONY: data
 ## Pull the data (dvc pull data.dvc); seeds the bundled local remote on first use.
-data: setup
+data: setup cloud-credentials
 	python -m gitml data
+
+.PHONY: data-access
+## Can this run read the DVC remote? (a fork's pull request gets no secrets); step outputs.
+data-access:
+	PYTHONPATH=src $(STDLIB_PYTHON) -m gitml data-access
 
 .PHONY: run
 ## Install, pull the data and run the pipeline (dvc repro).
@@ -126,7 +147,7 @@ report: setup
 
 .PHONY: publish-outputs
 ## Push data, pipeline outputs and the run-cache to the DVC remote (trusted runs on main only).
-publish-outputs: setup
+publish-outputs: setup cloud-credentials
 	dvc push --run-cache
 
 .PHONY: pick-runner
@@ -159,15 +180,20 @@ IMAGE_CONTEXT := build/image
 # The model's name is its entry under `artifacts:` in dvc.yaml, the one place it is written
 # (gitml.config.model_name reads it too). Renaming the model is renaming that key.
 MODEL_NAME := $(shell awk '/^artifacts:/ {found = 1; next} found && /^  [a-z0-9]/ {sub(/:.*/, ""); print $$1; exit}' dvc.yaml)
-# The model version: the latest GTO version registered (git tags), else the commit. The venv's
-# gto by path: $(shell) does not see the PATH exported above (make < 4.4), and `git describe`
-# would answer with a tag name (NAME@v0.0.1), which is no version.
-MODEL_VERSION ?= $(shell $(VENV)/bin/gto show $(MODEL_NAME)@latest --version 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unversioned)
+# The model version: the one registered at HEAD (a re-run of a release, or a later merge
+# registered meanwhile, must not take another commit's), else the latest GTO version (git
+# tags), else the commit. The venv's gto by path: $(shell) does not see the PATH exported above
+# (make < 4.4), and `git describe` would answer with a tag name (NAME@v0.0.1).
+HEAD_VERSION = $(shell git tag --points-at HEAD --list '$(MODEL_NAME)@v*' --sort=-version:refname 2>/dev/null | head -n 1 | sed 's/^.*@//')
+MODEL_VERSION ?= $(or $(HEAD_VERSION),$(shell $(VENV)/bin/gto show $(MODEL_NAME)@latest --version 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unversioned))
 ENV ?= staging
 # The local environments' ports (gitml.release.deploy reads the same variables).
 STAGING_PORT := $(or $(GITML_STAGING_PORT),8081)
 PRODUCTION_PORT := $(or $(GITML_PRODUCTION_PORT),8082)
-SMOKE_URL ?= http://127.0.0.1:$(if $(filter production,$(ENV)),$(PRODUCTION_PORT),$(STAGING_PORT))
+# On GitHub a deploy job passes the environments' URLs (variables STAGING_URL, PRODUCTION_URL;
+# `make deploy-preflight` refuses a missing one); locally, the local target's loopback ports.
+ENV_URL = $(if $(filter production,$(ENV)),$(PRODUCTION_URL),$(if $(filter staging,$(ENV)),$(STAGING_URL)))
+SMOKE_URL ?= $(or $(ENV_URL),http://127.0.0.1:$(if $(filter production,$(ENV)),$(PRODUCTION_PORT),$(STAGING_PORT)))
 GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
 .PHONY: package
@@ -393,7 +419,7 @@ retrain-trigger:
 
 .PHONY: fetch-logs
 ## Copy ENV's prediction log from PREDICTION_LOGS_URL (and ACTUALS_URL); unset: says so, exit 0.
-fetch-logs: setup
+fetch-logs: setup cloud-credentials
 	python -m gitml fetch-logs --env $(ENV) --logs $(PREDICTION_LOGS) --actuals $(ACTUALS)
 
 .PHONY: monitor-issue

@@ -20,6 +20,7 @@ COMMANDS: dict[str, dict[str, tuple[str, str]]] = {
     },
     "pull requests": {
         "runner": ("gitml.pull_requests.runner", "which runner trains this pull request"),
+        "data-access": ("gitml.pull_requests.access", "can this run read the DVC remote?"),
         "report": ("gitml.pull_requests.report", "the pull-request report, as CML posts it"),
         "comment": ("gitml.pull_requests.comment", "post the report as one CML comment"),
     },

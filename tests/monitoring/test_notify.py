@@ -160,6 +160,8 @@ def test_stdlib_only_so_the_runners_python_can_run_it() -> None:
 @pytest.fixture
 def github(tmp_path: Path) -> Iterator[FakeGitHub]:
     with FakeGitHub(tmp_path, REPOSITORY) as server:
+        # the notify job's token: `permissions:` contents: read, issues: write, actions: write
+        server.add_token("token", {"contents": "read", "issues": "write", "actions": "write"})
         yield server
 
 
@@ -271,7 +273,7 @@ def test_issues_disabled_says_where_to_enable_them(tmp_path: Path, github: FakeG
 def test_a_token_without_issues_write_names_the_permission(
     tmp_path: Path, github: FakeGitHub
 ) -> None:
-    github.state.read_only_tokens.add("token")
+    github.add_token("token", {"contents": "read", "issues": "read", "actions": "read"})
     result = run_notify(write_reports(tmp_path / "r", ALARM), github)
     assert result.returncode == 1
     assert "(403)" in result.stderr and "permissions: issues: write" in result.stderr

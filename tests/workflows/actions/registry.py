@@ -3,12 +3,20 @@ docker/build-push-action: the image is really built from the Dockerfile and push
 root (on GitHub the Docker daemon builds as root; here the runner's passwordless sudo, as GitHub
 grants it), to the registry the harness runs on loopback (GITML_REGISTRY) standing in for ghcr.io.
 A reference with capitals is refused as Docker refuses it ("repository name must be lowercase").
+A push first asks GHCR's token service (served by the GitHub stand-in) whether the credentials
+that `docker login` stored may push that image: a job token needs `packages: write`, and an
+organisation's package policy can refuse it, as on GHCR.
 """
 
+import base64
+import json
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
+from urllib.parse import quote
 
 GHCR = "ghcr.io/"
 
@@ -25,6 +33,39 @@ def check_reference(ref: str) -> None:
     name = ref.split("@")[0].rsplit(":", 1)[0] if "/" in ref else ref
     if name != name.lower():
         sys.exit(f"invalid reference format: repository name ({name}) must be lowercase")
+
+
+DOCKER_CONFIG = Path(os.environ.get("HOME", "/nonexistent")) / ".docker" / "config.json"
+
+
+def login() -> None:
+    user, password = os.environ["USERNAME"], os.environ["PASSWORD"]
+    if not user or not password:
+        sys.exit("::error::username and password required")
+    config = json.loads(DOCKER_CONFIG.read_text()) if DOCKER_CONFIG.exists() else {}
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    config.setdefault("auths", {})[os.environ["REGISTRY"] or "docker.io"] = {"auth": auth}
+    DOCKER_CONFIG.parent.mkdir(parents=True, exist_ok=True)
+    DOCKER_CONFIG.write_text(json.dumps(config))
+    print(f"Login Succeeded ({os.environ['REGISTRY']})")
+
+
+def authorize_push(tag: str) -> None:
+    """GHCR's answer to `docker push`: a token for repository:NAME:push, or a refusal."""
+    registry, name = tag.split("/", 1)[0], tag.split("/", 1)[1].rsplit(":", 1)[0]
+    auths = json.loads(DOCKER_CONFIG.read_text())["auths"] if DOCKER_CONFIG.exists() else {}
+    if registry not in auths:
+        sys.exit(f"ERROR: failed to push {tag}: unauthorized: authentication required")
+    scope = quote(f"repository:{name}:pull,push")
+    request = urllib.request.Request(
+        f"{os.environ['GITHUB_SERVER_URL']}/token?service={registry}&scope={scope}",
+        headers={"Authorization": f"Basic {auths[registry]['auth']}"},
+    )
+    try:
+        urllib.request.urlopen(request, timeout=30).close()
+    except urllib.error.HTTPError as err:
+        reason = json.loads(err.read() or b"{}").get("errors", [{}])[0].get("message", "")
+        sys.exit(f"ERROR: failed to push {tag}: denied: {reason}")
 
 
 def metadata() -> None:
@@ -71,6 +112,8 @@ def build_push() -> None:
     digests = set()
     if os.environ.get("PUSH") == "true":
         for tag in tags:
+            authorize_push(tag)
+        for tag in tags:
             destination = f"{os.environ['GITML_REGISTRY']}/{tag.removeprefix(GHCR)}"
             digests.add(as_root(*gitml, "push", "--tag", tags[0], "--destination",
                                 destination).split()[-1])  # fmt: skip
@@ -80,4 +123,4 @@ def build_push() -> None:
 
 
 if __name__ == "__main__":
-    {"metadata": metadata, "build-push": build_push}[sys.argv[1]]()
+    {"metadata": metadata, "build-push": build_push, "login": login}[sys.argv[1]]()
