@@ -4,6 +4,7 @@ alarms on a fault."""
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from benchmarks.monitor_windows import synthetic_table
+from threadpoolctl import threadpool_limits
 
 from gitml.config import PROJ_ROOT
 from gitml.monitoring import calibrate, checks
@@ -23,6 +25,13 @@ LIGHT = {"model": "hist_gradient_boosting", "seed": 0,
          "hyperparams": {"hist_gradient_boosting": {"max_iter": 40, "loss": "poisson"}}}  # fmt: skip
 SETTINGS = {"window_days": 7, "min_rows": 100, "false_alarm_rate": 0.05,
             "calibration_folds": 3, "alarm_on": ["data_drift", "quality"]}  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """The parts of the calibration called alone run as calibrate.backtest runs them."""
+    with threadpool_limits(calibrate.threads()):
+        yield
 
 
 def light_refit(rows: pd.DataFrame) -> Any:
@@ -113,6 +122,40 @@ def test_each_fold_is_judged_by_a_model_that_never_saw_it_or_the_day_beside_it(
         assert len(window.reference) == len(seen[window.group])
 
 
+def test_each_window_is_logged_and_expected_by_the_models_of_its_group(
+    table: pd.DataFrame,
+) -> None:
+    train = table[table["time"] < "2022-03-05"]  # 9 weeks, 3 folds, and 2 test weeks
+    test = table[(table["time"] >= "2022-03-05") & (table["time"] < "2022-03-19")]
+    model = light_refit(train)
+    held, found, errors = calibrate.backtest(train, test, model, DATA, SETTINGS)
+    assert [w.statistics for w in held] == found and len(held) == 9 + 2
+    for window in held:
+        alone = checks.as_logged(window.model, window.rows, FEATURES, "demand", "time")
+        pd.testing.assert_frame_equal(window.logged, alone)
+        others = pd.concat([w.logged for w in held if w.group != window.group])
+        refitted = checks.error_model(others, FEATURES, PARAMS["categorical"])
+        expected = checks.expected_error(refitted, window.logged)
+        np.testing.assert_allclose(window.expected, expected)
+        assert window.statistics == checks.measure(window.reference, window.logged, expected,
+                                                   FEATURES, PARAMS["categorical"], 100)  # fmt: skip
+    everything = checks.error_model(pd.concat([w.logged for w in held]), FEATURES,
+                                    PARAMS["categorical"])  # fmt: skip
+    np.testing.assert_allclose(checks.expected_error(errors, held[0].logged),
+                               checks.expected_error(everything, held[0].logged))  # fmt: skip
+
+
+def test_the_calibration_runs_on_one_thread_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert calibrate.threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
+    assert calibrate.threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert calibrate.threads() == 3
+
+
 def test_settings_calibration_cannot_work_with_are_named(table: pd.DataFrame) -> None:
     train, test = table.head(24 * 28), table.iloc[24 * 28 : 24 * 35]
     with pytest.raises(ValueError, match=r"monitor\.window_days=7 .* calibration needs 8"):
@@ -141,8 +184,9 @@ def judge(calibrated: dict[str, Any], rows: pd.DataFrame) -> dict[str, bool]:
     model, train = calibrated["model"], calibrated["train"]
     reference = checks.as_logged(model, train, FEATURES, "demand", "time")
     window = checks.as_logged(model, rows, FEATURES, "demand", "time")
-    found = checks.measure(reference, window, calibrated["errors"], FEATURES,
-                           PARAMS["categorical"], SETTINGS["min_rows"])  # fmt: skip
+    expected = checks.expected_error(calibrated["errors"], window)
+    found = checks.measure(reference, window, expected, FEATURES, PARAMS["categorical"],
+                           SETTINGS["min_rows"])  # fmt: skip
     return calibrate.alarms(found, calibrated["record"]["checks"])
 
 

@@ -373,8 +373,8 @@ def run(
     model, train = joblib.load(model_path), pd.read_parquet(split_path("train", splits_dir))
     categorical = categorical_features(params_features)
     reference = checks.as_logged(model, train, list(FEATURES), TARGET, TIME)
-    found = checks.measure(reference, current, errors, list(FEATURES), categorical,
-                           params_monitor["min_rows"])  # fmt: skip
+    found = checks.measure(reference, current, checks.expected_error(errors, current),
+                           list(FEATURES), categorical, params_monitor["min_rows"])  # fmt: skip
     keys = baseline_keys if baseline_keys is not None else load_params("evaluate")["baseline_keys"]
     skill = baseline_skill(train, current, list(keys))
     findings, alarms = judge(found, current, calibration, skill, params_monitor)
