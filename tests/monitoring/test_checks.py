@@ -120,7 +120,8 @@ def test_a_logged_window_looks_as_the_prediction_log_holds_it(
     assert list(frame) == [*FEATURES, PREDICTION, ACTUAL, "time"]
     assert frame["weather"].map(type).eq(str).all()  # as requests send categories
     assert str(frame["time"].dt.tz) == "UTC"
-    assert frame[ACTUAL].tolist() == rows["demand"].astype(float).tolist()
+    assert frame[ACTUAL].dtype == float  # as the log holds actuals, missing ones included
+    assert frame[ACTUAL].tolist() == rows["demand"].tolist()
 
 
 def test_the_error_ratio_is_near_one_on_new_rows_and_grows_with_demand(
@@ -139,6 +140,25 @@ def test_the_error_ratio_is_near_one_on_new_rows_and_grows_with_demand(
     assert lowered[checks.ERROR_RATIO] > 1.5 * as_is[checks.ERROR_RATIO]
 
 
+def test_the_error_model_takes_categories_as_categories_and_rows_with_gaps(
+    table: pd.DataFrame, model: object
+) -> None:
+    window = logged(model, table.head(24 * 21))
+    errors = checks.error_model(window, FEATURES, CATEGORICAL)
+    numeric = len(FEATURES) - len(CATEGORICAL) + 1  # the prediction is a number too
+    assert errors[-1].is_categorical_.tolist() == [True] * len(CATEGORICAL) + [False] * numeric
+    # a category it never saw counts as a missing one
+    rows = window.head(3)
+    unseen = checks.expected_error(errors, rows.assign(weather="hail"))
+    missing = checks.expected_error(errors, rows.assign(weather=None))
+    assert np.isfinite(unseen).all() and unseen.tolist() == missing.tolist()
+    # labelled rows with a feature missing still teach it: here every row misses one
+    even = np.arange(len(window)) % 2 == 0
+    gappy = window.assign(hum=window["hum"].mask(even), temp=window["temp"].where(even))
+    gaps = checks.error_model(gappy, FEATURES, CATEGORICAL)
+    assert np.isfinite(checks.expected_error(gaps, gappy)).all()
+
+
 def test_quality_is_measured_only_from_min_rows_labelled_rows(
     table: pd.DataFrame, model: object
 ) -> None:
@@ -151,6 +171,10 @@ def test_quality_is_measured_only_from_min_rows_labelled_rows(
     # the ratio of the labelled rows only, each against its own expected error
     labelled = window.iloc[150:]
     assert found[checks.QUALITY] == checks.quality_statistics(labelled, expected[150:])
+    shift = window.assign(**{PREDICTION: window[PREDICTION] + 5})  # the predictions' distance
+    moved = checks.distance(window[PREDICTION], shift[PREDICTION], categorical=False)
+    assert moved > 0 and checks.measure(window, shift, expected, FEATURES, CATEGORICAL, 50)[
+        checks.PREDICTION_DRIFT] == {checks.statistic(PREDICTION, checks.DISTANCE): moved}  # fmt: skip
     assert checks.QUALITY not in checks.measure(
         window, window, expected, FEATURES, CATEGORICAL, 51
     )
@@ -165,6 +189,10 @@ def test_one_call_for_many_windows_gives_each_window_its_own_answer(
         pd.testing.assert_frame_equal(part, alone)  # index from 0 again, as a window's own
     arrays = checks.in_one_call(lambda rows: rows["temp"].to_numpy(), windows)
     assert [a.tolist() for a in arrays] == [w["temp"].tolist() for w in windows]
+    # asked as one frame numbered from 0, whatever the windows' own index
+    numbers = checks.in_one_call(lambda rows: rows.index.to_numpy(), windows)
+    assert [n.tolist() for n in numbers] == [list(range(30)), list(range(30, 37)),
+                                             list(range(37, 137))]  # fmt: skip
     assert checks.in_one_call(lambda rows: 1 / 0, []) == []
 
 
@@ -183,3 +211,10 @@ def test_windows_are_whole_from_the_first_midnight() -> None:
     days = pd.DataFrame({"time": pd.bdate_range("1985-01-02", "1985-12-31")})
     assert [len(w) for w in checks.time_windows(days, 365, "time")] == [len(days)]
     assert checks.time_windows(days.head(200), 365, "time") == []
+    # whole: at most a twentieth of the window, or an hour, past the last row
+    daily = pd.DataFrame({"time": pd.date_range("2024-01-01", "2024-01-20", freq="D")})
+    assert [len(w) for w in checks.time_windows(daily, 20, "time")] == [20]
+    assert checks.time_windows(daily.head(19), 20, "time") == []
+    hourly = pd.DataFrame({"time": pd.date_range("2024-01-01", periods=12, freq="h")})
+    assert [len(w) for w in checks.time_windows(hourly, 0.5, "time")] == [12]
+    assert checks.time_windows(hourly.head(11), 0.5, "time") == []  # its last hour missing

@@ -17,7 +17,7 @@ prediction bound on its excess past the median (`level`), set so that each check
 `monitor.alarm_on` alarms on at most its share of `monitor.false_alarm_rate` of new windows like
 these. Writes `<out>/calibration.json` (limits, every window's statistics, a leave-one-window-out
 estimate of the false-alarm rate) and `<out>/errors.joblib` (the error model), both tied to the
-model by its hash; DVC versions them with it. docs/monitoring.md has the why and the figures.
+model by its hash; DVC versions them with it. docs/guide/monitoring.md has the why and the figures.
 """
 
 import hashlib
@@ -174,8 +174,7 @@ def calibrate_check(table: pd.DataFrame, rate: float, rows: float) -> dict[str, 
     names = [str(name) for name in table.columns]
     limits = {}
     for name in names:
-        center, scale, measured = spread(table[name].dropna().to_numpy(float),
-                                         floor_of(name, rows))  # fmt: skip
+        center, scale, measured = spread(table[name].dropna().to_numpy(), floor_of(name, rows))
         high = center + level(len(names), rate, len(table), measured) * scale
         limits[name] = {"center": center, "scale": scale, "high": high}
     return {"rate": rate, "windows": len(table), "limits": limits}
@@ -227,7 +226,7 @@ def left_out_rates(windows: list[dict[str, Any]], settings: dict[str, Any], rows
         found = alarms(window, calibrated)
         for name, value in found.items():
             fired[name].append(value)
-        fired["alarm"].append(any(found.get(name, False) for name in settings["alarm_on"]))
+        fired["alarm"].append(any(found[name] for name in settings["alarm_on"] if name in found))
     return {name: round(float(np.mean(v)), 4) for name, v in fired.items() if v}
 
 

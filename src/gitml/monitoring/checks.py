@@ -14,7 +14,7 @@ Three checks, each a few statistics whose normal range `calibrate.py` learns fro
   is expected to make on those rows (an error model learned from its out-of-sample errors
   predicts that from the features and the prediction). The expected error follows the rows, so
   a quiet winter week and a busy summer one are judged alike, at any scale (a naive seasonal
-  baseline does not do that: see docs/monitoring.md). Demand up or down, a feature whose
+  baseline does not do that: see docs/guide/monitoring.md). Demand up or down, a feature whose
   relation to the target changed, a category swapped: all make errors larger than expected.
 
 Everything takes the feature lists as arguments, so the benchmark can judge other datasets.
@@ -22,13 +22,15 @@ Everything takes the feature lists as arguments, so the benchmark can judge othe
 
 import math
 from collections.abc import Callable
+from datetime import UTC
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import wasserstein_distance
-from sklearn.compose import ColumnTransformer
+from sklearn.compose import make_column_transformer
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OrdinalEncoder
@@ -43,6 +45,11 @@ ERROR_RATIO = "error_ratio"
 # keeps scores comparable between windows, so one calibration fits them all)
 METHODS = {True: "jensenshannon", False: "wasserstein"}  # categorical?
 NORM_FLOOR = 0.001  # evidently's least norm of a Wasserstein distance: a constant reference
+# The error model: a light one, it learns how large errors run, not to fit them (seeded:
+# calibrations of the same model and data are identical, so DVC's hashes are too). A Poisson
+# loss: errors are positive and grow in proportion with the demand, as counts do.
+ERROR_MODEL = {"loss": "poisson", "max_iter": 100, "max_leaf_nodes": 15, "min_samples_leaf": 50,
+               "random_state": 0}  # fmt: skip
 
 
 def statistic(feature: str, kind: str) -> str:
@@ -66,8 +73,8 @@ def distance(reference: pd.Series, current: pd.Series, categorical: bool) -> flo
             side.reindex(values, fill_value=0).to_numpy() for side in (ref_shares, cur_shares)
         ]
         return float(jensenshannon(*shares))
-    norm = max(float(np.std(ref.to_numpy(float))), NORM_FLOOR)
-    return float(wasserstein_distance(ref.to_numpy(float), cur.to_numpy(float)) / norm)
+    norm = max(float(ref.std(ddof=0)), NORM_FLOOR)
+    return float(wasserstein_distance(ref, cur) / norm)
 
 
 def value_shares(values: pd.Series) -> pd.Series:
@@ -96,21 +103,17 @@ def drift_statistics(
 
 
 def error_model(logged: pd.DataFrame, features: list[str], categorical: list[str]) -> Pipeline:
-    """The expected absolute error of a row, learned from out-of-sample labelled rows
-    (features and the prediction in, |prediction - actual| out). A Poisson loss: errors are
-    positive and grow in proportion with the demand, as counts do."""
+    """The expected absolute error of a row (ERROR_MODEL), learned from out-of-sample labelled
+    rows: features and the prediction in, |prediction - actual| out. Categories are categories
+    to it; one it never saw, or a missing one, counts as missing."""
     numeric = [name for name in features if name not in categorical] + [PREDICTION]
-    encode = ColumnTransformer(
-        [("categories", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
-                                       encoded_missing_value=-1), categorical),
-         ("numbers", "passthrough", numeric)],
-    )  # fmt: skip
-    # a light model: it learns how large errors run, not to fit them (seeded: calibrations
-    # of the same model and data are identical, so DVC's hashes are too)
+    encode = make_column_transformer(
+        (OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan), categorical),
+        ("passthrough", numeric),
+    )
     regressor = HistGradientBoostingRegressor(
-        loss="poisson", max_iter=100, max_leaf_nodes=15, min_samples_leaf=50, random_state=0,
-        categorical_features=[True] * len(categorical) + [False] * len(numeric),
-    )  # fmt: skip
+        categorical_features=[True] * len(categorical) + [False] * len(numeric), **ERROR_MODEL
+    )
     model = make_pipeline(encode, regressor)
     labelled = logged.dropna(subset=[ACTUAL])
     model.fit(labelled[[*categorical, *numeric]], (labelled[PREDICTION] - labelled[ACTUAL]).abs())
@@ -119,13 +122,13 @@ def error_model(logged: pd.DataFrame, features: list[str], categorical: list[str
 
 def expected_error(errors: Pipeline, logged: pd.DataFrame) -> np.ndarray:
     """The error model's expected absolute error of each row."""
-    return np.asarray(errors.predict(logged[list(errors.feature_names_in_)]), dtype=float)
+    return errors.predict(logged[list(errors.feature_names_in_)])
 
 
 def quality_statistics(labelled: pd.DataFrame, expected: np.ndarray) -> dict[str, float]:
     """The error ratio of labelled rows, given each row's expected error."""
-    errors = labelled[PREDICTION].to_numpy(float) - labelled[ACTUAL].to_numpy(float)
-    return {ERROR_RATIO: float(np.abs(errors).sum() / expected.sum())}
+    errors = (labelled[PREDICTION] - labelled[ACTUAL]).abs().sum()
+    return {ERROR_RATIO: float(errors / expected.sum())}
 
 
 def measure(
@@ -159,8 +162,8 @@ def in_one_call(predict: Callable[[pd.DataFrame], Any], frames: list[pd.DataFram
     if not frames:
         return []
     whole = predict(pd.concat(frames, ignore_index=True))
-    ends = np.cumsum([len(frame) for frame in frames])
-    parts = [whole[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True)]
+    bounds = np.cumsum([0, *(len(frame) for frame in frames)])
+    parts = [whole[start:end] for start, end in pairwise(bounds)]
     if isinstance(whole, pd.DataFrame):
         return [part.reset_index(drop=True) for part in parts]
     return parts
@@ -186,7 +189,7 @@ def as_logged(
             frame[name] = frame[name].astype(str)
     frame[PREDICTION] = model.predict(frame)
     frame[ACTUAL] = rows[target].to_numpy(dtype=float)
-    frame[time] = pd.DatetimeIndex(rows[time]).tz_localize("UTC")
+    frame[time] = pd.DatetimeIndex(rows[time]).tz_localize(UTC)
     return frame
 
 
