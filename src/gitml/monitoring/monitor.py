@@ -308,7 +308,7 @@ def markdown(summary: dict[str, Any]) -> str:
         f"({cal['folds']} refitted folds of the training split, and the test split), set for a "
         f"false-alarm rate of {cal['false_alarm_rate']:.0%} over {', '.join(alarm_on)}. Judged "
         f"by limits calibrated without it, each of those windows alarmed at a rate of "
-        f"{cal['left_out_false_alarm_rate'].get('alarm', 0):.0%} (docs/monitoring.md).",
+        f"{cal['left_out_false_alarm_rate'].get('alarm', 0):.0%} (docs/guide/monitoring.md).",
     ]
     if summary["alarm"]:
         lines += [
