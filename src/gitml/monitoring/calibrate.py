@@ -53,8 +53,8 @@ def threads() -> int:
     """The OpenMP threads of the calibration's fits and predictions: one, unless
     OMP_NUM_THREADS says otherwise. Its refits and error models learn from a few thousand
     rows each, where threads spend more time handing work over than they save: on 2 shared
-    cores the example's calibration took 13 s of CPU (20 s wall) with two threads, 5 s (6 s)
-    with one. One thread also makes the result the same on any machine."""
+    cores the example's five refits took 13 s of CPU (20 s wall) with two threads, 5 s (6 s)
+    with one. One thread also keeps the result from depending on the machine's core count."""
     return int(os.environ.get("OMP_NUM_THREADS") or 1)
 
 
