@@ -385,7 +385,7 @@ replay: package
 	python -m gitml replay --url $(SMOKE_URL) --actuals $(ACTUALS)
 
 .PHONY: calibrate
-## The monitor's limits for the current model (dvc repro calibrate: docs/monitoring.md).
+## The monitor's limits for the current model (dvc repro calibrate: docs/guide/monitoring.md).
 calibrate: data
 	dvc repro --pull calibrate $(NO_PROMPT)
 

@@ -29,12 +29,14 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from functools import partial
 from typing import Any
 
 import joblib
 import numpy as np
 import pandas as pd
 from sklearn.inspection import permutation_importance
+from threadpoolctl import threadpool_limits
 
 from gitml.config import MODEL_FILE, SPLITS, load_params, split_path
 from gitml.monitoring import calibrate, checks
@@ -217,27 +219,47 @@ def held_out_rates(case: Case) -> dict[str, Any]:
     rows = float(np.median([len(w.rows) for w in held]))
     case.extra.update(errors=errors, limits=calibrate.thresholds(found, settings, rows))
     injected = case.extra["faults"] = faults(case)
-    fired: dict[str, list[bool]] = {name: [] for name in ("none", *FAULTS)}
-    for i, window in enumerate(held):
+    statistics = {"none": found, **{name: judged(held, fault, case)
+                                    for name, fault in injected.items()}}  # fmt: skip
+    fired: dict[str, list[bool]] = {name: [] for name in statistics}
+    for i in range(len(held)):
         limits = calibrate.thresholds(found[:i] + found[i + 1 :], settings, rows)
-        for name in fired:
-            stats = found[i] if name == "none" else judged(window, injected[name], case)
-            raised = calibrate.alarms(stats, limits)
+        for name, stats in statistics.items():
+            raised = calibrate.alarms(stats[i], limits)
             fired[name].append(any(raised.get(c, False) for c in settings["alarm_on"]))
     return {"windows": len(held), **{name: float(np.mean(v)) for name, v in fired.items()}}
 
 
-def judged(window: calibrate.HeldOut, fault: Callable, case: Case) -> dict[str, Any]:
-    """A held-out window's statistics with a fault injected. A fault of the target alone
-    leaves the features as they were: their drift statistics are the window's own."""
-    data, rows = case.data, fault(window.rows)
-    logged = checks.as_logged(window.model, rows, data.features, data.target, data.time)
-    if rows[data.features].equals(window.rows[data.features]):
-        labelled = logged.dropna(subset=[ACTUAL])
-        expected = checks.expected_error(window.errors, labelled)
-        return {**window.statistics, checks.QUALITY: checks.quality_statistics(labelled, expected)}
-    return checks.measure(window.reference, logged, window.errors, data.features,
-                          data.categorical, case.settings["min_rows"])  # fmt: skip
+def judged(held: list[calibrate.HeldOut], fault: Callable, case: Case) -> list[dict[str, Any]]:
+    """Each held-out window's statistics with a fault injected. A fault of the target alone
+    leaves the features, the predictions and the expected errors as they were: only the
+    quality changes. Otherwise each group's windows are logged and their errors expected in
+    one call."""
+    data, faulted = case.data, [fault(window.rows) for window in held]
+    same = zip(faulted, held, strict=True)
+    if all(rows[data.features].equals(w.rows[data.features]) for rows, w in same):
+        return [quality_with(w, rows[data.target].to_numpy(float), w.statistics)
+                for w, rows in zip(held, faulted, strict=True)]  # fmt: skip
+    found: list[dict[str, Any]] = [{} for _ in held]
+    for group in sorted({w.group for w in held}):
+        mine = [i for i, w in enumerate(held) if w.group == group]
+        model, errors = held[mine[0]].model, held[mine[0]].errors
+        logged = calibrate.log_windows(model, [faulted[i] for i in mine], data)
+        expected = checks.in_one_call(partial(checks.expected_error, errors), logged)
+        for i, window, values in zip(mine, logged, expected, strict=True):
+            found[i] = checks.measure(held[i].reference, window, values, data.features,
+                                      data.categorical, case.settings["min_rows"])  # fmt: skip
+    return found
+
+
+def quality_with(
+    window: calibrate.HeldOut, actual: np.ndarray, statistics: dict[str, Any]
+) -> dict[str, Any]:
+    """A window's statistics with other actuals (the features, and so the rest, unchanged)."""
+    labelled = ~np.isnan(actual)
+    logged = window.logged[labelled].assign(**{ACTUAL: actual[labelled]})
+    quality = checks.quality_statistics(logged, window.expected[labelled])
+    return {**statistics, checks.QUALITY: quality}
 
 
 def monitor_rates(case: Case, demand: Callable | None = None) -> dict[str, tuple[int, int]]:
@@ -250,29 +272,31 @@ def monitor_rates(case: Case, demand: Callable | None = None) -> dict[str, tuple
     rates = {}
     splits = {"production": case.splits["production"]} if demand else case.splits
     for split, frame in splits.items():
-        alarmed = windows = 0
-        for rows in checks.time_windows(frame, settings["window_days"], data.time):
-            if len(rows) < settings["min_rows"]:
-                continue
-            rows = demand(rows) if demand else rows
-            logged = checks.as_logged(case.model, rows, data.features, data.target, data.time)
-            stats = checks.measure(reference, logged, case.extra["errors"], data.features,
-                                   data.categorical, settings["min_rows"])  # fmt: skip
+        windows = [rows for rows in checks.time_windows(frame, settings["window_days"], data.time)
+                   if len(rows) >= settings["min_rows"]]  # fmt: skip
+        windows = [demand(rows) for rows in windows] if demand else windows
+        logged = calibrate.log_windows(case.model, windows, data)
+        errors = case.extra["errors"]
+        expected = checks.in_one_call(partial(checks.expected_error, errors), logged)
+        alarmed = 0
+        for window, values in zip(logged, expected, strict=True):
+            stats = checks.measure(reference, window, values, data.features, data.categorical,
+                                   settings["min_rows"])  # fmt: skip
             raised = calibrate.alarms(stats, case.extra["limits"])
             alarmed += any(raised.get(c, False) for c in settings["alarm_on"])
-            windows += 1
-        rates[split] = (alarmed, windows)
+        rates[split] = (alarmed, len(windows))
     return rates
 
 
 def evaluate(case: Case) -> dict[str, Any]:
     """The benchmark's row for a dataset."""
     started = time.perf_counter()
-    if case.model is None:
-        case.model = case.data.refit(case.splits["train"])
-    held = held_out_rates(case)
-    monitored = monitor_rates(case)
-    demand = monitor_rates(case, case.extra["faults"]["demand"])
+    with threadpool_limits(calibrate.threads()):  # as the calibration runs (calibrate.py)
+        if case.model is None:
+            case.model = case.data.refit(case.splits["train"])
+        held = held_out_rates(case)
+        monitored = monitor_rates(case)
+        demand = monitor_rates(case, case.extra["faults"]["demand"])
     monitored["production, demand +50 %"] = demand["production"]
     return {"dataset": case.name, **held, "monitor": monitored,
             "stuck_feature": case.extra["numeric"], "swapped_feature": case.extra["categorical"],

@@ -31,7 +31,7 @@ from gitml.monitoring.monitor import (
 )
 from gitml.ports import free_port
 from gitml.schema import EVENT_TIME, FEATURES, as_model_input
-from gitml.serving.predlog import LogError, PredictionLog, write_actuals
+from gitml.serving.predlog import PREDICTION, LogError, PredictionLog, write_actuals
 from tests.example_data import example_only
 
 
@@ -74,7 +74,8 @@ def judged(model: Any, rows: pd.DataFrame, context: dict[str, Any], settings: An
     """A window of a split as `run` judges it: (findings, alarms)."""
     data = context["data"]
     window = checks.as_logged(model, rows, data.features, TARGET, TIME)
-    found = checks.measure(context["reference"], window, context["errors"], data.features,
+    expected = checks.expected_error(context["errors"], window)
+    found = checks.measure(context["reference"], window, expected, data.features,
                            data.categorical, settings["min_rows"])  # fmt: skip
     return judge(found, window, context["calibration"], None, settings)
 
@@ -147,7 +148,9 @@ def test_evidently_s_drift_report_tests_the_calibrated_limits(
         statistic = checks.statistic(name, checks.DISTANCE)
         assert shown[name]["config"]["threshold"] == pytest.approx(limits[statistic]["high"])
         ours = checks.distance(context["reference"][name], window[name], name in data.categorical)
-        assert float(shown[name]["value"]) == pytest.approx(ours)
+        assert float(shown[name]["value"]) == pytest.approx(ours)  # what the monitor judges
+    ours = checks.distance(context["reference"][PREDICTION], window[PREDICTION], False)
+    assert float(shown[PREDICTION]["value"]) == pytest.approx(ours)
 
 
 def test_an_unknown_finding_in_alarm_on_names_the_setting() -> None:

@@ -17,12 +17,14 @@ prediction bound on its excess past the median (`level`), set so that each check
 `monitor.alarm_on` alarms on at most its share of `monitor.false_alarm_rate` of new windows like
 these. Writes `<out>/calibration.json` (limits, every window's statistics, a leave-one-window-out
 estimate of the false-alarm rate) and `<out>/errors.joblib` (the error model), both tied to the
-model by its hash; DVC versions them with it. docs/monitoring.md has the why and the figures.
+model by its hash; DVC versions them with it. docs/guide/monitoring.md has the why and the figures.
 """
 
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,6 +32,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import typer
+from threadpoolctl import threadpool_limits
 
 from gitml.config import ARTIFACTS_DIR, MODEL_FILE, SPLITS_DIR, load_params, split_path
 from gitml.files import write_atomic, write_json
@@ -44,6 +47,15 @@ CALIBRATION_FILE, ERRORS_FILE = "calibration.json", "errors.joblib"
 # hours to a day, and the hours just outside a window would otherwise vouch for it
 PURGE = pd.Timedelta(days=1)
 MIN_WINDOWS = 8  # fewer, and a statistic's median and spread are guesses
+
+
+def threads() -> int:
+    """The OpenMP threads of the calibration's fits and predictions: one, unless
+    OMP_NUM_THREADS says otherwise. Its refits and error models learn from a few thousand
+    rows each, where threads spend more time handing work over than they save: on 2 shared
+    cores the example's five refits took 13 s of CPU (20 s wall) with two threads, 5 s (6 s)
+    with one. One thread also keeps the result from depending on the machine's core count."""
+    return int(os.environ.get("OMP_NUM_THREADS") or 1)
 
 
 @dataclass
@@ -65,17 +77,26 @@ class HeldOut:
     split: str
     group: int
     rows: pd.DataFrame
+    logged: pd.DataFrame  # the rows as the log holds them, with the model's predictions
     model: Any
     reference: pd.DataFrame
-    logged: pd.DataFrame = field(default_factory=pd.DataFrame)
     errors: Any = None
+    expected: np.ndarray = field(default_factory=lambda: np.empty(0))
     statistics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def log_windows(model: Any, windows: list[pd.DataFrame], data: Dataset) -> list[pd.DataFrame]:
+    """The windows as logged with `model`'s predictions (one predict call for all)."""
+    return checks.in_one_call(
+        lambda rows: checks.as_logged(model, rows, data.features, data.target, data.time), windows
+    )
 
 
 def held_out_windows(
     train: pd.DataFrame, test: pd.DataFrame, model: Any, data: Dataset, days: float, folds: int
 ) -> list[HeldOut]:
-    """Every whole training window (interleaved folds, refitted) and test window (`model`)."""
+    """Every whole training window (interleaved folds, refitted) and test window (`model`),
+    logged by the model that judges it."""
     windows = checks.time_windows(train, days, data.time)
     folds = min(folds, len(windows))
     held: list[HeldOut] = []
@@ -86,25 +107,31 @@ def held_out_windows(
             keep &= ~train[data.time].between(first, last)
         fitted = data.refit(train[keep])
         reference = checks.as_logged(fitted, train[keep], data.features, data.target, data.time)
-        held += [HeldOut("train", fold, w, fitted, reference) for w in windows[fold::folds]]
+        mine = windows[fold::folds]
+        held += [
+            HeldOut("train", fold, rows, logged, fitted, reference)
+            for rows, logged in zip(mine, log_windows(fitted, mine, data), strict=True)
+        ]
     reference = checks.as_logged(model, train, data.features, data.target, data.time)
     tests = checks.time_windows(test, days, data.time)
-    held += [HeldOut("test", folds, w, model, reference) for w in tests]
+    held += [
+        HeldOut("test", folds, rows, logged, model, reference)
+        for rows, logged in zip(tests, log_windows(model, tests, data), strict=True)
+    ]
     return held
 
 
 def cross_fit(held: list[HeldOut], data: Dataset) -> Any:
-    """Log every window and give each the error model of the other groups' errors; returns
-    the error model of all of them (the one the monitor uses)."""
-    for window in held:
-        window.logged = checks.as_logged(window.model, window.rows, data.features, data.target,
-                                         data.time)  # fmt: skip
+    """Give each window the error model of the other groups' errors, and its rows' expected
+    errors; returns the error model of all of them (the one the monitor uses)."""
     for group in sorted({window.group for window in held}):
         others = pd.concat([w.logged for w in held if w.group != group])
         errors = checks.error_model(others, data.features, data.categorical)
-        for window in held:
-            if window.group == group:
-                window.errors = errors
+        mine = [w for w in held if w.group == group]
+        expected = checks.in_one_call(partial(checks.expected_error, errors),
+                                      [w.logged for w in mine])  # fmt: skip
+        for window, values in zip(mine, expected, strict=True):
+            window.errors, window.expected = errors, values
     return checks.error_model(pd.concat([w.logged for w in held]), data.features,
                               data.categorical)  # fmt: skip
 
@@ -147,8 +174,7 @@ def calibrate_check(table: pd.DataFrame, rate: float, rows: float) -> dict[str, 
     names = [str(name) for name in table.columns]
     limits = {}
     for name in names:
-        center, scale, measured = spread(table[name].dropna().to_numpy(float),
-                                         floor_of(name, rows))  # fmt: skip
+        center, scale, measured = spread(table[name].dropna().to_numpy(), floor_of(name, rows))
         high = center + level(len(names), rate, len(table), measured) * scale
         limits[name] = {"center": center, "scale": scale, "high": high}
     return {"rate": rate, "windows": len(table), "limits": limits}
@@ -200,7 +226,7 @@ def left_out_rates(windows: list[dict[str, Any]], settings: dict[str, Any], rows
         found = alarms(window, calibrated)
         for name, value in found.items():
             fired[name].append(value)
-        fired["alarm"].append(any(found.get(name, False) for name in settings["alarm_on"]))
+        fired["alarm"].append(any(found[name] for name in settings["alarm_on"] if name in found))
     return {name: round(float(np.mean(v)), 4) for name, v in fired.items() if v}
 
 
@@ -221,12 +247,13 @@ def backtest(
             f"windows of monitor.window_days={days} days with monitor.min_rows={min_rows} rows; "
             f"calibration needs {MIN_WINDOWS}: shorten the window or train on more data"
         )
-    held = held_out_windows(train, test, model, data, days, int(settings["calibration_folds"]))
-    held = [w for w in held if len(w.rows) >= min_rows]
-    errors = cross_fit(held, data)
+    with threadpool_limits(threads()):
+        held = held_out_windows(train, test, model, data, days, int(settings["calibration_folds"]))
+        held = [w for w in held if len(w.rows) >= min_rows]
+        errors = cross_fit(held, data)
     for w in held:
-        w.statistics = checks.measure(w.reference, w.logged, w.errors, data.features,
-                                      data.categorical, settings["min_rows"])  # fmt: skip
+        w.statistics = checks.measure(w.reference, w.logged, w.expected, data.features,
+                                      data.categorical, min_rows)  # fmt: skip
     return held, [w.statistics for w in held], errors
 
 
@@ -269,8 +296,9 @@ def calibrate(
 
 
 def _significant(value: Any) -> Any:
-    """Floats to 6 significant digits: evidently sums categories in set order (it varies with
-    Python's hash seed), and the last bits must not change the bytes DVC hashes."""
+    """Floats to 6 significant digits: limits estimated from a few dozen windows mean no
+    more, and the last bits of a sum (which numeric libraries may order differently) must not
+    change the bytes DVC hashes."""
     if isinstance(value, float):
         return float(f"{value:.6g}")
     if isinstance(value, dict):

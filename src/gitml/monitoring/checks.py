@@ -3,7 +3,9 @@
 Three checks, each a few statistics whose normal range `calibrate.py` learns from the data:
 
 - data_drift, per feature: evidently's drift distance from the reference (Wasserstein distance
-  normed by the reference's spread for numbers, Jensen-Shannon distance for categories), and the
+  normed by the reference's spread for numbers, Jensen-Shannon distance for categories; computed
+  with SciPy as evidently computes it, since a calibration measures hundreds of windows and
+  evidently's own call costs more than the distance), and the
   share of the window's rows holding its most frequent value. The share sees a feature stuck at
   one value or gone missing, which a distance can miss: a constant at the median is closer to the
   reference than a cold fortnight is.
@@ -12,18 +14,23 @@ Three checks, each a few statistics whose normal range `calibrate.py` learns fro
   is expected to make on those rows (an error model learned from its out-of-sample errors
   predicts that from the features and the prediction). The expected error follows the rows, so
   a quiet winter week and a busy summer one are judged alike, at any scale (a naive seasonal
-  baseline does not do that: see docs/monitoring.md). Demand up or down, a feature whose
+  baseline does not do that: see docs/guide/monitoring.md). Demand up or down, a feature whose
   relation to the target changed, a category swapped: all make errors larger than expected.
 
 Everything takes the feature lists as arguments, so the benchmark can judge other datasets.
 """
 
 import math
+from collections.abc import Callable
+from datetime import UTC
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import wasserstein_distance
+from sklearn.compose import make_column_transformer
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OrdinalEncoder
@@ -37,6 +44,12 @@ ERROR_RATIO = "error_ratio"
 # evidently's drift tests by kind of column (its default picks by data size; a fixed choice
 # keeps scores comparable between windows, so one calibration fits them all)
 METHODS = {True: "jensenshannon", False: "wasserstein"}  # categorical?
+NORM_FLOOR = 0.001  # evidently's least norm of a Wasserstein distance: a constant reference
+# The error model: a light one, it learns how large errors run, not to fit them (seeded:
+# calibrations of the same model and data are identical, so DVC's hashes are too). A Poisson
+# loss: errors are positive and grow in proportion with the demand, as counts do.
+ERROR_MODEL = {"loss": "poisson", "max_iter": 100, "max_leaf_nodes": 15, "min_samples_leaf": 50,
+               "random_state": 0}  # fmt: skip
 
 
 def statistic(feature: str, kind: str) -> str:
@@ -46,18 +59,29 @@ def statistic(feature: str, kind: str) -> str:
 
 def distance(reference: pd.Series, current: pd.Series, categorical: bool) -> float:
     """evidently's drift score of `current` against `reference` (missing values left out;
-    NaN when either side has none left)."""
-    from evidently.legacy.calculations.stattests.registry import get_stattest
-    from evidently.legacy.core import ColumnType
-
-    kind = ColumnType.Categorical if categorical else ColumnType.Numerical
+    NaN when either side has none left): for categories, the Jensen-Shannon distance of the
+    shares of each value; for numbers, the Wasserstein distance over the reference's standard
+    deviation (at least NORM_FLOOR). tests/monitoring/test_monitor.py checks it against the
+    score evidently's report shows."""
     ref, cur = reference.dropna(), current.dropna()
     if ref.empty or cur.empty:
         return math.nan
     if categorical:
-        ref, cur = ref.astype(str), cur.astype(str)
-    test = get_stattest(ref, cur, kind, METHODS[categorical])
-    return float(test(ref, cur, kind, None).drift_score)
+        ref_shares, cur_shares = value_shares(ref), value_shares(cur)
+        values = ref_shares.index.union(cur_shares.index)  # sorted: the same sum every run
+        shares = [
+            side.reindex(values, fill_value=0).to_numpy() for side in (ref_shares, cur_shares)
+        ]
+        return float(jensenshannon(*shares))
+    norm = max(float(ref.std(ddof=0)), NORM_FLOOR)
+    return float(wasserstein_distance(ref, cur) / norm)
+
+
+def value_shares(values: pd.Series) -> pd.Series:
+    """Each value's share of the rows, values as text (a category logged as 8 or "8" is one;
+    counted before the conversion, which is the slow part)."""
+    counts = values.value_counts()
+    return counts.groupby(counts.index.astype(str)).sum() / len(values)
 
 
 def mode_share(values: pd.Series) -> float:
@@ -79,21 +103,17 @@ def drift_statistics(
 
 
 def error_model(logged: pd.DataFrame, features: list[str], categorical: list[str]) -> Pipeline:
-    """The expected absolute error of a row, learned from out-of-sample labelled rows
-    (features and the prediction in, |prediction - actual| out). A Poisson loss: errors are
-    positive and grow in proportion with the demand, as counts do."""
+    """The expected absolute error of a row (ERROR_MODEL), learned from out-of-sample labelled
+    rows: features and the prediction in, |prediction - actual| out. Categories are categories
+    to it; one it never saw, or a missing one, counts as missing."""
     numeric = [name for name in features if name not in categorical] + [PREDICTION]
-    encode = ColumnTransformer(
-        [("categories", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
-                                       encoded_missing_value=-1), categorical),
-         ("numbers", "passthrough", numeric)],
-    )  # fmt: skip
-    # a light model: it learns how large errors run, not to fit them (seeded: calibrations
-    # of the same model and data are identical, so DVC's hashes are too)
+    encode = make_column_transformer(
+        (OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan), categorical),
+        ("passthrough", numeric),
+    )
     regressor = HistGradientBoostingRegressor(
-        loss="poisson", max_iter=100, max_leaf_nodes=15, min_samples_leaf=50, random_state=0,
-        categorical_features=[True] * len(categorical) + [False] * len(numeric),
-    )  # fmt: skip
+        categorical_features=[True] * len(categorical) + [False] * len(numeric), **ERROR_MODEL
+    )
     model = make_pipeline(encode, regressor)
     labelled = logged.dropna(subset=[ACTUAL])
     model.fit(labelled[[*categorical, *numeric]], (labelled[PREDICTION] - labelled[ACTUAL]).abs())
@@ -102,25 +122,26 @@ def error_model(logged: pd.DataFrame, features: list[str], categorical: list[str
 
 def expected_error(errors: Pipeline, logged: pd.DataFrame) -> np.ndarray:
     """The error model's expected absolute error of each row."""
-    return np.asarray(errors.predict(logged[list(errors.feature_names_in_)]), dtype=float)
+    return errors.predict(logged[list(errors.feature_names_in_)])
 
 
 def quality_statistics(labelled: pd.DataFrame, expected: np.ndarray) -> dict[str, float]:
     """The error ratio of labelled rows, given each row's expected error."""
-    errors = labelled[PREDICTION].to_numpy(float) - labelled[ACTUAL].to_numpy(float)
-    return {ERROR_RATIO: float(np.abs(errors).sum() / expected.sum())}
+    errors = (labelled[PREDICTION] - labelled[ACTUAL]).abs().sum()
+    return {ERROR_RATIO: float(errors / expected.sum())}
 
 
 def measure(
     reference: pd.DataFrame,
     current: pd.DataFrame,
-    errors: Pipeline,
+    expected: np.ndarray,
     features: list[str],
     categorical: list[str],
     min_rows: int,
 ) -> dict[str, dict[str, float]]:
     """Every check's statistics of `current` (as logged: features, prediction, actual) against
-    `reference` (the training rows the same way); quality only from `min_rows` labelled rows."""
+    `reference` (the training rows the same way), given the expected error of each of its rows
+    (`expected_error`); quality only from `min_rows` labelled rows."""
     found = {
         DATA_DRIFT: drift_statistics(reference, current, features, categorical),
         PREDICTION_DRIFT: {
@@ -129,10 +150,23 @@ def measure(
             )
         },
     }
-    labelled = current.dropna(subset=[ACTUAL])
-    if len(labelled) >= min_rows:
-        found[QUALITY] = quality_statistics(labelled, expected_error(errors, labelled))
+    labelled = current[ACTUAL].notna().to_numpy()
+    if labelled.sum() >= min_rows:
+        found[QUALITY] = quality_statistics(current[labelled], expected[labelled])
     return found
+
+
+def in_one_call(predict: Callable[[pd.DataFrame], Any], frames: list[pd.DataFrame]) -> list[Any]:
+    """`predict` of each frame, asked once for all of them: on windows of a few hundred rows,
+    a scikit-learn pipeline spends more on each call than on the rows (the same results)."""
+    if not frames:
+        return []
+    whole = predict(pd.concat(frames, ignore_index=True))
+    bounds = np.cumsum([0, *(len(frame) for frame in frames)])
+    parts = [whole[start:end] for start, end in pairwise(bounds)]
+    if isinstance(whole, pd.DataFrame):
+        return [part.reset_index(drop=True) for part in parts]
+    return parts
 
 
 def exceeded(statistics: dict[str, float], limits: dict[str, dict[str, float]]) -> list[str]:
@@ -155,7 +189,7 @@ def as_logged(
             frame[name] = frame[name].astype(str)
     frame[PREDICTION] = model.predict(frame)
     frame[ACTUAL] = rows[target].to_numpy(dtype=float)
-    frame[time] = pd.DatetimeIndex(rows[time]).tz_localize("UTC")
+    frame[time] = pd.DatetimeIndex(rows[time]).tz_localize(UTC)
     return frame
 
 

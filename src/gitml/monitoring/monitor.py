@@ -308,7 +308,7 @@ def markdown(summary: dict[str, Any]) -> str:
         f"({cal['folds']} refitted folds of the training split, and the test split), set for a "
         f"false-alarm rate of {cal['false_alarm_rate']:.0%} over {', '.join(alarm_on)}. Judged "
         f"by limits calibrated without it, each of those windows alarmed at a rate of "
-        f"{cal['left_out_false_alarm_rate'].get('alarm', 0):.0%} (docs/monitoring.md).",
+        f"{cal['left_out_false_alarm_rate'].get('alarm', 0):.0%} (docs/guide/monitoring.md).",
     ]
     if summary["alarm"]:
         lines += [
@@ -373,8 +373,8 @@ def run(
     model, train = joblib.load(model_path), pd.read_parquet(split_path("train", splits_dir))
     categorical = categorical_features(params_features)
     reference = checks.as_logged(model, train, list(FEATURES), TARGET, TIME)
-    found = checks.measure(reference, current, errors, list(FEATURES), categorical,
-                           params_monitor["min_rows"])  # fmt: skip
+    found = checks.measure(reference, current, checks.expected_error(errors, current),
+                           list(FEATURES), categorical, params_monitor["min_rows"])  # fmt: skip
     keys = baseline_keys if baseline_keys is not None else load_params("evaluate")["baseline_keys"]
     skill = baseline_skill(train, current, list(keys))
     findings, alarms = judge(found, current, calibration, skill, params_monitor)

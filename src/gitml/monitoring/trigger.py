@@ -1,7 +1,8 @@
 """Start the retrain workflow when the monitor finds the model's error grown on labelled rows.
 
-A quality alarm (the window's error over the test month's beyond `monitor.max_error_ratio`)
-means production has labelled rows the model predicts badly: exactly what retraining needs.
+A quality alarm (the window's error over the error expected on its rows beyond the limit `make
+calibrate` learned) means production has labelled rows the model predicts badly: exactly what
+retraining needs.
 Drift alone does not start it: without actuals there is nothing new to train on, and the issue
 `make monitor-issue` keeps open says so. The workflow is started through GitHub's API
 (`workflow_dispatch`, permissions: actions: write): the one event a job's GITHUB_TOKEN may start
