@@ -43,8 +43,8 @@ def test_the_branch_is_named_after_the_environment_and_the_utc_minute(
     monkeypatch.setenv("TZ", "Asia/Tokyo")  # the machine's zone must not matter
     time.tzset()
     moment = datetime(2026, 11, 27, 3, 4, 59, tzinfo=timezone(timedelta(hours=2)))
-    assert branch_name("production", moment) == "retrain/production-20261127-0104"
-    assert branch_name("staging", moment.astimezone(UTC)) == "retrain/staging-20261127-0104"
+    assert branch_name("production", moment) == "retrain/production-20261127-010459"
+    assert branch_name("staging", moment.astimezone(UTC)) == "retrain/staging-20261127-010459"
     monkeypatch.undo()
     time.tzset()
 

@@ -1,11 +1,11 @@
 """Retraining as a pull request: production's labelled rows become a branch that retrains.
 
 `make retrain-pr` collects the labelled rows that `make feedback` would add. When there are
-new ones, it makes the branch `retrain/<env>-<UTC time>` from HEAD, adds them as a new data
-version (dvc add, dvc push), reproduces the pipeline on it (rolling splits move with the data,
-so the test split is the newest labelled days), pushes the outputs, commits data.dvc, dvc.lock
-and the metrics, pushes the branch and opens a pull request against BASE. Its report compares
-the retrained model (the challenger) with the base branch and with the model in production
+new ones, it makes the branch `retrain/<env>-<UTC time, to the second>` from HEAD, adds them as
+a new data version (dvc add, dvc push), reproduces the pipeline on it (rolling splits move with
+the data, so the test split is the newest labelled days), pushes the outputs, commits data.dvc,
+dvc.lock and the metrics, pushes the branch and opens a pull request against BASE. Its report
+compares the retrained model (the challenger) with the base branch and with the model in production
 (the champion, reports/gate.json). Nothing new: no branch, exit 0.
 
 GitHub starts no workflow for a pull request that a job's GITHUB_TOKEN opens. With a token of
@@ -79,7 +79,9 @@ class PullRequests(GitHub):
 
 
 def branch_name(env: str, now: datetime) -> str:
-    return f"retrain/{env}-{now.astimezone(UTC):%Y%m%d-%H%M}"
+    # to the second: two runs in one minute (a re-run, a dispatch after an alarm's) must not
+    # name the same branch, which origin would refuse to the second one
+    return f"retrain/{env}-{now.astimezone(UTC):%Y%m%d-%H%M%S}"
 
 
 def period(rows: pd.DataFrame) -> str:
