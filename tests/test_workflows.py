@@ -459,7 +459,7 @@ def test_a_forks_checks_run_lint_and_audit_when_the_data_cannot_be_pulled() -> N
     runs = {s.get("run"): s.get("if") for s in checks if "run" in s}
     assert runs == {
         "make data-access": None,
-        "make test": "steps.access.outputs.readable == 'true'",
+        "make test-pr": "steps.access.outputs.readable == 'true'",
         "make lint": "steps.access.outputs.readable != 'true'",
         "make audit": None,
     }

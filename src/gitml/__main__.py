@@ -2,7 +2,8 @@
 
 Each command is a module's own CLI (`python -m gitml deploy --help` is `python -m
 gitml.release.deploy --help`). Only the chosen module is imported, so the stdlib-only
-commands (runner, comment, preflight, notify) still run on a bare Python with `PYTHONPATH=src`.
+commands (runner, data-access, suites, comment, preflight, notify) still run on a bare Python
+with `PYTHONPATH=src`.
 """
 
 import runpy
@@ -21,6 +22,7 @@ COMMANDS: dict[str, dict[str, tuple[str, str]]] = {
     "pull requests": {
         "runner": ("gitml.pull_requests.runner", "which runner trains this pull request"),
         "data-access": ("gitml.pull_requests.access", "can this run read the DVC remote?"),
+        "suites": ("gitml.pull_requests.suites", "which tests a change needs: fast or all"),
         "report": ("gitml.pull_requests.report", "the pull-request report, as CML posts it"),
         "comment": ("gitml.pull_requests.comment", "post the report as one CML comment"),
     },
