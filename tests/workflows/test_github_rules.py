@@ -7,12 +7,13 @@ unset for the releases themselves, so their deploy jobs are skipped: only versio
 are made. A first merge is released (v0.0.1: the version the tag scenarios deploy), a second
 one has its image push refused, then is re-run."""
 
-import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from gitml.release.cluster import registry
 from tests.e2e.clone import clean_env, run
 from tests.workflows import events
 from tests.workflows.conftest import REPOSITORY, Fork
@@ -29,6 +30,14 @@ STAGING = "https://staging.bikes.example"
 
 
 @pytest.fixture(scope="module")
+def ghcr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The registry on loopback that the image actions push to, standing in for ghcr.io."""
+    served = registry.start(tmp_path_factory.mktemp("ghcr"))
+    yield served.address
+    served.stop()
+
+
+@pytest.fixture(scope="module")
 def team(fork: Fork) -> Fork:
     remote = fork.runner.base.parent / "team-dvc-remote"
     remote.mkdir()
@@ -40,7 +49,7 @@ def team(fork: Fork) -> Fork:
     return fork
 
 
-def release(team: Fork, run_id: int, attempt: int) -> Result:
+def release(team: Fork, ghcr: str, run_id: int, attempt: int) -> Result:
     """release.yml's build job for main's head, as `main` succeeding starts it."""
     payload = {"action": "completed", "repository": events.repository(REPOSITORY),
                "workflow_run": {"id": run_id - 1, "name": "main", "event": "push",
@@ -48,20 +57,21 @@ def release(team: Fork, run_id: int, attempt: int) -> Result:
                                 "head_branch": "main",
                                 "head_repository": events.repository(REPOSITORY)}}  # fmt: skip
     return team.runner.act(team.clone, "workflow_run", payload, "release.yml", job="build",
-                           env={"GITHUB_RUN_ID": str(run_id), "GITHUB_RUN_ATTEMPT": str(attempt)})  # fmt: skip
+                           env={"GITHUB_RUN_ID": str(run_id), "GITHUB_RUN_ATTEMPT": str(attempt),
+                                "GITML_REGISTRY": ghcr})  # fmt: skip
 
 
-def pushed_images(team: Fork) -> dict[str, str]:
-    path = team.runner.recordings / "registry.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+def pushed(ghcr: str, version: str) -> bool:
+    """The registry holds IMAGE:version (asked over its API)."""
+    return registry.manifest(ghcr, f"{IMAGE.split('/', 1)[1]}:{version}") is not None
 
 
 @pytest.fixture(scope="module")
-def released(team: Fork) -> Result:
+def released(team: Fork, ghcr: str) -> Result:
     """The first merge, released: v0.0.1 and its image."""
-    result = release(team, 700, attempt=1)
+    result = release(team, ghcr, 700, attempt=1)
     assert result.succeeded("build"), result.job_output("build")[-6000:]
-    assert f"{IMAGE}:v0.0.1" in pushed_images(team)
+    assert pushed(ghcr, "v0.0.1")
     return result
 
 
@@ -152,7 +162,7 @@ def test_production_at_stagings_url_is_refused(team: Fork, at_stagings_url: Resu
 
 
 @pytest.fixture(scope="module")
-def refused_push(team: Fork, at_stagings_url: Result) -> Result:
+def refused_push(team: Fork, ghcr: str, at_stagings_url: Result) -> Result:
     """A second merge, whose image push an organisation's package policy refuses."""
     (team.clone / "NOTES.md").write_text("A second merge: same model, next version.\n")
     team.git("add", "NOTES.md")
@@ -160,14 +170,14 @@ def refused_push(team: Fork, at_stagings_url: Result) -> Result:
     team.git("push", "-q", "origin", "main")
     team.github.state.package_policy_refusal = POLICY
     try:
-        return release(team, 702, attempt=1)
+        return release(team, ghcr, 702, attempt=1)
     finally:
         team.github.state.package_policy_refusal = ""  # an admin fixes the package's settings
 
 
 @pytest.fixture(scope="module")
-def rerun(team: Fork, refused_push: Result) -> Result:
-    return release(team, 702, attempt=2)
+def rerun(team: Fork, ghcr: str, refused_push: Result) -> Result:
+    return release(team, ghcr, 702, attempt=2)
 
 
 def versions(team: Fork) -> list[str]:
@@ -175,17 +185,19 @@ def versions(team: Fork) -> list[str]:
 
 
 def test_ghcr_refusing_the_push_fails_the_build_after_the_version_is_registered(
-    team: Fork, refused_push: Result
+    team: Fork, ghcr: str, refused_push: Result
 ) -> None:
     assert refused_push.jobs.get("build") == "failed", refused_push.output[-6000:]
     assert f"denied: {POLICY}" in refused_push.job_output("build")
     assert versions(team) == ["bike-demand@v0.0.1", "bike-demand@v0.0.2"]
-    assert f"{IMAGE}:v0.0.2" not in pushed_images(team)
+    assert not pushed(ghcr, "v0.0.2")
 
 
-def test_the_rerun_reuses_the_version_and_ships_the_image(team: Fork, rerun: Result) -> None:
+def test_the_rerun_reuses_the_version_and_ships_the_image(
+    team: Fork, ghcr: str, rerun: Result
+) -> None:
     assert rerun.succeeded("build"), rerun.job_output("build")[-6000:]
     assert "HEAD is already bike-demand@v0.0.2" in rerun.job_output("build")
     # no second version of one commit
     assert versions(team) == ["bike-demand@v0.0.1", "bike-demand@v0.0.2"]
-    assert f"{IMAGE}:v0.0.2" in pushed_images(team)
+    assert pushed(ghcr, "v0.0.2")
