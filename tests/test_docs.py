@@ -40,10 +40,12 @@ EXTERNAL_NAMES = {
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "GOOGLE_APPLICATION_CREDENTIALS",
     "AZURE_STORAGE_CONNECTION_STRING", "GITHUB_TOKEN", "GITHUB_REPOSITORY", "PATH", "HOME", "CI",
 }  # fmt: skip
-# where a name counts as read: the code, the Makefile, the workflows, the image, the manifests
+# where a name counts as read: the code, the Makefile, the workflows, the images (the server's,
+# and deploy/'s, such as the GPU runner's), the manifests
 READERS = [PROJ_ROOT / "Makefile", PROJ_ROOT / "Dockerfile", PROJ_ROOT / "dvc.yaml",
            *(PROJ_ROOT / "src").rglob("*.py"), *(PROJ_ROOT / "benchmarks").glob("*.py"),
-           *WORKFLOWS, *(PROJ_ROOT / "deploy").rglob("*.y*ml")]  # fmt: skip
+           *WORKFLOWS, *(PROJ_ROOT / "deploy").rglob("*.y*ml"),
+           *(PROJ_ROOT / "deploy").rglob("Dockerfile")]  # fmt: skip
 
 
 def pages_text() -> Iterator[tuple[Path, str]]:
