@@ -83,7 +83,7 @@ def test_the_runner_image_runs_node_24_actions_and_has_make(values: dict[str, An
 
 def test_the_scale_set_is_what_the_docs_tell_pr_yml_to_run_on(values: dict[str, Any]) -> None:
     name = values["runnerScaleSetName"]
-    docs = (PROJ_ROOT / "docs" / "github.md").read_text()
+    docs = (PROJ_ROOT / "docs" / "adopt.md").read_text()
     assert f"GPU_RUNNER_LABELS='[\"{name}\"]'" in docs
     assert "GPU_RUNNER_SKIP_CHECK=true" in docs
     config = yaml.safe_load((PROJ_ROOT / ".github" / "actionlint.yaml").read_text())

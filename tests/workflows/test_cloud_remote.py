@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.workflows, pytest.mark.beside]
 
 BUCKET = "team-bucket"
 KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-# the repository's secrets: read-only credentials for the pull request jobs (docs/github.md)
+# the repository's secrets: read-only credentials for the pull request jobs (docs/adopt.md)
 READ_SECRETS = {"DVC_READ_AWS_ACCESS_KEY_ID": "testing",
                 "DVC_READ_AWS_SECRET_ACCESS_KEY": "testing"}  # fmt: skip
 # the checks job's own `make test` runs one small module: the suite runs it everywhere else

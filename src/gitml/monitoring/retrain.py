@@ -307,7 +307,7 @@ def main(
                 typer.echo(
                     f"::warning::pull request #{number} was opened with GITHUB_TOKEN, so GitHub "
                     f"starts no checks for it: set {APP_SETTINGS}, or the {TOKEN_SECRET} "
-                    "secret (docs/github.md)"
+                    "secret (docs/adopt.md)"
                 )
         step_outputs(values)  # the report and comment steps read them
     except (RetrainError, GitHubError, FeedbackError, LogError, DataValidationError) as err:

@@ -52,7 +52,8 @@ MIGRATE = (
     "of an earlier version): a candidate would take its traffic unchecked. Move it to "
     "blue/green once: `kubectl -n {ns} label pods -l app.kubernetes.io/name={svc} "
     "{label}={legacy}`, then `kubectl -n {ns} patch service {svc} --type merge -p "
-    '\'{{"spec":{{"selector":{{"{label}":"{legacy}"}}}}}}\'`, then deploy again (docs/releases.md)'
+    '\'{{"spec":{{"selector":{{"{label}":"{legacy}"}}}}}}\'`, then deploy again '
+    "(docs/guide/releases.md)"
 )
 Doc = dict[str, Any]
 
