@@ -453,6 +453,11 @@ monitor-tools:
 bench: setup
 	python -m benchmarks.pipeline
 
+.PHONY: bench-tests
+## Print how long the checks take on a fresh clone: WHAT=pr (an experiment's PR), all (make test), both.
+bench-tests: setup
+	python -m benchmarks.test_times $(or $(WHAT),pr)
+
 .PHONY: bench-serving
 ## Serving speed and memory: wrk and an open loop, attacks, the batch CLI, the image (GITML_BENCH_BASELINE=<ref>: before/after).
 bench-serving: package
