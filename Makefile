@@ -91,37 +91,30 @@ format: setup
 	ruff format src tests benchmarks
 	ruff check --fix src tests benchmarks
 
-# The workflow harness (tests/workflows: the real workflows run with act), then the loop demo,
-# run beside the rest of the suite (marker `beside`): the harness mostly waits on its jobs'
-# installs and servers, and both work on clones of their own. WORKFLOW_TESTS= leaves them out.
+# The workflow harness (tests/workflows: the real workflows run with act) and the loop demo run
+# beside the rest of the suite (marker `beside`), in two processes: they mostly wait on their
+# jobs' installs, servers and image builds, and each works on clones of its own. HARNESS_FIRST
+# holds the longest module (the release) and two short ones, the second process the rest, so
+# both end near the suite's end. WORKFLOW_TESTS= leaves them all out.
 WORKFLOW_TESTS ?= -m beside
+HARNESS_FIRST ?= tests/workflows/test_release.py tests/workflows/test_retrain_workflow.py \
+  tests/workflows/test_cloud_remote.py
 
 .PHONY: test
 ## Install, pull the data, and run the whole suite: lint, unit, slow end-to-end, workflow harness.
 test: data lint k8s-tools monitor-tools cluster-tools
 	@mkdir -p build
-	@if [ -n "$(WORKFLOW_TESTS)" ]; then \
-	  pytest -p no:cacheprovider --durations=0 $(WORKFLOW_TESTS) > build/workflow-tests.log 2>&1 & harness=$$!; \
-	  echo "workflow harness running beside the suite (pid $$harness, log build/workflow-tests.log)"; fi; \
+	@harness=""; if [ -n "$(WORKFLOW_TESTS)" ]; then \
+	  pytest -p no:cacheprovider --durations=0 $(WORKFLOW_TESTS) $(HARNESS_FIRST) \
+	    > build/workflow-tests-1.log 2>&1 & harness="$$!"; \
+	  pytest -p no:cacheprovider --durations=0 $(WORKFLOW_TESTS) $(addprefix --ignore=,$(HARNESS_FIRST)) \
+	    > build/workflow-tests-2.log 2>&1 & harness="$$harness $$!"; \
+	  echo "workflow harness running beside the suite (pids $$harness, logs build/workflow-tests-*.log)"; fi; \
 	status=0; pytest -m "not beside" --durations=15 $(PYTEST_ARGS) || status=$$?; \
-	if [ -n "$(WORKFLOW_TESTS)" ]; then \
-	  wait $$harness || status=$$((status ? status : $$?)); \
-	  echo "--- workflow harness (tests/workflows) ---"; cat build/workflow-tests.log; fi; \
+	for pid in $$harness; do wait $$pid || status=$$((status ? status : $$?)); done; \
+	if [ -n "$$harness" ]; then for log in build/workflow-tests-1.log build/workflow-tests-2.log; do \
+	  echo "--- workflow harness ($$log) ---"; cat $$log; done; fi; \
 	exit $$status
-
-# What a pull request waits for (pr.yml): lint and the fast suite, unless the change touches
-# what the heavy suites exercise (gitml.pull_requests.suites lists those paths); then all of
-# `make test`. PR_BASE is what the change is judged against: pr.yml passes the merge commit's
-# first parent; locally, BASE (main).
-PR_BASE ?= $(BASE)
-
-.PHONY: test-pr
-## The pull request's check: lint and the fast suite, or all of `make test` if the change needs it.
-test-pr: data
-	@if [ "$$(PYTHONPATH=src $(STDLIB_PYTHON) -m gitml suites --base '$(PR_BASE)')" = all ]; then \
-	  $(MAKE) --no-print-directory test; \
-	else $(MAKE) --no-print-directory lint k8s-tools monitor-tools \
-	  && pytest -m "not slow" $(PYTEST_ARGS); fi
 
 .PHONY: test-fast
 ## Only the fast unit tests (installs kubectl and promtool, which some of them run).

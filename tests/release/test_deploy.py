@@ -164,12 +164,12 @@ def package(model: Any, golden_model: Any, splits: dict[str, pd.DataFrame], path
     cases from `golden_model` (the same model, unless the test wants them to disagree)."""
     from gitml.files import write_json
     from gitml.schema import as_model_input
+    from gitml.serving.golden import golden_rows
     from gitml.serving.packaging import GOLDEN_FILE, golden_cases, save_model
 
     save_model(model, as_model_input(splits["train"].head(50)), path / "model")
-    write_json(
-        path / GOLDEN_FILE, golden_cases(golden_model, as_model_input(splits["test"].head(20)))
-    )
+    golden = golden_rows(splits["test"])  # the rows the package stage picks
+    write_json(path / GOLDEN_FILE, golden_cases(golden_model, golden))
     return path
 
 

@@ -16,6 +16,7 @@ Everything else, checkout and setup-uv included, runs as written.
 """
 
 import base64
+import fcntl
 import json
 import os
 import pwd
@@ -252,18 +253,21 @@ class Runner:
 
 
 def ensure_runner_user() -> None:
-    """The `runner` user of GitHub's Ubuntu images: not root, passwordless sudo."""
-    try:
-        pwd.getpwnam(RUNNER_USER)
-    except KeyError:
-        run("useradd", "--create-home", "--shell", "/bin/bash", RUNNER_USER, cwd=Path("/"))
-    if shutil.which("sudo") is None:
-        run("apt-get", "update", "-qq", cwd=Path("/"))
-        run("apt-get", "install", "-y", "-qq", "sudo", cwd=Path("/"))
-    sudoers = Path("/etc/sudoers.d/runner")
-    if not sudoers.exists():
-        sudoers.write_text(f"{RUNNER_USER} ALL=(ALL) NOPASSWD:ALL\n")
-        sudoers.chmod(0o440)
+    """The `runner` user of GitHub's Ubuntu images: not root, passwordless sudo. One process at
+    a time (make test runs the harness in two): useradd and apt-get refuse a concurrent twin."""
+    with open(Path(tempfile.gettempdir()) / "gitml-runner-user.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            pwd.getpwnam(RUNNER_USER)
+        except KeyError:
+            run("useradd", "--create-home", "--shell", "/bin/bash", RUNNER_USER, cwd=Path("/"))
+        if shutil.which("sudo") is None:
+            run("apt-get", "update", "-qq", cwd=Path("/"))
+            run("apt-get", "install", "-y", "-qq", "sudo", cwd=Path("/"))
+        sudoers = Path("/etc/sudoers.d/runner")
+        if not sudoers.exists():
+            sudoers.write_text(f"{RUNNER_USER} ALL=(ALL) NOPASSWD:ALL\n")
+            sudoers.chmod(0o440)
 
 
 def install_node(target: Path) -> Path:

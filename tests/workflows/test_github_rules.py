@@ -99,7 +99,7 @@ def test_a_job_without_contents_write_cannot_push_a_tag(
 # --- production's URL --------------------------------------------------------------------------
 
 
-def move_production_tag(team: Fork, run_id: int, variables: dict[str, str]) -> Result:
+def move_production_tag(team: Fork, ghcr: str, run_id: int, variables: dict[str, str]) -> Result:
     """A person assigns v0.0.1 to production with GTO and pushes the tag (as test_release.py)."""
     person = team.runner.base.parent / f"person-{run_id}"
     run("git", "clone", "-q", str(team.origin), str(person), cwd=person.parent)
@@ -115,7 +115,8 @@ def move_production_tag(team: Fork, run_id: int, variables: dict[str, str]) -> R
     payload = events.push(f"refs/tags/{tag}", "0" * 40, team.git("rev-parse", "HEAD"),
                           REPOSITORY)  # fmt: skip
     return team.runner.act(team.clone, "push", payload, "release.yml",
-                           env={"GITHUB_RUN_ID": str(run_id)}, secrets=KUBECONFIG,
+                           env={"GITHUB_RUN_ID": str(run_id), "GITML_REGISTRY": ghcr},
+                           secrets=KUBECONFIG,
                            variables=variables)  # fmt: skip
 
 
@@ -125,14 +126,18 @@ def cluster_calls(team: Fork) -> list[list[str]]:
 
 
 @pytest.fixture(scope="module")
-def without_production_url(team: Fork, released: Result, unpermitted_push: Result) -> Result:
-    return move_production_tag(team, 720, {"STAGING_URL": STAGING})
+def without_production_url(
+    team: Fork, ghcr: str, released: Result, unpermitted_push: Result
+) -> Result:
+    return move_production_tag(team, ghcr, 720, {"STAGING_URL": STAGING})
 
 
 @pytest.fixture(scope="module")
-def at_stagings_url(team: Fork, without_production_url: Result) -> Result:
+def at_stagings_url(team: Fork, ghcr: str, without_production_url: Result) -> Result:
     team.github.add_environment("production", reviewers=1)
-    return move_production_tag(team, 722, {"STAGING_URL": STAGING, "PRODUCTION_URL": STAGING})
+    return move_production_tag(
+        team, ghcr, 722, {"STAGING_URL": STAGING, "PRODUCTION_URL": STAGING}
+    )
 
 
 def test_production_without_its_url_is_refused_not_sent_to_staging(
