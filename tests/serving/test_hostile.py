@@ -28,6 +28,8 @@ READ_TIMEOUT = 2.0  # the hostile server's GITML_READ_TIMEOUT_S: slow clients ar
 MAX_BODY = 1 << 20  # its GITML_MAX_BODY_BYTES (the default)
 MAX_HEAD = 16 * 1024  # its GITML_MAX_HEADER_BYTES (the default)
 HEADER_SENT = 100 << 20  # the header a client tries to send
+IN_FLIGHT = 64  # its GITML_LIMIT_CONCURRENCY: requests in progress (more than the slow cases)
+MAX_CONNECTIONS = 150  # its GITML_MAX_CONNECTIONS: open connections (more than they open)
 
 
 @dataclass
@@ -42,7 +44,12 @@ def hostile(
     packaged_model: Path, trained_model: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Hostile]:
     directory = tmp_path_factory.mktemp("hostile")
-    settings = {"read_timeout_s": str(READ_TIMEOUT), "keep_alive_timeout_s": "2"}
+    settings = {
+        "read_timeout_s": str(READ_TIMEOUT),
+        "keep_alive_timeout_s": "2",
+        "limit_concurrency": str(IN_FLIGHT),
+        "max_connections": str(MAX_CONNECTIONS),
+    }
     with running_server(packaged_model, trained_model, directory, **settings) as (served, _):
         address = served.url.removeprefix("http://").split(":")
         yield Hostile(served, address[0], int(address[1]))
@@ -310,25 +317,64 @@ CASES: dict[str, Case] = {
         for method in ("GET", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")
     },
     "an unknown method": Case(request("BREW", "/predict"), 400, r"Invalid HTTP request"),
+    # rows, and the objects around them, only as JSON objects
+    "a row as [key, value] pairs": Case(
+        predict(rows(list(EXAMPLE_ROW.items()))),
+        422,
+        r"^data\.values\.0: value is not a valid dict",
+    ),
+    "data as [key, value] pairs": Case(
+        predict(json_body({"data": [["values", [EXAMPLE_ROW]]]})),
+        422,
+        r"^data: value is not a valid dict",
+    ),
+    "the body as [key, value] pairs": Case(
+        predict(json_body([["data", {"values": [EXAMPLE_ROW]}]])),
+        422,
+        r"^body: value is not a valid dict",
+    ),
+    # trailers are read and dropped, and bounded as a head is
+    "trailers of 100 KB": Case(
+        predict(
+            b"%x\r\n%s\r\n0\r\nX-Big: %s\r\n\r\n"
+            % (len(rows(EXAMPLE_ROW)), rows(EXAMPLE_ROW), b"a" * 100_000),
+            **{"Transfer-Encoding": "chunked"},
+        ),
+        431,
+        r"request trailers larger than",
+    ),
 }
 
 
 def server_errors(served: Served) -> float:
-    """5xx answers the server has counted (its metrics port)."""
+    """5xx answers the server has counted (its metrics port), other than the 503 of its
+    limit on requests in progress (which tests below bring about)."""
     text = httpx.get(f"{served.metrics_url}/metrics", timeout=10).text
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith("gitml_requests_total{") and re.search(r'status="5\d\d"', line)
+        if line.startswith("gitml_requests_total{") and re.search(r'status="5(?!03)\d\d"', line)
     )
 
 
+def output_lines(served: Served) -> list[dict[str, Any]]:
+    """Every line the server wrote (access log on stdout, its own messages on stderr), each
+    of which must be a JSON object."""
+    lines = served.output.read_text().splitlines()
+    for line in lines:
+        assert isinstance(json.loads(line), dict), line
+    return [json.loads(line) for line in lines]
+
+
 def assert_healthy(served: Served) -> None:
-    """/healthz answers at once, no 5xx was ever counted and the server logged no traceback."""
+    """/healthz answers at once, no 5xx was ever counted, and the server logged no traceback,
+    no error and no line that is not JSON."""
     health = httpx.get(f"{served.url}/healthz", timeout=2)
     assert health.status_code == 200, health.text
     assert server_errors(served) == 0
-    assert "Traceback" not in served.output.read_text()
+    text = served.output.read_text()
+    assert "Traceback" not in text and "RuntimeError" not in text
+    assert all(line.get("level") not in ("error", "critical") for line in output_lines(served))
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -546,3 +592,388 @@ def test_validation_floods_leave_health_answering(hostile: Hostile) -> None:
     assert statuses == [422] * 40
     assert sorted(probe.latencies)[int(len(probe.latencies) * 0.95)] < 0.5
     assert_healthy(served)
+
+
+# --- the protocol: pipelining, half-closes, upgrades, idle connections, every refusal counted
+
+
+class Connection:
+    """One client connection, its answers read one by one as a client pairs them with its
+    requests: in order, each by its Content-Length."""
+
+    def __init__(self, hostile: Hostile, port: int | None = None) -> None:
+        self.sock = socket.create_connection((hostile.host, port or hostile.port), timeout=15)
+        self.reader = self.sock.makefile("rb")
+
+    def send(self, raw: bytes) -> None:
+        self.sock.sendall(raw)
+
+    def answer(self) -> Answer | None:
+        """The next answer, or None if the server closed the connection first."""
+        try:
+            status_line = self.reader.readline()
+            if not status_line:
+                return None
+            headers = {}
+            while (line := self.reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+            body = self.reader.read(int(headers.get("content-length", 0)))
+        except ConnectionResetError:
+            return None
+        return Answer(int(status_line.split()[1]), headers, body)
+
+    def answers(self) -> list[Answer]:
+        """Every answer until the server closes the connection."""
+        found = []
+        while (answer := self.answer()) is not None:
+            found.append(answer)
+        return found
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+def with_id(raw: bytes, request_id: str) -> bytes:
+    """`raw` with an X-Request-ID header added to its head."""
+    head, _, rest = raw.partition(b"\r\n")
+    return head + f"\r\nX-Request-ID: {request_id}".encode() + b"\r\n" + rest
+
+
+def logged(served: Served, request_id: str, wait: float = 5.0) -> list[dict[str, Any]]:
+    """The access-log lines of a request id (a moment after its answer: the drain copies)."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = [line for line in output_lines(served) if line.get("request_id") == request_id]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def refusals(served: Served) -> dict[tuple[str, str], float]:
+    """gitml_refusals_total by (listener, reason), from the metrics port."""
+    text = httpx.get(f"{served.metrics_url}/metrics", timeout=10).text
+    found = re.findall(r'gitml_refusals_total\{listener="(\w+)",reason="(\w+)"\} (\S+)', text)
+    return {(listener, reason): float(value) for listener, reason, value in found}
+
+
+def counted(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]) -> dict:
+    return {
+        key: value - before.get(key, 0)
+        for key, value in after.items()
+        if value != before.get(key, 0)
+    }
+
+
+def test_pipelined_requests_are_answered_in_order_each_by_its_own_status(hostile: Hostile) -> None:
+    """Requests sent back to back, the read ending part-way into a later request's head after
+    bodies that alone exceed the head limit: each is answered, in order, with its own
+    status (the head limit counts the current head only: no false 431)."""
+    many = rows(*[EXAMPLE_ROW] * 150)  # ~25 KB, more than the head limit
+    sent = [
+        (predict(many), 200),
+        (request("GET", "/healthz"), 200),
+        (predict(rows(row(extra=1))), 422),
+        (request("GET", "/nowhere"), 404),
+        (predict(many), 200),
+        (request("GET", "/predict"), 405),
+        (predict(rows(EXAMPLE_ROW)), 200),
+    ]
+    raw = b"".join(with_id(each, f"pipe-{n}") for n, (each, _) in enumerate(sent))
+    connection = Connection(hostile)
+    connection.send(raw[:-9])  # the last head unfinished: the server reads what came
+    time.sleep(0.3)
+    connection.send(raw[-9:])
+    answers = [connection.answer() for _ in sent]
+    connection.close()
+    assert [a.status if a else None for a in answers] == [status for _, status in sent]
+    assert [a.headers["x-request-id"] for a in answers if a] == [
+        f"pipe-{n}" for n in range(len(sent))
+    ]
+    for n, (_, status) in enumerate(sent):
+        assert [line["status"] for line in logged(hostile.served, f"pipe-{n}")] == [status]
+    assert_healthy(hostile.served)
+
+
+MALFORMED = {
+    "a bare LF in a header": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\nb\r\n\r\n",
+    "a chunk size that is not hex": predict(
+        b"zz\r\n{}\r\n0\r\n\r\n", **{"Transfer-Encoding": "chunked"}
+    ),
+}
+
+
+@pytest.mark.parametrize("malformed", list(MALFORMED))
+def test_a_malformed_request_in_a_pipeline_is_refused_after_the_earlier_answers(
+    hostile: Hostile, malformed: str
+) -> None:
+    """The 400 comes after the answers to the requests before it (a client pairs answers
+    with requests in order), then the connection ends: the request after it is never read.
+    The access log holds what each client received, and nothing for the rest."""
+    tag = f"mal-{time.time_ns()}"
+    before = refusals(hostile.served)
+    connection = Connection(hostile)
+    connection.send(
+        with_id(predict(rows(EXAMPLE_ROW)), f"{tag}-0")
+        + with_id(request("GET", "/healthz"), f"{tag}-1")
+        + with_id(MALFORMED[malformed], f"{tag}-2")
+        + with_id(predict(rows(EXAMPLE_ROW)), f"{tag}-3")
+    )
+    answers = connection.answers()
+    connection.close()
+    assert [a.status for a in answers] == [200, 200, 400]
+    assert [a.headers["x-request-id"] for a in answers[:2]] == [f"{tag}-0", f"{tag}-1"]
+    assert re.search(r"Invalid HTTP request", answers[2].reason())
+    refused = logged(hostile.served, answers[2].headers["x-request-id"])
+    assert [(line["status"], line["refused"]) for line in refused] == [(400, "malformed")]
+    assert logged(hostile.served, f"{tag}-2", wait=0) == []  # the app never answered it
+    assert logged(hostile.served, f"{tag}-3", wait=0) == []
+    assert counted(before, refusals(hostile.served)) == {("api", "malformed"): 1}
+    assert_healthy(hostile.served)
+
+
+def test_a_half_closed_client_is_answered_and_one_that_leaves_is_logged_499(
+    hostile: Hostile,
+) -> None:
+    """A client that shuts its sending side after a whole request still gets the answer; one
+    that shuts it mid-body gets none, and the access log says 499 (client closed request),
+    never a status nobody received."""
+    tag = f"half-{time.time_ns()}"
+    whole = Connection(hostile)
+    whole.send(with_id(predict(rows(EXAMPLE_ROW)), f"{tag}-whole"))
+    whole.sock.shutdown(socket.SHUT_WR)
+    answers = whole.answers()
+    whole.close()
+    assert [(a.status, a.headers["x-request-id"]) for a in answers] == [(200, f"{tag}-whole")]
+    assert [line["status"] for line in logged(hostile.served, f"{tag}-whole")] == [200]
+    body = rows(EXAMPLE_ROW)
+    cut = Connection(hostile)
+    cut.send(with_id(predict(body), f"{tag}-cut")[: -len(body) // 2])
+    time.sleep(0.2)  # the head is read, and the app waits on the body
+    cut.sock.shutdown(socket.SHUT_WR)
+    assert cut.answers() == []
+    cut.close()
+    assert [line["status"] for line in logged(hostile.served, f"{tag}-cut")] == [499]
+    assert_healthy(hostile.served)
+
+
+def chunked(body: bytes) -> bytes:
+    return b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+
+
+UPGRADES = {
+    # a websocket handshake on the predict route, with a body
+    "websocket": {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                  "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="},
+    # what `curl --http2` sends on http://, its body chunked here
+    "h2c": {"Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c",
+            "HTTP2-Settings": "AAMAAABkAARAAAAAAAIAAAAA", "Transfer-Encoding": "chunked"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("upgrade", list(UPGRADES))
+def test_an_upgrade_is_ignored_and_the_request_answered_in_plain_http(
+    hostile: Hostile, upgrade: str
+) -> None:
+    """No upgrade path on a server that serves none: the request, body included, gets its
+    plain answer (the same prediction as without the Upgrade), and the connection goes on."""
+    headers = UPGRADES[upgrade]
+    body = rows(EXAMPLE_ROW)
+    framed = chunked(body) if "Transfer-Encoding" in headers else body
+    plain = exchange(hostile, predict(body))
+    connection = Connection(hostile)
+    connection.send(predict(framed, **headers) + request("GET", "/healthz"))
+    first, second = connection.answer(), connection.answer()
+    connection.close()
+    assert first is not None and second is not None
+    assert (first.status, first.body) == (200, plain.body)
+    assert "upgrade" not in first.headers
+    assert second.status == 200
+    assert_healthy(hostile.served)
+
+
+def test_held_upgrade_requests_are_answered_and_leave_room_for_others(hostile: Hostile) -> None:
+    """Connections each sending an upgrade request with a small body once (the websocket
+    protocol used to hold them open past the read deadline, unanswered, and 400 of them turned
+    every other request into a 503): each gets its answer, and other clients theirs."""
+    raw = predict(rows(EXAMPLE_ROW), **UPGRADES["websocket"])
+    clients = open_connections(hostile, IN_FLIGHT // 2)
+    for sock in clients:
+        sock.sendall(raw)
+    assert exchange(hostile, predict(rows(EXAMPLE_ROW))).status == 200
+    started = time.monotonic()
+    answers = answers_of(clients)  # each closed by the server within the keep-alive timeout
+    assert time.monotonic() - started < READ_TIMEOUT + 3
+    assert {a[:12] for a in answers} == {b"HTTP/1.1 200"}
+    assert_healthy(hostile.served)
+
+
+def dribble(hostile: Hostile, first: bytes, each: bytes) -> float:
+    """Send `first`, then `each` every 0.3 s until the server closes the connection: the
+    seconds it stayed open."""
+    started = time.monotonic()
+    with socket.create_connection((hostile.host, hostile.port), timeout=1) as sock:
+        sock.sendall(first)
+        while time.monotonic() - started < READ_TIMEOUT + 10:
+            try:
+                if sock.recv(1 << 16) == b"":
+                    break
+            except TimeoutError:
+                pass
+            except ConnectionResetError:
+                break
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(each)
+            time.sleep(0.3)
+    return time.monotonic() - started
+
+
+DRIBBLES = {
+    "nothing at all": (b"", b""),
+    "empty lines": (b"\r\n", b"\r\n"),
+    "a head, a byte at a time": (b"GET /healthz HTTP/1.1\r\n", b"X"),
+    "an upgrade request, then bytes": (
+        request("GET", "/healthz", headers=UPGRADES["websocket"]),
+        b"\x81\x05hello",
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(DRIBBLES))
+def test_no_connection_outlives_the_read_deadline_without_a_whole_request(
+    hostile: Hostile, name: str
+) -> None:
+    first, each = DRIBBLES[name]
+    assert dribble(hostile, first, each) < READ_TIMEOUT + 2.5
+    assert_healthy(hostile.served)
+
+
+@pytest.mark.slow
+def test_idle_connections_do_not_starve_active_ones(hostile: Hostile) -> None:
+    """500 silent connections on the API port (more than its GITML_MAX_CONNECTIONS) and 80
+    on the metrics port (more than it allows): predictions and scrapes are still answered,
+    and the idle connections closed to make room are counted."""
+    served, before = hostile.served, refusals(hostile.served)
+    metrics_port = int(served.metrics_url.rsplit(":", 1)[1])
+    idle = open_connections(hostile, 500)
+    idle += [socket.create_connection((hostile.host, metrics_port)) for _ in range(80)]
+    for _ in range(5):
+        assert exchange(hostile, predict(rows(EXAMPLE_ROW))).status == 200
+        assert httpx.get(f"{served.metrics_url}/metrics", timeout=5).status_code == 200
+    for sock in idle:
+        sock.close()
+    closed = counted(before, refusals(served))
+    assert closed[("api", "idle_closed")] >= 500 - MAX_CONNECTIONS
+    assert closed[("metrics", "idle_closed")] >= 80 - 64
+    assert_healthy(served)
+
+
+@pytest.mark.slow
+def test_with_every_connection_holding_a_request_a_new_one_gets_a_503(hostile: Hostile) -> None:
+    """Connections that hold a request (here unfinished heads) are never closed to make room:
+    past GITML_MAX_CONNECTIONS a new connection is refused at once, and counted."""
+    served, before = hostile.served, refusals(hostile.served)
+    clients = open_connections(hostile, MAX_CONNECTIONS)
+    for sock in clients:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
+    time.sleep(0.5)
+    answer = exchange(hostile, request("GET", "/healthz"))
+    assert answer.status == 503 and answer.headers["retry-after"] == "1"
+    assert re.search(r"too many connections", answer.reason())
+    answers_of(clients)  # 408s, at the read deadline
+    assert counted(before, refusals(served)) == {
+        ("api", "connections"): 1, ("api", "head_timeout"): MAX_CONNECTIONS
+    }  # fmt: skip
+    assert_healthy(served)
+
+
+@pytest.mark.slow
+def test_requests_beyond_the_limit_in_progress_get_a_503_and_health_answers(
+    hostile: Hostile,
+) -> None:
+    """GITML_LIMIT_CONCURRENCY counts requests in progress: with that many bodies on their
+    way, another request is a 503 at once, with Retry-After, logged and counted; /healthz
+    still answers; once they are gone, requests are answered again."""
+    served, before = hostile.served, refusals(hostile.served)
+    clients = open_connections(hostile, IN_FLIGHT)
+    for sock in clients:
+        sock.sendall(predict(b"", **{"Content-Length": "100"}) + b"{")
+    time.sleep(0.5)
+    busy = exchange(hostile, with_id(predict(rows(EXAMPLE_ROW)), "busy"))
+    assert busy.status == 503 and busy.headers["retry-after"] == "1"
+    assert re.search(r"server busy", busy.reason())
+    assert httpx.get(f"{served.url}/healthz", timeout=2).status_code == 200
+    [line] = logged(served, "busy")
+    assert (line["status"], line["refused"]) == (503, "overload")
+    for sock in clients:
+        sock.close()
+    for _ in range(50):
+        if exchange(hostile, predict(rows(EXAMPLE_ROW))).status == 200:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("requests stayed refused after the slow ones left")
+    assert counted(before, refusals(served)) == {("api", "overload"): 1}
+    assert_healthy(served)
+
+
+def partial_head(hostile: Hostile) -> Answer:
+    """A head that never ends: the 408 it gets at the read deadline."""
+    connection = Connection(hostile)
+    connection.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    answer = connection.answer()
+    connection.close()
+    assert answer is not None
+    return answer
+
+
+REFUSALS = {  # reason: what brings it about, the status its client gets
+    "malformed": (lambda h: exchange(h, request("BREW", "/predict")), 400),
+    "head_too_large": (lambda h: exchange(h, CASES["a header of 100 KB"].raw), 431),
+    "head_timeout": (partial_head, 408),
+    "body_too_large": (lambda h: exchange(h, CASES["a body over the limit, declared"].raw), 413),
+    "body_timeout": (lambda h: exchange(h, predict(b"", **{"Content-Length": "10"}) + b"{"), 408),
+}
+
+
+@pytest.mark.parametrize("reason", list(REFUSALS))
+def test_every_refusal_is_counted_and_logged(hostile: Hostile, reason: str) -> None:
+    """So that an attack shows on the dashboards and an alert can fire
+    (deploy/prometheus/alerts.yml, GitmlRequestsRefused): each refusal is one count of
+    gitml_refusals_total and one access-log line with the status its client received."""
+    make, status = REFUSALS[reason]
+    before = refusals(hostile.served)
+    answer = make(hostile)
+    assert answer.status == status
+    assert counted(before, refusals(hostile.served)) == {("api", reason): 1}
+    [line] = logged(hostile.served, answer.headers["x-request-id"])
+    assert (line["status"], line["refused"]) == (status, reason)
+    assert_healthy(hostile.served)
+
+
+def test_trailers_never_change_the_request(hostile: Hostile) -> None:
+    """A trailer named X-Request-ID or Content-Type is read and dropped: the id in the answer
+    and the logs is the head's, and the body is judged by the head's Content-Type."""
+    body = rows(EXAMPLE_ROW)
+    framed = b"%x\r\n%s\r\n0\r\nX-Request-ID: from-trailer\r\nContent-Type: text/plain\r\n\r\n" % (
+        len(body), body
+    )  # fmt: skip
+    answer = exchange(
+        hostile, predict(framed, **{"Transfer-Encoding": "chunked", "X-Request-ID": "from-head"})
+    )
+    assert (answer.status, answer.headers["x-request-id"]) == (200, "from-head")
+    assert [line["status"] for line in logged(hostile.served, "from-head")] == [200]
+    assert "from-trailer" not in hostile.served.output.read_text()
+    assert "from-head" in set(read_predictions(hostile.served.log_dir)["request_id"])
+
+
+@pytest.mark.parametrize("spaces", ["  ", "\t", " \t "])
+def test_a_content_length_with_trailing_whitespace_is_read_as_http_says(
+    hostile: Hostile, spaces: str
+) -> None:
+    """RFC 9110 5.5: whitespace around a field value is not part of it."""
+    body = rows(EXAMPLE_ROW)
+    answer = exchange(hostile, predict(body, **{"Content-Length": f"{len(body)}{spaces}"}))
+    assert answer.status == 200, answer.body

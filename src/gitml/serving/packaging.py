@@ -9,7 +9,6 @@ metadata records the input schema (columns and dtypes) the server decodes reques
 import json
 import math
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +32,7 @@ from gitml.files import write_json
 from gitml.schema import EXAMPLE_ROW, FEATURES, as_model_input
 from gitml.serving.batching import Batcher
 from gitml.serving.compiled import Columns, Predictor, compile_verified
+from gitml.serving.jsonlog import say
 
 SAMPLE_ROWS = 50
 GOLDEN_ROWS = 20
@@ -205,7 +205,7 @@ def build_app(
     fast, serving = None, "the model's own predict (compiling is off)"
     if compiled:
         fast, serving = fast_predictor(meta.get_value(), path)
-    print(f"serving: {serving}", file=sys.stderr, flush=True)
+    say(f"serving: {serving}")
     StrictFastAPIServer.request_models = {"predict": request_model}
     StrictFastAPIServer.on_predict = on_predict
     StrictFastAPIServer.batch_rows = batch_rows
