@@ -977,3 +977,18 @@ def test_a_content_length_with_trailing_whitespace_is_read_as_http_says(
     body = rows(EXAMPLE_ROW)
     answer = exchange(hostile, predict(body, **{"Content-Length": f"{len(body)}{spaces}"}))
     assert answer.status == 200, answer.body
+
+
+def test_an_answer_before_an_expected_body_ends_the_connection(hostile: Hostile) -> None:
+    """A client that sent `Expect: 100-continue` and got its answer (here a 413) instead may
+    send the body or not: the connection cannot carry another request, so it ends."""
+    connection = Connection(hostile)
+    connection.send(
+        predict(b"", **{"Content-Length": str(MAX_BODY + 1), "Expect": "100-continue"})
+    )
+    answer = connection.answer()
+    rest = connection.answers()
+    connection.close()
+    assert answer is not None and answer.status == 413
+    assert answer.headers.get("connection") == "close" and rest == []
+    assert_healthy(hostile.served)

@@ -128,6 +128,8 @@ class GuardedCycle(RequestResponseCycle):
     async def send(self, message: Any) -> None:
         if message["type"] == "http.response.start":
             self.output.holding = True
+            if self.waiting_for_100_continue:  # answered before the body it never asked for:
+                self.keep_alive = False  # the client may send it yet, or not; the connection ends
         await super().send(message)
 
     def _completed(self) -> None:
