@@ -35,6 +35,8 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from gitml.serving.jsonlog import say
+
 # After the last answer, what the client still sends is read and dropped for this long, or
 # this much: enough for what was in flight, never for a client that streams on.
 LINGER_S, LINGER_BYTES = 2.0, 256 * 1024
@@ -168,6 +170,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._messages = 0  # requests begun on this connection
         self._in_message = False  # a request has begun and is not whole yet
         self._in_head = True  # the connection's first bytes are a head too
+        self._current: GuardedCycle | None = None  # the cycle of the request being read
         self._chunk_open = False  # a chunk header read, and no chunk data since: trailers?
         self._replaying = False  # a stand-in head is parsed (see _after_upgrade)
         self._upgrade_body: bytes | None = None
@@ -236,7 +239,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         elif self._in_head:
             message = f"request head not received within {self.read_timeout:g} s"
             self._refuse(408, "head_timeout", message)
-        elif not self._in_message or (self.cycle is not None and self.cycle.response_complete):
+        elif self._current is None or self._current.response_complete:
             self.end()  # answered, and the rest of the body still dribbles in; or only CRLFs
         else:
             self._arm(1.0)  # the app waits on the body: BodyGuard's deadline answers 408
@@ -306,8 +309,14 @@ class GuardedHttpTools(HttpToolsProtocol):
         if self._too_large:
             message = f"{self._too_large} larger than {self.max_head_bytes} bytes"
             self._refuse(431, "head_too_large", message)
-        else:
-            reason = str(err).encode("ascii", "backslashreplace").decode()[:MAX_REASON]
+        else:  # llhttp's reason; a callback's failure is a URL it could not read, or a bug
+            cause = err.__context__ if isinstance(err, httptools.HttpParserCallbackError) else None
+            reason = str(err)
+            if isinstance(cause, httptools.HttpParserInvalidURLError | UnicodeDecodeError):
+                reason = "the request target is not a valid URL"
+            elif cause is not None:
+                say(f"protocol: a parser callback failed: {cause!r}", "error")
+            reason = reason.encode("ascii", "backslashreplace").decode()[:MAX_REASON]
             self._refuse(400, "malformed", f"Invalid HTTP request received: {reason}")
 
     def eof_received(self) -> bool | None:  # type: ignore[override]
@@ -315,10 +324,10 @@ class GuardedHttpTools(HttpToolsProtocol):
         9112 9.6), a request it cut short is not (it can never complete)."""
         self._reading = False
         self._disarm()
-        if self._in_message and not self._in_head and self.cycle is not None:
-            self._abandon([self.cycle])
-            if self.cycle in self._unanswered:
-                self._unanswered.remove(self.cycle)
+        if self._in_message and self._current is not None:
+            self._abandon([self._current])
+            if self._current in self._unanswered:
+                self._unanswered.remove(self._current)
         self._in_message = False
         if self._refusal is not None or self._unanswered:
             return True  # the transport stays open for the answers; then closed
@@ -332,6 +341,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().on_message_begin()
         self._messages += 1
         self._in_message = self._in_head = True
+        self._current = None
         self._chunk_open = False
         self._counts = [0, 0, 0, 0]
         self._arm()
@@ -374,7 +384,8 @@ class GuardedHttpTools(HttpToolsProtocol):
             keep_alive=version != "1.0" and self.parser.should_keep_alive(),
         )  # fmt: skip
         self.scope["extensions"] = {"gitml.cycle": cycle}  # type: ignore[dict-item]
-        earlier, self.cycle = self.cycle, cycle
+        earlier = self.cycle
+        self.cycle = self._current = cycle
         self._unanswered.append(cycle)
         if earlier is None or earlier.response_complete:
             self._start_asgi_task(cycle, self.app)
@@ -434,7 +445,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._reading = False
         self._disarm()
         self.flow.pause_reading()
-        current = self.cycle if self._in_message and not self._in_head else None
+        current = self._current if self._in_message else None
         if current is not None and current.response_started:
             current = None
             status = 0  # answered already: nothing more is written
