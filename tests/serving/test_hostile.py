@@ -884,6 +884,18 @@ def test_idle_connections_do_not_starve_active_ones(hostile: Hostile) -> None:
     assert_healthy(served)
 
 
+def refused_soon(hostile: Hostile, make: Any) -> tuple[Answer, int]:
+    """The first answer that is not a 200 to requests `make(n)` sent one after another, for
+    up to a second: the slow clients just opened may take a moment to reach a busy server.
+    And how many requests were answered before it."""
+    deadline = time.monotonic() + 1.0
+    tries = 0
+    while (answer := exchange(hostile, make(tries))).status == 200 and time.monotonic() < deadline:
+        tries += 1
+        time.sleep(0.05)
+    return answer, tries
+
+
 @pytest.mark.slow
 def test_with_every_connection_holding_a_request_a_new_one_gets_a_503(hostile: Hostile) -> None:
     """Connections that hold a request (here unfinished heads) are never closed to make room:
@@ -892,8 +904,7 @@ def test_with_every_connection_holding_a_request_a_new_one_gets_a_503(hostile: H
     clients = open_connections(hostile, MAX_CONNECTIONS)
     for sock in clients:
         sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
-    time.sleep(0.5)
-    answer = exchange(hostile, request("GET", "/healthz"))
+    answer, _ = refused_soon(hostile, lambda _: request("GET", "/healthz"))
     assert answer.status == 503 and answer.headers["retry-after"] == "1"
     assert re.search(r"too many connections", answer.reason())
     answers_of(clients)  # 408s, at the read deadline
@@ -914,22 +925,23 @@ def test_requests_beyond_the_limit_in_progress_get_a_503_and_health_answers(
     clients = open_connections(hostile, IN_FLIGHT)
     for sock in clients:
         sock.sendall(predict(b"", **{"Content-Length": "100"}) + b"{")
-    time.sleep(0.5)
-    busy = exchange(hostile, with_id(predict(rows(EXAMPLE_ROW)), "busy"))
+    tag = f"busy-{time.time_ns()}"
+    busy, tries = refused_soon(
+        hostile, lambda n: with_id(predict(rows(EXAMPLE_ROW)), f"{tag}-{n}")
+    )
     assert busy.status == 503 and busy.headers["retry-after"] == "1"
     assert re.search(r"server busy", busy.reason())
     assert httpx.get(f"{served.url}/healthz", timeout=2).status_code == 200
-    [line] = logged(served, "busy")
+    [line] = logged(served, f"{tag}-{tries}")
     assert (line["status"], line["refused"]) == (503, "overload")
     for sock in clients:
         sock.close()
-    for _ in range(50):
-        if exchange(hostile, predict(rows(EXAMPLE_ROW))).status == 200:
-            break
+    statuses = []  # until the slow ones are gone
+    while len(statuses) < 50 and 200 not in statuses:
+        statuses.append(exchange(hostile, predict(rows(EXAMPLE_ROW))).status)
         time.sleep(0.1)
-    else:
-        pytest.fail("requests stayed refused after the slow ones left")
-    assert counted(before, refusals(served)) == {("api", "overload"): 1}
+    assert statuses[-1] == 200 and set(statuses) <= {200, 503}, statuses
+    assert counted(before, refusals(served)) == {("api", "overload"): 1 + statuses.count(503)}
     assert_healthy(served)
 
 
