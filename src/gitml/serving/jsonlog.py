@@ -38,7 +38,8 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=True)
 
 
-# uvicorn's `log_config`: its loggers through JsonFormatter on stderr; no access log (ours is
+# uvicorn's `log_config`: its loggers, and every other library's (the root logger, Python's
+# warnings once captured), through JsonFormatter on stderr; no access log (ours is
 # gitml.serving.guards.AccessLog)
 LOG_CONFIG: dict[str, Any] = {
     "version": 1,
@@ -51,6 +52,7 @@ LOG_CONFIG: dict[str, Any] = {
             "stream": "ext://sys.stderr",
         },
     },
+    "root": {"handlers": ["stderr"], "level": "WARNING"},
     "loggers": {
         "uvicorn": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
         "uvicorn.access": {"handlers": [], "propagate": False},

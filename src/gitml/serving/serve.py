@@ -15,6 +15,8 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import logging
+import logging.config
 import math
 import resource
 from typing import Any, Literal, Optional
@@ -451,6 +453,9 @@ async def serve(settings: Settings, app: FastAPI) -> None:
 def main(settings: Settings | None = None) -> None:
     """Serve in this process (gitml.serving.workers starts several of these)."""
     settings = settings or Settings()
+    # from the start, every library's log record and warning is a JSON line too
+    logging.config.dictConfig(LOG_CONFIG)
+    logging.captureWarnings(True)
     app = create_app(settings)
     # What start-up made (~230k objects: FastAPI, MLEM, pandas, scikit-learn, the model) lives
     # as long as the process: out of the collector's sight, or every full collection walks it,
