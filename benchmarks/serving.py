@@ -97,15 +97,38 @@ def in_process_rate(
     return calls * size / (time.perf_counter() - started)
 
 
+def cpu_ms_per_row(predict: Callable[[pd.DataFrame], Any], seconds: float = 3.0) -> float:
+    """CPU milliseconds `predict` spends on a 1-row DataFrame: unlike a rate, hardly moved by
+    whatever else runs on the machine."""
+    frame = pd.DataFrame(rows(1))
+    calls, started, cpu = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - started < seconds:
+        predict(frame)
+        calls += 1
+    return (time.process_time() - cpu) * 1000 / calls
+
+
 def load_average() -> float:
     """The machine's 1-minute load average."""
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
-def wrk(url: str, body: dict[str, Any], seconds: int) -> dict[str, float]:
-    """Requests/s and p50/p99 latency (ms) from a wrk run: 1 thread, 4 connections; and the
-    load average at its start."""
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) of a process and its children (a server's workers)."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    total = 0
+    for each in [pid, *map(int, children.split())]:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, body: dict[str, Any], seconds: int, pid: int | None = None) -> dict[str, float]:
+    """Requests/s and p50/p99 latency (ms) from a wrk run: 1 thread, 4 connections; the load
+    average at its start; and with the server's `pid`, its CPU milliseconds per request."""
     load = load_average()
+    cpu = cpu_seconds(pid) if pid else 0.0
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(body))}\n'
                      'wrk.headers["Content-Type"] = "application/json"\n')  # fmt: skip
@@ -122,7 +145,11 @@ def wrk(url: str, body: dict[str, Any], seconds: int) -> dict[str, float]:
         return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    return {"rps": rps, "p50": millis("50%"), "p99": millis("99%"), "load": load}
+    found = {"rps": rps, "p50": millis("50%"), "p99": millis("99%"), "load": load}
+    if pid:
+        requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+        found["cpu_ms"] = (cpu_seconds(pid) - cpu) * 1000 / requests
+    return found
 
 
 # --- the open-loop generator (its own process: `python -m benchmarks.serving open-loop ...`)
@@ -313,7 +340,7 @@ async def bare_app(scope: Any, receive: Any, send: Any) -> None:
 
 
 @contextlib.contextmanager
-def running(command: list[str], env: dict[str, str], url: str) -> Iterator[None]:
+def running(command: list[str], env: dict[str, str], url: str) -> Iterator[int]:
     """A server process, once it answers HTTP at all (any status)."""
     process = subprocess.Popen(command, env=env, cwd=PROJ_ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)  # fmt: skip
@@ -325,7 +352,7 @@ def running(command: list[str], env: dict[str, str], url: str) -> Iterator[None]
             if process.poll() is not None:
                 raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}")
             time.sleep(0.5)
-        yield
+        yield process.pid
     finally:
         process.terminate()
         process.wait()
@@ -352,9 +379,10 @@ def peers(bench: Bench, predict: Callable[[pd.DataFrame], Any]) -> dict[str, Any
     for name, command in commands.items():
         if name.startswith("bare"):
             found["in-process before"] = in_process_rate(predict, 1, 3.0)
+            found["in-process CPU before"] = cpu_ms_per_row(predict)
         try:
-            with running(command, env, url):
-                found[name] = wrk(url, single, bench.seconds)
+            with running(command, env, url) as pid:
+                found[name] = wrk(url, single, bench.seconds, pid)
         except (RuntimeError, subprocess.CalledProcessError) as err:
             found[name] = str(err).splitlines()[0]
     for label, ref in (("before", bench.baseline), ("after", "")):
@@ -363,35 +391,43 @@ def peers(bench: Bench, predict: Callable[[pd.DataFrame], Any]) -> dict[str, Any
             with (
                 source_of(ref) as src,
                 tempfile.TemporaryDirectory() as log_dir,
-                server(bench, src, Path(log_dir)) as (served, _),
+                server(bench, src, Path(log_dir)) as (served, pid),
             ):
-                found[name] = wrk(served, single, bench.seconds)
+                found[name] = wrk(served, single, bench.seconds, pid)
     found["in-process after"] = in_process_rate(predict, 1, 3.0)
+    found["in-process CPU after"] = cpu_ms_per_row(predict)
     return found
 
 
 def side_by_side(bench: Bench, found: dict[str, Any]) -> None:
     """The peers' figures, and ours as a share of a server that added nothing to the bare
-    stack and the in-process predictor."""
+    stack and the in-process predictor: by requests/s, and by CPU time per request (which
+    other work on the machine moves far less)."""
     print(f"\nside by side: one row per request, wrk -t1 -c4 -d{bench.seconds}s, back to back;"
-          " req/s, p50 and p99 ms, the load average at each start")  # fmt: skip
+          " req/s, p50 and p99 ms, the servers' CPU ms per request, the load average at each"
+          " start")  # fmt: skip
     in_process = (found.pop("in-process before") + found.pop("in-process after")) / 2
+    in_cpu = (found.pop("in-process CPU before") + found.pop("in-process CPU after")) / 2
     bare = next(figures for name, figures in found.items() if name.startswith("bare"))
     for name, figures in found.items():
         if isinstance(figures, str):
             print(f"  {name:62s} failed: {figures}")
         else:
             print(f"  {name:62s}{figures['rps']:7.0f}{figures['p50']:8.1f}{figures['p99']:8.1f}"
-                  f"   load {figures['load']:.2f}")  # fmt: skip
-    print(f"  {'the in-process predictor, 1 row (rows/s, before and after)':62s}{in_process:7.0f}")
+                  f"{figures['cpu_ms']:8.3f}   load {figures['load']:.2f}")  # fmt: skip
+    print(f"  {'the in-process predictor, 1 row (before and after)':62s}{in_process:7.0f}"
+          f"{'':16s}{in_cpu:8.3f}")  # fmt: skip
     if isinstance(bare, str):
         return
     nothing = 1 / (1 / bare["rps"] + 1 / in_process)
-    print(f"  a server adding nothing: 1 / (1/bare + 1/in-process) = {nothing:.0f} req/s")
+    nothing_cpu = bare["cpu_ms"] + in_cpu
+    print(f"  a server adding nothing: 1 / (1/bare + 1/in-process) = {nothing:.0f} req/s;"
+          f" bare + in-process = {nothing_cpu:.3f} CPU ms per request")  # fmt: skip
     for name, figures in found.items():
         if name.startswith("ours") and not isinstance(figures, str):
-            print(f"  {name.split(' (')[0]}: {figures['rps'] / nothing:.2f} of it (goal: 0.5 or"
-                  " more)")  # fmt: skip
+            print(f"  {name.split(' (')[0]}: {figures['rps'] / nothing:.2f} of its rate,"
+                  f" {nothing_cpu / figures['cpu_ms']:.2f} of its CPU efficiency"
+                  " (goal: 0.5 or more)")  # fmt: skip
 
 
 # --- servers, and a baseline's source

@@ -147,9 +147,10 @@ class BodyGuard:
             if done:  # the body is in: what follows is a disconnect, never late
                 return await receive()
             try:
-                # a floor: wait_for(…, 0) fails even when the next message is already there
-                left = max(deadline - time.monotonic(), 0.05)
-                message = await asyncio.wait_for(receive(), left)
+                # a floor: a deadline already past fails even a message that is already there;
+                # asyncio.timeout, not wait_for, which (before Python 3.12) makes a task per call
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0.05)):
+                    message = await receive()
             except TimeoutError:
                 refuse(scope, "body_timeout")
                 seconds = f"{self.timeout:g}"

@@ -8,9 +8,15 @@ import sys
 import time
 from typing import Any, TextIO
 
+_second: list[Any] = [-1, ""]  # the last second formatted, and its text
+
 
 def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
+    """The UTC time to the second, ISO 8601 (formatted once a second: every line needs it)."""
+    second = int(time.time())
+    if second != _second[0]:
+        _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))]
+    return str(_second[1])
 
 
 def write_line(stream: TextIO, record: dict[str, Any]) -> None:
