@@ -24,6 +24,7 @@ from typing import Any, Literal, Optional
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import (
     BaseModel,
     Extra,
@@ -62,7 +63,7 @@ from gitml.serving.guards import (
 )
 from gitml.serving.jsonlog import LOG_CONFIG, say
 from gitml.serving.metrics import MetricsMiddleware, ServerMetrics
-from gitml.serving.packaging import PredictHook, build_app, model_hash
+from gitml.serving.packaging import UNPARSED, PredictHook, build_app, model_hash
 from gitml.serving.predlog import PredictionLog
 from gitml.serving.protocol import guarded_protocol
 from gitml.serving.settings import Settings
@@ -293,10 +294,6 @@ def validation_handler(max_errors: int) -> Any:
     return validation_error
 
 
-# FastAPI's word for a body json.loads refuses other than as malformed JSON
-UNPARSED = "There was an error parsing the body"
-
-
 async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
     """Every other error as {"error", "detail"}, as the 422s and the limits' answers are."""
     detail = str(exc.detail)
@@ -363,8 +360,8 @@ def create_app(settings: Settings) -> FastAPI:
         synthetic_token=settings.synthetic_token.get_secret_value(),
     )
     for route in app.routes:
-        if getattr(route, "path", None) == "/predict":
-            route.responses.update({  # type: ignore[attr-defined]
+        if isinstance(route, APIRoute) and route.path == "/predict":  # the documented one
+            route.responses.update({
                 400: {"description": "Request body is not UTF-8 JSON"},
                 408: {"description": "Request body not received in time"},
                 413: {"description": "Request body too large"},
