@@ -49,10 +49,31 @@ setup: | $(UV)
 	@# No git hooks in CI: a runner's pushes (GTO tags) must not run `dvc push`.
 	@if [ -d .git ] && [ -z "$${CI:-}" ] && command -v pre-commit >/dev/null; then pre-commit install >/dev/null; fi
 
+# DVC remote credentials come from the environment: S3 AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+# Azure AZURE_STORAGE_CONNECTION_STRING, both read as they are. GCS (google-auth) reads a key
+# *file* named by GOOGLE_APPLICATION_CREDENTIALS: the workflows pass the key itself (secret
+# DVC_READ_/DVC_WRITE_GCP_CREDENTIALS) as GOOGLE_APPLICATION_CREDENTIALS_DATA, which
+# `cloud-credentials` writes to an owner-only file outside the checkout.
+ifneq ($(strip $(GOOGLE_APPLICATION_CREDENTIALS_DATA)),)
+export GOOGLE_APPLICATION_CREDENTIALS := $(or $(RUNNER_TEMP),$(CURDIR)/build)/dvc-gcp-credentials.json
+endif
+
+.PHONY: cloud-credentials
+## Write GOOGLE_APPLICATION_CREDENTIALS_DATA (a GCS key, from a secret) to the file DVC reads.
+cloud-credentials:
+	@if [ -n "$${GOOGLE_APPLICATION_CREDENTIALS_DATA:-}" ]; then umask 077; \
+	  mkdir -p "$$(dirname "$$GOOGLE_APPLICATION_CREDENTIALS")"; \
+	  printf '%s' "$$GOOGLE_APPLICATION_CREDENTIALS_DATA" > "$$GOOGLE_APPLICATION_CREDENTIALS"; fi
+
 .PHONY: data
 ## Pull the data (dvc pull data.dvc); seeds the bundled local remote on first use.
-data: setup
+data: setup cloud-credentials
 	python -m gitml data
+
+.PHONY: data-access
+## Can this run read the DVC remote? (a fork's pull request gets no secrets); step outputs.
+data-access:
+	PYTHONPATH=src $(STDLIB_PYTHON) -m gitml data-access
 
 .PHONY: run
 ## Install, pull the data and run the pipeline (dvc repro).
@@ -77,7 +98,7 @@ WORKFLOW_TESTS ?= -m beside
 
 .PHONY: test
 ## Install, pull the data, and run the whole suite: lint, unit, slow end-to-end, workflow harness.
-test: data lint k8s-tools monitor-tools
+test: data lint k8s-tools monitor-tools cluster-tools
 	@mkdir -p build
 	@if [ -n "$(WORKFLOW_TESTS)" ]; then \
 	  pytest -p no:cacheprovider --durations=0 $(WORKFLOW_TESTS) > build/workflow-tests.log 2>&1 & harness=$$!; \
@@ -89,8 +110,8 @@ test: data lint k8s-tools monitor-tools
 	exit $$status
 
 .PHONY: test-fast
-## Only the fast unit tests.
-test-fast: setup
+## Only the fast unit tests (installs kubectl and promtool, which some of them run).
+test-fast: setup k8s-tools monitor-tools
 	pytest -m "not slow" $(PYTEST_ARGS)
 
 # Each test in a process of its own finds what it leans on from earlier tests (a fixture, a
@@ -126,7 +147,7 @@ report: setup
 
 .PHONY: publish-outputs
 ## Push data, pipeline outputs and the run-cache to the DVC remote (trusted runs on main only).
-publish-outputs: setup
+publish-outputs: setup cloud-credentials
 	dvc push --run-cache
 
 .PHONY: pick-runner
@@ -156,16 +177,23 @@ comment:
 
 IMAGE ?= localhost/gitml-serving:latest
 IMAGE_CONTEXT := build/image
-MODEL_NAME := bike-demand
-# The model version: the latest GTO version registered (git tags), else the commit. The venv's
-# gto by path: $(shell) does not see the PATH exported above (make < 4.4), and `git describe`
-# would answer with a tag name (bike-demand@v0.0.1), which is no version.
-MODEL_VERSION ?= $(shell $(VENV)/bin/gto show $(MODEL_NAME)@latest --version 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unversioned)
+# The model's name is its entry under `artifacts:` in dvc.yaml, the one place it is written
+# (gitml.config.model_name reads it too). Renaming the model is renaming that key.
+MODEL_NAME := $(shell awk '/^artifacts:/ {found = 1; next} found && /^  [a-z0-9]/ {sub(/:.*/, ""); print $$1; exit}' dvc.yaml)
+# The model version: the one registered at HEAD (a re-run of a release, or a later merge
+# registered meanwhile, must not take another commit's), else the latest GTO version (git
+# tags), else the commit. The venv's gto by path: $(shell) does not see the PATH exported above
+# (make < 4.4), and `git describe` would answer with a tag name (NAME@v0.0.1).
+HEAD_VERSION = $(shell git tag --points-at HEAD --list '$(MODEL_NAME)@v*' --sort=-version:refname 2>/dev/null | head -n 1 | sed 's/^.*@//')
+MODEL_VERSION ?= $(or $(HEAD_VERSION),$(shell $(VENV)/bin/gto show $(MODEL_NAME)@latest --version 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unversioned))
 ENV ?= staging
 # The local environments' ports (gitml.release.deploy reads the same variables).
 STAGING_PORT := $(or $(GITML_STAGING_PORT),8081)
 PRODUCTION_PORT := $(or $(GITML_PRODUCTION_PORT),8082)
-SMOKE_URL ?= http://127.0.0.1:$(if $(filter production,$(ENV)),$(PRODUCTION_PORT),$(STAGING_PORT))
+# On GitHub a deploy job passes the environments' URLs (variables STAGING_URL, PRODUCTION_URL;
+# `make deploy-preflight` refuses a missing one); locally, the local target's loopback ports.
+ENV_URL = $(if $(filter production,$(ENV)),$(PRODUCTION_URL),$(if $(filter staging,$(ENV)),$(STAGING_URL)))
+SMOKE_URL ?= $(or $(ENV_URL),http://127.0.0.1:$(if $(filter production,$(ENV)),$(PRODUCTION_PORT),$(STAGING_PORT)))
 GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
 .PHONY: package
@@ -272,9 +300,17 @@ release-version: setup
 	python -m gitml registry release-info --name $(MODEL_NAME) --version "$(MODEL_VERSION)"
 
 .PHONY: release-from-tag
-## From a GTO stage tag (TAG=bike-demand#production#N): its stage, version and image digest.
+# Refused for production when the version never passed staging and the tag gives no reason.
+## From a GTO stage tag (TAG=NAME#production#N): its stage, version and image digest.
 release-from-tag: setup
-	python -m gitml registry from-tag --tag "$(TAG)"
+	python -m gitml registry from-tag --name $(MODEL_NAME) --tag "$(TAG)"
+	python -m gitml promotion check --name $(MODEL_NAME) --tag "$(TAG)"
+
+.PHONY: stage-passed
+## Record that VERSION (image IMAGE_REF) passed ENV's checks and serves there (a GTO stage tag).
+stage-passed: setup
+	python -m gitml promotion record --name $(MODEL_NAME) --stage $(ENV) --version "$(VERSION)" \
+	  --image "$(IMAGE_REF)" $(if $(filter true,$(PUSH)),--push)
 
 .PHONY: deploy-preflight
 ## Before a deploy job changes anything: are the cluster secret and the smoke URL of ENV set?
@@ -287,14 +323,18 @@ kubeconfig:
 	@umask 077; mkdir -p "$$HOME/.kube"; printf '%s' "$${KUBECONFIG_DATA:?set the secret KUBECONFIG (passed as KUBECONFIG_DATA)}" > "$$HOME/.kube/config"
 
 .PHONY: k8s-deploy
-## Deploy IMAGE_REF (name@sha256:...) and VERSION to the Kubernetes ENV; waits, undoes on failure.
+# Blue/green (gitml.release.k8s): the candidate starts beside the live version, is smoke-checked
+# on its preview Service, and only then takes traffic. ROLLOUT_TIMEOUT (default 10m): how long
+# it may take to become ready.
+## Deploy IMAGE_REF (name@sha256:...) and VERSION to the Kubernetes ENV, blue/green.
 k8s-deploy: setup k8s-tools
 	python -m gitml k8s apply --env $(ENV) --image "$(IMAGE_REF)" --version "$(VERSION)"
 
 .PHONY: k8s-rollback
-## Return the Kubernetes ENV to REVISION (what k8s-deploy printed as previous-revision).
+## Return the Kubernetes ENV to PREVIOUS_IMAGE/PREVIOUS_VERSION (k8s-deploy's step outputs).
 k8s-rollback: setup k8s-tools
-	python -m gitml k8s rollback --env $(ENV) --to-revision "$(REVISION)"
+	python -m gitml k8s rollback --env $(ENV) --image "$(PREVIOUS_IMAGE)" \
+	  --version "$(PREVIOUS_VERSION)"
 
 .PHONY: golden
 ## The golden cases of the packaged model at HEAD (pulled from the DVC remote, else rebuilt).
@@ -313,20 +353,45 @@ k8s-tools:
 k8s-render: k8s-tools
 	kubectl kustomize deploy/k8s/overlays/$(ENV)
 
+.PHONY: cluster-tools
+## podman, runc and docker-registry: the local cluster and registry (Debian's, when missing).
+cluster-tools: k8s-tools image-tools
+	@{ command -v podman && command -v runc && command -v docker-registry; } >/dev/null || { \
+	  if [ -n "$(CAN_APT)" ]; then $(APT_INSTALL) podman runc docker-registry >/dev/null; \
+	  else echo "install podman, runc and docker-registry (Debian: apt-get install podman runc docker-registry)" >&2; exit 1; fi; }
+
+# The local cluster's loopback ports (0: spare ones, printed): GITML_CLUSTER_PORTS="staging=8091
+# production=8092" fixes each environment's live Service.
+LOCAL_SERVICE_PORTS = $(foreach pair,$(GITML_CLUSTER_PORTS),--service-port gitml-$(subst =,/gitml-serving=,$(pair)))
+
+.PHONY: local-cluster
+## Run a registry and a Kubernetes-like cluster (podman) on this machine until Ctrl-C.
+local-cluster: setup cluster-tools
+	python -m gitml cluster serve $(LOCAL_SERVICE_PORTS)
+
+.PHONY: local-release
+## Rehearse the release on a local registry and cluster: the image pushed, staging, production.
+local-release: image cluster-tools
+	python -m gitml cluster rehearse --version "$(MODEL_VERSION)" $(LOCAL_SERVICE_PORTS)
+
 PREDICTION_LOGS ?= .deploy/predictions/$(ENV)
 ACTUALS ?= .deploy/actuals/$(ENV)
 MONITOR_DIR ?= reports/monitor
 
 .PHONY: replay
-## Stream the held-out months (Oct-Dec) to local ENV as HTTP traffic; deploys it if down.
+## Stream the production split (held out of training) to local ENV as HTTP traffic; deploys it if down.
 replay: package
 	python -m gitml deploy deploy --env $(ENV) --version "$(MODEL_VERSION)" --if-down
 	python -m gitml replay --url $(SMOKE_URL) --actuals $(ACTUALS)
 
+.PHONY: calibrate
+## The monitor's limits for the current model (dvc repro calibrate: docs/monitoring.md).
+calibrate: data
+	dvc repro --pull calibrate $(NO_PROMPT)
+
 .PHONY: monitor
-## Drift and quality of ENV's recent predictions vs training (evidently); exits 1 on alarm.
-monitor: data
-	dvc repro --pull train $(NO_PROMPT)
+## Drift and quality of ENV's recent predictions vs training (evidently, calibrated limits); make exits 2 on an alarm or an unjudgeable log.
+monitor: calibrate
 	python -m gitml monitor --logs $(PREDICTION_LOGS) --actuals $(ACTUALS) --out $(MONITOR_DIR) \
 	  --env $(ENV)
 
@@ -354,7 +419,7 @@ retrain-trigger:
 
 .PHONY: fetch-logs
 ## Copy ENV's prediction log from PREDICTION_LOGS_URL (and ACTUALS_URL); unset: says so, exit 0.
-fetch-logs: setup
+fetch-logs: setup cloud-credentials
 	python -m gitml fetch-logs --env $(ENV) --logs $(PREDICTION_LOGS) --actuals $(ACTUALS)
 
 .PHONY: monitor-issue
@@ -387,8 +452,8 @@ loop-demo: data
 	python -m benchmarks.loop_demo
 
 .PHONY: bench-monitor
-## Backtest the monitoring alarm on every window of the data: false-alarm and detection rates.
-bench-monitor: package
+## The alarm on three datasets: false-alarm and detection rates of injected faults, per window.
+bench-monitor: calibrate
 	python -m benchmarks.monitor_windows
 
 .PHONY: clean
@@ -402,3 +467,20 @@ clean:
 mutation: data
 	rm -rf mutants
 	python -m benchmarks.mutation
+
+.PHONY: docs
+## Build the documentation site into build/site (mkdocs build --strict: a broken link fails).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 mkdocs build --strict --site-dir build/site
+
+.PHONY: docs-serve
+## Serve the documentation site on 127.0.0.1:DOCS_PORT (default 8000), rebuilt on each edit.
+docs-serve: setup
+	NO_MKDOCS_2_WARNING=1 mkdocs serve --dev-addr 127.0.0.1:$(or $(DOCS_PORT),8000)
+
+.PHONY: docs-pictures
+## Remake docs/img from real runs in a scratch clone: a PR report, the monitor's (chromium).
+docs-pictures: data
+	@command -v chromium >/dev/null || { if [ -n "$(CAN_APT)" ]; then $(APT_INSTALL) chromium >/dev/null; \
+	  else echo "docs-pictures needs chromium: apt-get install chromium"; exit 1; fi; }
+	python -m benchmarks.docs_pictures

@@ -51,9 +51,9 @@ def test_each_command_lives_in_the_part_the_readme_names() -> None:
     assert MODULES["package"] == "gitml.serving.packaging"
 
 
-def test_the_readme_lists_the_commands_as_help_prints_them() -> None:
-    readme = (PROJ_ROOT / "README.md").read_text()
-    assert usage() in readme
+def test_the_docs_list_the_commands_as_help_prints_them() -> None:
+    contributing = (PROJ_ROOT / "docs" / "contributing" / "index.md").read_text()
+    assert usage() in contributing
 
 
 def test_an_unknown_command_is_named_with_the_list(capsys: pytest.CaptureFixture[str]) -> None:

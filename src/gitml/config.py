@@ -10,6 +10,7 @@ import yaml
 
 PROJ_ROOT = Path(__file__).resolve().parents[2]
 PARAMS_FILE = PROJ_ROOT / "params.yaml"
+DVC_YAML = PROJ_ROOT / "dvc.yaml"
 
 DATA_DIR = PROJ_ROOT / "data"  # raw inputs, tracked by data.dvc (the file: dataset.RAW_FILE)
 ARTIFACTS_DIR = PROJ_ROOT / "artifacts"  # pipeline outputs, tracked by dvc.lock
@@ -47,3 +48,15 @@ def split_path(name: str, splits_dir: Path = SPLITS_DIR) -> Path:
     if name not in SPLITS:
         raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
     return splits_dir / f"{name}.parquet"
+
+
+def model_name(dvc_yaml: Path = DVC_YAML) -> str:
+    """The model's name: its entry under `artifacts:` in dvc.yaml, the one place it is
+    written. GTO's tags (NAME@vX.Y.Z, NAME#STAGE#N), the Makefile's MODEL_NAME and the release
+    workflow's stage-tag check all follow it."""
+    with open(dvc_yaml) as handle:
+        artifacts = (yaml.safe_load(handle) or {}).get("artifacts") or {}
+    models = [name for name, spec in artifacts.items() if (spec or {}).get("type") == "model"]
+    if len(models) != 1:
+        raise ValueError(f"{dvc_yaml} must declare one artifact of type model, not {models}")
+    return str(models[0])

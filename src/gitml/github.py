@@ -18,8 +18,26 @@ def step_outputs(values: Mapping[str, str]) -> None:
             file.writelines(f"{key}={value}\n" for key, value in values.items())
 
 
+def annotate(level: str, title: str, message: str) -> None:
+    """A notice, warning or error shown on the run's page (a workflow command on stdout)."""
+    text = message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    print(f"::{level} title={title.replace(',', ' ').replace('::', ' ')}::{text}", flush=True)
+
+
+def step_summary(markdown: str) -> None:
+    """Append markdown to the job's summary (GITHUB_STEP_SUMMARY), when running on GitHub."""
+    if os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as file:
+            file.write(markdown.rstrip("\n") + "\n\n")
+
+
 class GitHubError(RuntimeError):
-    """A call was refused or GitHub could not be reached; the message says which and why."""
+    """A call was refused or GitHub could not be reached; the message says which and why.
+    `status` is GitHub's HTTP status (0: no answer)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class GitHub:
@@ -51,10 +69,16 @@ class GitHub:
             with urllib.request.urlopen(request, timeout=60) as response:
                 data = response.read()
         except urllib.error.HTTPError as err:
-            raise self.error(self.explain(method, path, err)) from None
+            raise self.refusal(self.explain(method, path, err), err.code) from None
         except (urllib.error.URLError, TimeoutError) as err:
-            raise self.error(f"{self.api} cannot be reached: {err}") from None
+            raise self.refusal(f"{self.api} cannot be reached: {err}", 0) from None
         return json.loads(data) if data else None
+
+    def refusal(self, message: str, status: int) -> RuntimeError:
+        """The module's error, carrying GitHub's HTTP status as `status` (0: no answer)."""
+        error = self.error(message)
+        error.status = status  # type: ignore[attr-defined]
+        return error
 
     def explain(self, method: str, path: str, err: urllib.error.HTTPError) -> str:
         detail = err.read().decode(errors="replace")[:300]

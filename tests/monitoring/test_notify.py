@@ -94,6 +94,11 @@ def test_body_is_the_summary_with_a_link_to_the_run() -> None:
     assert body(ALARM, MARKDOWN, "") == MARKDOWN  # outside GitHub Actions: no link
 
 
+def test_body_keeps_the_summarys_last_line_as_written_but_one_newline() -> None:
+    for last in ("| drift | 0.7 |  ", "| quality | X"):  # trailing spaces, a last letter X
+        assert body(ALARM, f"## Alarm\n{last}\n\n\n", "") == f"## Alarm\n{last}\n"
+
+
 def test_run_url_needs_all_three_variables() -> None:
     assert run_url(RUN) == RUN_URL
     for missing in RUN:
@@ -155,6 +160,8 @@ def test_stdlib_only_so_the_runners_python_can_run_it() -> None:
 @pytest.fixture
 def github(tmp_path: Path) -> Iterator[FakeGitHub]:
     with FakeGitHub(tmp_path, REPOSITORY) as server:
+        # the notify job's token: `permissions:` contents: read, issues: write, actions: write
+        server.add_token("token", {"contents": "read", "issues": "write", "actions": "write"})
         yield server
 
 
@@ -266,7 +273,7 @@ def test_issues_disabled_says_where_to_enable_them(tmp_path: Path, github: FakeG
 def test_a_token_without_issues_write_names_the_permission(
     tmp_path: Path, github: FakeGitHub
 ) -> None:
-    github.state.read_only_tokens.add("token")
+    github.add_token("token", {"contents": "read", "issues": "read", "actions": "read"})
     result = run_notify(write_reports(tmp_path / "r", ALARM), github)
     assert result.returncode == 1
     assert "(403)" in result.stderr and "permissions: issues: write" in result.stderr

@@ -32,6 +32,8 @@ def test_only_a_quality_alarm_asks_for_retraining(summary: dict[str, Any], wante
 @pytest.fixture
 def github(tmp_path: Path) -> Iterator[FakeGitHub]:
     with FakeGitHub(tmp_path, REPOSITORY) as server:
+        # the notify job's token: `permissions:` contents: read, issues: write, actions: write
+        server.add_token("token", {"contents": "read", "issues": "write", "actions": "write"})
         yield server
 
 
@@ -62,7 +64,7 @@ def test_drift_alone_starts_nothing(tmp_path: Path, github: FakeGitHub) -> None:
 
 
 def test_a_token_without_actions_write_is_named(tmp_path: Path, github: FakeGitHub) -> None:
-    github.state.read_only_tokens.add("token")
+    github.add_token("token", {"contents": "read", "issues": "read", "actions": "read"})
     refused = trigger(write_reports(tmp_path / "r", QUALITY), github)
     assert refused.returncode == 1
     assert "was refused (403): the token needs `permissions: actions: write`" in refused.stderr

@@ -89,3 +89,31 @@ def test_a_rolling_test_window_moves_with_newer_data(clean_table: pd.DataFrame) 
     before, after = (split_by_time(table, "-14d", None)["test"] for table in (older, clean_table))
     assert after[TIME].min() - before[TIME].min() >= pd.Timedelta(days=29)
     assert after[TIME].max() == clean_table[TIME].max()
+
+
+def test_a_date_yaml_reads_unquoted_is_that_day(clean_table: pd.DataFrame) -> None:
+    times = clean_table[TIME]
+    day = times.iloc[len(times) // 2].normalize()
+    assert boundary("split.x", day.date(), times) == day
+    by_date, by_text = (
+        split_by_time(clean_table, value, None) for value in (day.date(), f"{day:%Y-%m-%d}")
+    )
+    assert by_date["test"][TIME].min() == by_text["test"][TIME].min() == day
+
+
+def test_an_unreadable_production_boundary_names_its_setting(clean_table: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match=r"^split.production_from='soon' is neither a date"):
+        split_by_time(clean_table, "-30d", "soon")
+
+
+def test_a_cut_leaving_two_splits_empty_names_both_and_the_day_after_the_data(
+    clean_table: pd.DataFrame,
+) -> None:
+    last = clean_table[TIME].max()
+    with pytest.raises(ValueError) as err:
+        split_by_time(clean_table, "2999-01-01", "2999-06-01")
+    assert "leave test and production empty" in str(err.value)
+    with pytest.raises(ValueError) as err:  # nothing held back: production ends with the data
+        split_by_time(clean_table, "2999-01-01", None)
+    day_after = last + pd.Timedelta(days=1)
+    assert f"split.production_from=None ({day_after:%Y-%m-%d}) leave test empty" in str(err.value)

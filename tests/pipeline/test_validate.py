@@ -1,4 +1,6 @@
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,8 +12,16 @@ import pytest
 from typer.testing import CliRunner
 
 from gitml import dataset
+from gitml.columns import Column
 from gitml.pipeline import validate
-from gitml.pipeline.validate import DataValidationError, clean, read_raw, validate_raw
+from gitml.pipeline.validate import (
+    DataValidationError,
+    clean,
+    raw_columns,
+    read_raw,
+    validate_raw,
+)
+from gitml.schema import input_schema
 from tests.example_data import example_only
 
 Mutation = Callable[[pd.DataFrame], pd.DataFrame]
@@ -115,7 +125,10 @@ def test_cli_writes_clean_table(raw_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "clean.parquet"
     result = CliRunner().invoke(validate.app, ["--raw", str(raw_path), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert len(read_raw(raw_path)) == len(pd.read_parquet(out))
+    # the raw rows, and the feedback rows beside them (data/feedback: the data grown by
+    # `make feedback` or a retraining pull request), each new
+    feedback = sum(len(pd.read_parquet(f)) for f in validate.FEEDBACK_DIR.glob("*.parquet"))
+    assert len(pd.read_parquet(out)) == len(read_raw(raw_path)) + feedback
 
 
 def message(raw: pd.DataFrame) -> str:
@@ -296,3 +309,100 @@ def test_a_repeated_key_is_named_by_its_first_row(clean_table: pd.DataFrame) -> 
     first = clean_table[list(dataset.KEY)].iloc[7].tolist()
     with pytest.raises(DataValidationError, match=re.escape(f"first {first}")):
         validate.with_feedback(clean_table, again)
+
+
+# --- a feature the raw file holds in another form than the API (dataset.RAW_FEATURES) --------
+
+
+def test_raw_features_replace_a_features_raw_spec_in_place() -> None:
+    features = {"a": Column("int", 0, 1), "b": Column("category", categories=("x", "y"))}
+    codes = Column("int", 1, 2)
+    columns = raw_columns(features, {"b": codes}, {"t": Column("int")})
+    assert list(columns) == ["a", "b", "t"]  # the spec's order: messages name columns in it
+    assert columns == {"a": features["a"], "b": codes, "t": Column("int")}
+    assert raw_columns(features, {}, {}) == features
+    # None: a feature the raw file lacks, which clean() derives
+    assert raw_columns(features, {"a": None}, {"t": Column("int")}) == {
+        "b": features["b"],
+        "t": Column("int"),
+    }
+    with pytest.raises(ValueError, match=r"RAW_FEATURES names \['c'\], which are not in FEATURES"):
+        raw_columns(features, {"c": codes}, {})
+
+
+Coded = tuple[pd.DataFrame, pandera.DataFrameSchema, str, dict[int, str], pd.DataFrame]
+
+
+@pytest.fixture
+def coded(raw: pd.DataFrame, params: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Coded:
+    """The data with a category feature written as codes 1..n in the raw file (as many public
+    files have it), the raw schema that RAW_FEATURES gives it, a spec whose clean() maps the
+    codes back to the names the API takes, and the clean table of the data as it was."""
+    name, spec = next(((n, s) for n, s in dataset.FEATURES.items() if s.kind == "category"),
+                      (None, None))  # fmt: skip
+    if name is None or spec is None:
+        pytest.skip("the dataset spec has no category feature to write as codes")
+    original = clean(validate_raw(raw.copy()), params["data"])
+    names = dict(enumerate(spec.categories, 1))
+    raw[name] = raw[name].map({category: code for code, category in names.items()})
+    real_clean = dataset.clean
+    monkeypatch.setattr(dataset, "clean", lambda table, params: real_clean(
+        table.assign(**{name: table[name].map(names)}), params))  # fmt: skip
+    raw_spec = Column("int", 1, len(names))
+    columns = raw_columns(dataset.FEATURES, {name: raw_spec}, dataset.OTHER_COLUMNS)
+    return raw, input_schema(columns, dataset.CHECKS), name, names, original
+
+
+def test_codes_in_the_raw_file_are_refused_without_raw_features(coded: Coded) -> None:
+    raw, _, name, _, _ = coded
+    with pytest.raises(DataValidationError, match=rf"column '{name}': failed"):
+        validate_raw(raw)  # FEATURES alone: the raw file must hold the API's names
+
+
+def test_raw_features_let_clean_map_codes_to_the_apis_names(
+    coded: Coded, params: dict[str, Any]
+) -> None:
+    raw, schema, name, _, original = coded
+    assert pd.api.types.is_integer_dtype(raw[name])
+    table = clean(validate_raw(raw, schema), params["data"])
+    assert table[name].astype(str).tolist() == original[name].astype(str).tolist()
+
+
+def test_a_code_clean_leaves_unmapped_breaks_the_contract_naming_its_rows(
+    coded: Coded, params: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw, schema, name, names, _ = coded
+    last = max(names)
+    real_clean = dataset.clean  # the fixture's: it maps every code; this one forgets the last
+    monkeypatch.setattr(dataset, "clean", lambda table, params: real_clean(
+        table.assign(**{name: table[name].where(table[name] != last, 0)}), params))  # fmt: skip
+    rows = raw.index[raw[name] == last]
+    if rows.empty:
+        pytest.skip(f"no row of the data has the category {names[last]!r}")
+    with pytest.raises(DataValidationError) as failure:
+        clean(validate_raw(raw, schema), params["data"])
+    lines = str(failure.value).splitlines()
+    assert lines[0] == (
+        "dataset.clean() made features that break the input contract (dataset.FEATURES):"
+    )
+    assert lines[1].startswith(f"  column '{name}': failed ")
+    assert validate.csv_lines(rows) in lines[1]
+
+
+def test_clean_must_return_every_feature(
+    raw: pd.DataFrame, params: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_clean, dropped = dataset.clean, list(dataset.FEATURES)[-1]
+    monkeypatch.setattr(dataset, "clean", lambda t, p: real_clean(t, p).drop(columns=[dropped]))
+    with pytest.raises(DataValidationError, match=re.escape(
+            f"dataset.clean() returned no feature column(s) ['{dropped}']")):  # fmt: skip
+        clean(validate_raw(raw), params["data"])
+
+
+def test_a_spec_without_raw_features_checks_the_raw_file_with_features() -> None:
+    # RAW_FEATURES is optional: specs written before it (or without it) keep working
+    script = ("import gitml.dataset as d; del d.RAW_FEATURES; from gitml.pipeline import validate;"
+              " print(list(validate.RAW_COLUMNS) == [*d.FEATURES, *d.OTHER_COLUMNS])")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "True\n"), done.stderr

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from gitml.pull_requests.comment import (
+    REMOVED,
     WATERMARK,
     CommentError,
     cml_command,
+    confine_links,
     main,
     stale_reports,
     verify_pr,
@@ -100,6 +102,80 @@ def test_a_failed_run_is_marked_on_the_report() -> None:
     assert "https://github.com/t/p/actions/runs/9" in marked
     # without the run's address, the note still says where to look
     assert "(see the pr workflow run)" in with_run_status("## R\n", "cancelled", "")
+
+
+# --- links CML would upload: only files inside the report folder ----------------------------
+
+
+@pytest.fixture
+def report_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "report"
+    (folder / "figures").mkdir(parents=True)
+    (folder / "figures" / "mae.png").write_bytes(b"png")
+    (tmp_path / "secret.txt").write_text("token")
+    (folder / "figures" / "escape.png").symlink_to(tmp_path / "secret.txt")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "markdown",
+    [
+        "![mae](figures/mae.png)",
+        '![mae](figures/mae.png "title")',
+        "![mae](<figures/mae.png>)",
+        "[mae]: figures/mae.png",
+        "[docs](https://dvc.org/doc) and ![plot](https://example.com/p.png)",
+        "[mail](mailto:team@example.com) [up](#metrics)",
+        "no link at all (figures/../x)",
+    ],
+)
+def test_links_to_the_reports_own_files_and_the_web_are_kept(
+    report_folder: Path, markdown: str
+) -> None:
+    assert confine_links(markdown, report_folder) == (markdown, [])
+
+
+@pytest.mark.parametrize(
+    ("markdown", "target"),
+    [
+        ("![x](../secret.txt)", "../secret.txt"),
+        ("![x](figures/../../secret.txt)", "figures/../../secret.txt"),
+        ("[x](/etc/passwd)", "/etc/passwd"),
+        ("![x](figures/escape.png)", "figures/escape.png"),  # a symlink out of the folder
+        ("![x](figures/missing.png)", "figures/missing.png"),
+        ("![x](< ../secret.txt >)", "../secret.txt"),
+        ("![x](&#46;&#46;/secret.txt)", "&#46;&#46;/secret.txt"),  # remark decodes entities
+        ("![x](..%2Fsecret.txt)", "..%2Fsecret.txt"),
+        ("[x](file:///etc/passwd)", "file:///etc/passwd"),
+        ("[ref]: ../secret.txt", "../secret.txt"),
+        ("> [ref]:\n>   /etc/passwd", "/etc/passwd"),  # a definition in a quote, next line
+        ("- [ref]:\n  ~/.ssh/id_rsa", "~/.ssh/id_rsa"),
+        # an escaped bracket in the text: judged generously (`b` goes too), never missed
+        ("[a\\](b)](/etc/passwd)", "/etc/passwd"),
+    ],
+)  # fmt: skip
+def test_a_link_cml_would_upload_from_outside_the_folder_is_removed(
+    report_folder: Path, markdown: str, target: str
+) -> None:
+    confined, removed = confine_links(markdown, report_folder)
+    assert removed[-1:] == [target]
+    assert REMOVED in confined and target not in confined
+    assert confine_links(confined, report_folder) == (confined, [])  # nothing left to remove
+
+
+def test_main_posts_the_report_without_links_out_of_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, github_api: FakeGitHub, fake_cml: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    report_dir = report_run(tmp_path, monkeypatch, github_api, "team/project")
+    (report_dir / "figures").mkdir()
+    (report_dir / "figures" / "mae.png").write_bytes(b"png")
+    (report_dir / "report.md").write_text("![mae](figures/mae.png)\n![key](../../../etc/passwd)\n")
+    main()
+    assert (report_dir / "comment.md").read_text() == (
+        f"![mae](figures/mae.png)\n![key]({REMOVED})\n"
+    )
+    assert "comment: removed a link to '../../../etc/passwd'" in capsys.readouterr().out
 
 
 def test_cli_without_cml_says_what_to_install(tmp_path: Path) -> None:

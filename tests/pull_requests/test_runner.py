@@ -1,10 +1,16 @@
 import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from gitml.pull_requests.runner import CLOUD_LABELS, GITHUB_HOSTED, choose, main, online_runners
-from tests.fake_github import FakeGitHub
+from gitml.config import PROJ_ROOT
+from gitml.pull_requests.access import Access
+from gitml.pull_requests.runner import CLOUD_LABELS, GITHUB_HOSTED, GPU_SYNC_ARGS, choose
+from tests.workflows.github import FakeGitHub
 
 GPU = json.dumps(["self-hosted", "gpu"])
 SAME_REPO = {"IS_FORK": "false"}
@@ -39,6 +45,33 @@ def test_choose(
     assert choice.reason == reason
     expected = {"github-hosted": GITHUB_HOSTED, "cloud": CLOUD_LABELS}.get(kind, json.loads(GPU))
     assert choice.runs_on == expected
+    assert choice.train is True
+    # GPU runners install CUDA XGBoost (the `gpu` extra) for every make target of the job
+    assert choice.sync_args == ("" if kind == "github-hosted" else GPU_SYNC_ARGS)
+
+
+def test_a_failed_runner_check_falls_back_to_a_hosted_runner_saying_why() -> None:
+    env = {**SAME_REPO, "GPU_RUNNER_LABELS": GPU}
+    choice = choose(env, None, check_failed="GitHub answered 401 Unauthorized")
+    assert (choice.kind, choice.runs_on) == ("github-hosted", GITHUB_HOSTED)
+    assert choice.reason == "the runner check failed: GitHub answered 401 Unauthorized"
+    # a cloud runner, when one is configured, is still launched
+    assert choose({**env, "CML_CLOUD": "gcp"}, None, check_failed="x").kind == "cloud"
+
+
+@pytest.mark.parametrize("is_fork", ["true", ""])
+def test_a_fork_that_cannot_read_the_data_trains_nowhere(is_fork: str) -> None:
+    unreadable = Access(False, "s3://team/dvc", "the remote needs credentials")
+    choice = choose({"IS_FORK": is_fork, "GPU_RUNNER_LABELS": GPU}, None, unreadable)
+    assert choice.train is False
+    assert choice.reason == "not trained: the remote needs credentials"
+    readable = choose({"IS_FORK": is_fork}, None, Access(True, "../.dvc-storage", ""))
+    assert readable.train is True and readable.kind == "github-hosted"
+
+
+def test_a_same_repository_run_trains_whatever_the_access_check_says() -> None:
+    # (the check only ever says "unreadable" for a fork; a same-repo run tries with its secrets)
+    assert choose(SAME_REPO, None, Access(False, "s3://x", "")).train is True
 
 
 @pytest.mark.parametrize("labels", ["gpu", '{"a": 1}', "[1, 2]"])
@@ -47,68 +80,131 @@ def test_malformed_labels_name_the_variable(labels: str) -> None:
         choose({**SAME_REPO, "GPU_RUNNER_LABELS": labels}, [])
 
 
-RUNNERS = "/repos/team/project/actions/runners?per_page=100"
+# --- main, against GitHub's API on loopback ---------------------------------------------------
+
+REPOSITORY = "Team/project"
 
 
 def runner(name: str, status: str, *labels: str) -> dict[str, object]:
     return {"name": name, "status": status, "labels": [{"name": x} for x in labels]}
 
 
-def test_online_runners_lists_only_the_online_ones(github_api: FakeGitHub) -> None:
-    github_api.routes[RUNNERS] = (200, {"total_count": 3, "runners": [
-        runner("gpu-box", "online", "self-hosted", "gpu"),
-        runner("old-box", "offline", "self-hosted", "gpu", "old"),
-        runner("cpu-box", "online", "self-hosted", "cpu"),
-    ]})  # fmt: skip
-    assert online_runners("team/project", "t0ken") == [
-        {"self-hosted", "gpu"},
-        {"self-hosted", "cpu"},
-    ]
-    assert github_api.requests == [("GET", RUNNERS, "Bearer t0ken")]
-    assert github_api.accepted == ["application/vnd.github+json"]
+@pytest.fixture
+def github(tmp_path: Path) -> Iterator[FakeGitHub]:
+    with FakeGitHub(tmp_path, REPOSITORY) as server:
+        server.add_token("t0ken", {"administration": "read"})
+        yield server
 
 
-def test_main_asks_github_and_writes_the_step_outputs(
-    github_api: FakeGitHub,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    github_api.routes[RUNNERS] = (200, {"runners": [runner("b", "offline", "self-hosted", "gpu")]})
+def pick(github: FakeGitHub, tmp_path: Path, **settings: str) -> tuple[dict[str, str], str]:
+    """`make pick-runner` as pr.yml runs it: its step outputs and its log."""
     outputs = tmp_path / "outputs"
-    for name, value in {"IS_FORK": "false", "GPU_RUNNER_LABELS": GPU, "GITHUB_OUTPUT": str(outputs),
-                        "RUNNER_CHECK_TOKEN": "t0ken", "GITHUB_REPOSITORY": "team/project"}.items():  # fmt: skip
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("GPU_RUNNER_SKIP_CHECK", raising=False)
-    monkeypatch.delenv("CML_CLOUD", raising=False)
-    main()
-    assert capsys.readouterr().out.splitlines() == [
-        'runs-on=["ubuntu-latest"]',
-        "kind=github-hosted",
-        "reason=no runner with labels ['self-hosted', 'gpu'] is online",
-    ]
-    assert github_api.requests == [("GET", RUNNERS, "Bearer t0ken")]
-    assert outputs.read_text().splitlines() == [
-        'runs-on=["ubuntu-latest"]',
-        "kind=github-hosted",
-        "reason=no runner with labels ['self-hosted', 'gpu'] is online",
-    ]
-    # with the check skipped, GitHub is not asked at all
-    monkeypatch.setenv("GPU_RUNNER_SKIP_CHECK", "true")
-    main()
-    assert outputs.read_text().splitlines()[3] == 'runs-on=["self-hosted", "gpu"]'
-    assert len(github_api.requests) == 1
+    outputs.unlink(missing_ok=True)
+    env = {"PATH": os.environ["PATH"], "GITHUB_OUTPUT": str(outputs),
+           "GITHUB_REPOSITORY": REPOSITORY, "GITHUB_API_URL": f"https://{github.host}/api/v3",
+           "SSL_CERT_FILE": str(github.ca_file), "IS_FORK": "false", **settings}  # fmt: skip
+    done = subprocess.run(["make", "-s", "pick-runner", f"STDLIB_PYTHON={sys.executable}"],
+                          cwd=PROJ_ROOT, env=env, capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    values = dict(line.split("=", 1) for line in outputs.read_text().splitlines())
+    return values, done.stdout + done.stderr
 
 
-def test_main_without_a_token_does_not_ask_github(
-    github_api: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_repositorys_online_runner_is_chosen(github: FakeGitHub, tmp_path: Path) -> None:
+    github.state.runners = [runner("gpu-box", "online", "self-hosted", "gpu"),
+                            runner("old-box", "offline", "self-hosted", "gpu")]  # fmt: skip
+    values, _ = pick(github, tmp_path, GPU_RUNNER_LABELS=GPU, RUNNER_CHECK_TOKEN="t0ken")
+    assert values == {"runs-on": GPU, "kind": "self-hosted", "reason": "GPU runner online",
+                      "train": "true", "sync-args": GPU_SYNC_ARGS}  # fmt: skip
+
+
+def test_an_offline_runner_is_not(github: FakeGitHub, tmp_path: Path) -> None:
+    github.state.runners = [runner("gpu-box", "offline", "self-hosted", "gpu")]
+    values, _ = pick(github, tmp_path, GPU_RUNNER_LABELS=GPU, RUNNER_CHECK_TOKEN="t0ken")
+    assert values["kind"] == "github-hosted" and values["sync-args"] == ""
+    assert values["reason"] == "no runner with labels ['self-hosted', 'gpu'] is online"
+
+
+def test_the_organisations_runners_count_when_the_token_may_list_them(
+    github: FakeGitHub, tmp_path: Path
 ) -> None:
-    outputs = tmp_path / "outputs"
-    for name, value in {"IS_FORK": "false", "GPU_RUNNER_LABELS": GPU, "GITHUB_OUTPUT": str(outputs),
-                        "GITHUB_REPOSITORY": "team/project"}.items():  # fmt: skip
-        monkeypatch.setenv(name, value)
-    for name in ("RUNNER_CHECK_TOKEN", "GPU_RUNNER_SKIP_CHECK", "CML_CLOUD"):
-        monkeypatch.delenv(name, raising=False)
-    main()
-    assert "RUNNER_CHECK_TOKEN is not set" in outputs.read_text()
-    assert github_api.requests == []
+    github.state.org_runners = [runner("shared-gpu", "online", "self-hosted", "gpu")]
+    values, _ = pick(github, tmp_path, GPU_RUNNER_LABELS=GPU, RUNNER_CHECK_TOKEN="t0ken")
+    assert values["kind"] == "github-hosted"  # this token may not list them: not counted
+    github.add_token("org-t0ken", {"administration": "read"},
+                     org_permissions={"self_hosted_runners": "read"})  # fmt: skip
+    values, _ = pick(github, tmp_path, GPU_RUNNER_LABELS=GPU, RUNNER_CHECK_TOKEN="org-t0ken")
+    assert values["kind"] == "self-hosted" and values["reason"] == "GPU runner online"
+
+
+@pytest.mark.parametrize(
+    ("token", "hint"),
+    [("expired", "401 Unauthorized (is RUNNER_CHECK_TOKEN expired or revoked?)"),
+     ("weak", "403 Forbidden (RUNNER_CHECK_TOKEN needs Administration: read on this repository)")],
+)  # fmt: skip
+def test_a_failing_runner_check_trains_on_a_hosted_runner_with_a_warning(
+    github: FakeGitHub, tmp_path: Path, token: str, hint: str
+) -> None:
+    github.state.runners = [runner("gpu-box", "online", "self-hosted", "gpu")]
+    github.add_token("expired", {"administration": "read"}, expires_in=-1)
+    github.add_token("weak", {"contents": "read"})
+    values, log = pick(github, tmp_path, GPU_RUNNER_LABELS=GPU, RUNNER_CHECK_TOKEN=token)
+    assert values["kind"] == "github-hosted"
+    assert values["reason"] == f"the runner check failed: GitHub answered {hint}"
+    assert f"::warning title=Runner check failed::GitHub answered {hint}" in log
+
+
+def test_without_a_token_github_is_not_asked_for_runners(
+    github: FakeGitHub, tmp_path: Path
+) -> None:
+    values, _ = pick(github, tmp_path, GPU_RUNNER_LABELS=GPU)
+    assert "RUNNER_CHECK_TOKEN is not set" in values["reason"]
+    assert [c for c in github.state.calls if "runners" in c.path] == []
+    values, _ = pick(github, tmp_path, GPU_RUNNER_LABELS=GPU, GPU_RUNNER_SKIP_CHECK="true")
+    assert values["kind"] == "self-hosted"
+    assert [c for c in github.state.calls if "runners" in c.path] == []
+
+
+@pytest.mark.parametrize(
+    ("policy", "token", "level", "says"),
+    [("all_external_contributors", "t0ken", "", ""),
+     ("first_time_contributors", "t0ken", "warning", "approves only some outside contributors' runs (first_time_contributors)"),
+     ("all_external_contributors", "", "notice", "could not be confirmed (RUNNER_CHECK_TOKEN is not set)"),
+     ("all_external_contributors", "weak", "notice", "could not be confirmed (HTTP Error 403")],
+)  # fmt: skip
+def test_the_fork_approval_setting_is_checked_when_a_self_hosted_runner_is_configured(
+    github: FakeGitHub, tmp_path: Path, policy: str, token: str, level: str, says: str
+) -> None:
+    github.state.fork_pr_approval = policy
+    github.add_token("weak", {"contents": "read"})
+    _, log = pick(github, tmp_path, GPU_RUNNER_LABELS=GPU, GPU_RUNNER_SKIP_CHECK="true",
+                  RUNNER_CHECK_TOKEN=token)  # fmt: skip
+    title = "title=Fork pull requests and the self-hosted runner::"
+    if not level:
+        assert title not in log
+        return
+    assert f"::{level} {title}GitHub runs a pull request's own copy of pr.yml" in log
+    assert says in log
+    assert "Require approval for all external contributors" in log
+
+
+def test_a_fork_whose_remote_needs_credentials_is_not_trained(
+    github: FakeGitHub, tmp_path: Path
+) -> None:
+    project = tmp_path / "fork"
+    (project / ".dvc").mkdir(parents=True)
+    (project / ".dvc" / "config").write_text(
+        "[core]\n    remote = storage\n['remote \"storage\"']\n    url = s3://team-bucket/dvc\n"
+    )
+    outputs, summary = tmp_path / "outputs", tmp_path / "summary.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "gitml", "runner"], cwd=project, capture_output=True, text=True,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(PROJ_ROOT / "src"), "IS_FORK": "true",
+             "GITHUB_OUTPUT": str(outputs), "GITHUB_STEP_SUMMARY": str(summary)}, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    values = dict(line.split("=", 1) for line in outputs.read_text().splitlines())
+    assert values["train"] == "false"
+    assert "the team's DVC remote (s3://team-bucket/dvc) cannot be read" in values["reason"]
+    assert "::notice title=Not trained::this pull request comes from a fork" in done.stdout
+    assert summary.read_text().startswith("### Not trained\n\nThis pull request comes from a fork")

@@ -20,21 +20,28 @@ import pytest
 from gitml.config import PROJ_ROOT
 from gitml.release.audit import IGNORE_FILE, audit_command, read_ignores
 
-# Published advisories (osv.dev records, trimmed to what pip-audit reads).
+# Published advisories of the pinned serving packages (osv.dev records under OSV's own id,
+# trimmed to what pip-audit reads), recorded when .pip-audit-ignore was last reviewed: the
+# ignore file may name one by an alias (CVE-2025-54121 is published as GHSA-2c2j-9gv5-cj73).
 ADVISORIES = {
     "fastapi": [("PYSEC-2024-38", ["CVE-2024-24762", "GHSA-qf9m-vfgh-m389"], "0.109.1")],
     "starlette": [
         ("GHSA-f96h-pmfr-66vw", ["CVE-2024-47874"], "0.40.0"),
+        ("GHSA-2c2j-9gv5-cj73", ["CVE-2025-54121"], "0.47.2"),
         ("GHSA-86qp-5c8j-p5mr", ["CVE-2026-48710", "PYSEC-2026-161"], "1.0.1"),
+        ("PYSEC-2026-248", [], None),  # recorded without its aliases and fix
     ],
 }
 
 
-def osv_record(package: str, vuln_id: str, aliases: list[str], fixed: str) -> dict[str, object]:
+def osv_record(
+    package: str, vuln_id: str, aliases: list[str], fixed: str | None
+) -> dict[str, object]:
+    events: list[dict[str, str]] = [{"introduced": "0"}, *([{"fixed": fixed}] if fixed else [])]
     return {
         "id": vuln_id, "aliases": aliases, "summary": f"{package} advisory", "details": "",
         "affected": [{"package": {"name": package, "ecosystem": "PyPI"},
-                      "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": fixed}]}]}],
+                      "ranges": [{"type": "ECOSYSTEM", "events": events}]}],
     }  # fmt: skip
 
 
@@ -124,9 +131,29 @@ def test_audit_finds_the_published_advisories(serving_requirements: Path, osv_ur
     assert sorted(map(sorted, found)) == sorted(map(sorted, published))
 
 
-def test_audit_passes_with_the_justified_ignores(serving_requirements: Path, osv_url: str) -> None:
-    result = run_audit(serving_requirements, read_ignores(IGNORE_FILE), osv_url)
+def reported_ids(result: subprocess.CompletedProcess[str]) -> list[set[str]]:
+    """Each vulnerability pip-audit reports, as its id and aliases (it may name one by either)."""
+    dependencies = json.loads(result.stdout)["dependencies"]
+    return [{v["id"], *v["aliases"]} for d in dependencies for v in d.get("vulns", [])]
+
+
+def test_each_justified_ignore_is_what_lets_the_audit_pass(
+    serving_requirements: Path, osv_url: str
+) -> None:
+    """With every ignore the audit passes; without any one of them it fails, naming the one
+    advisory that ignore justified, whether the file names it by OSV's id or by an alias."""
+    ignores = read_ignores(IGNORE_FILE)
+    result = run_audit(serving_requirements, ignores, osv_url)
     assert result.returncode == 0, result.stdout + result.stderr
+    published = {i: {i, *aliases} for group in ADVISORIES.values() for i, aliases, _ in group}
+    by_alias = [v for v in ignores if v not in published]
+    assert by_alias, "no ignore names an advisory by an alias: pip-audit's alias match untested"
+    for vulnerability in ignores:
+        rest = {k: why for k, why in ignores.items() if k != vulnerability}
+        result = run_audit(serving_requirements, rest, osv_url)
+        assert result.returncode == 1, f"{vulnerability} justifies nothing the audit reports"
+        [reported] = reported_ids(result)
+        assert vulnerability in reported and reported in published.values()
 
 
 def test_a_new_advisory_fails_the_audit_despite_the_ignores(serving_requirements: Path) -> None:
@@ -136,6 +163,4 @@ def test_a_new_advisory_fails_the_audit_despite_the_ignores(serving_requirements
     with osv_serving(advisories) as url:
         result = run_audit(serving_requirements, read_ignores(IGNORE_FILE), url)
     assert result.returncode == 1, result.stdout + result.stderr
-    reported = [v for d in json.loads(result.stdout)["dependencies"] for v in d.get("vulns", [])]
-    # pip-audit may name it by an alias
-    assert [{v["id"], *v["aliases"]} for v in reported] == [{new[0], *new[1]}]
+    assert reported_ids(result) == [{new[0], *new[1]}]

@@ -181,11 +181,108 @@ def test_a_gate_override_trailer_in_the_commit_releases_and_names_the_reason(
     )
 
 
-def test_with_nothing_in_production_the_first_release_passes(tmp_path: Path) -> None:
-    first = gate(tmp_path)
-    assert first.returncode == 0, first.stderr
-    assert "no model in production yet" in first.stdout
-    assert json.loads((tmp_path / "gate.json").read_text())["passed"] is True
+def repository(path: Path, commits: int = 1) -> Path:
+    """A git repository with `commits` empty commits and no tags."""
+    path.mkdir()
+    identity = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
+    sh("git", "init", "-q", cwd=path)
+    for n in range(commits):
+        sh("git", *identity, "commit", "-q", "--allow-empty", "-m", f"commit {n}", cwd=path)
+    return path
+
+
+def gate_in(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str
+) -> tuple[int, str, dict[str, Any] | None]:
+    """`gate --name demand ARGS` in `repo`, in process: (exit code, output, gate.json)."""
+    from typer.testing import CliRunner
+
+    from gitml.release import gate as command
+
+    monkeypatch.chdir(repo)
+    monkeypatch.delenv("GITHUB_OUTPUT", raising=False)
+    monkeypatch.setenv("GATE_OVERRIDE", "")
+    out = tmp_path / "gate.json"
+    out.unlink(missing_ok=True)
+    result = CliRunner().invoke(command.app, ["--name", "demand", *args, "--out", str(out)])
+    return result.exit_code, result.output, json.loads(out.read_text()) if out.exists() else None
+
+
+def test_a_first_release_passes_and_says_nothing_is_in_production(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = repository(tmp_path / "repo")
+    sh("git", "tag", "demand@v0.1.0", cwd=repo)  # registered, never promoted
+    sh("git", "tag", "other#production#1", cwd=repo)  # another artifact's
+    code, output, verdict = gate_in(repo, tmp_path, monkeypatch)
+    assert code == 0, output
+    assert "gate: no model in production yet: nothing to beat, the candidate passes" in output
+    assert verdict is not None and verdict["passed"] is True
+
+
+def test_a_lookup_that_cannot_tell_refuses_the_candidate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shallow checkout (actions/checkout's default) may lack production's tag: not knowing
+    whether a model is in production is no first release."""
+    origin = repository(tmp_path / "origin", commits=2)
+    sh("git", "tag", "demand#production#1", "HEAD~1", cwd=origin)
+    sh("git", "clone", "-q", "--depth", "1", f"file://{origin}", "shallow", cwd=tmp_path)
+    code, output, verdict = gate_in(tmp_path / "shallow", tmp_path, monkeypatch)
+    assert code == 1 and verdict is None
+    assert "gate: the checkout is shallow, so its tags may be incomplete" in output
+    assert "fetch-depth: 0" in output
+    code, output, verdict = gate_in(tmp_path / "shallow", tmp_path, monkeypatch, "--advisory")
+    assert code == 0 and verdict is not None and verdict["passed"] is False
+    assert verdict["note"].startswith("production's model could not be fetched: the checkout is")
+    # outside a repository, git itself fails: refused as well
+    outside = tmp_path / "not-a-repository"
+    outside.mkdir()
+    code, output, _ = gate_in(outside, tmp_path, monkeypatch)
+    assert code == 1 and "gate: git rev-parse --is-shallow-repository failed" in output
+
+
+def test_without_a_champion_or_an_artifact_there_is_nothing_to_judge(tmp_path: Path) -> None:
+    refused = gate(tmp_path)
+    assert refused.returncode == 2
+    assert "give the model to beat (--champion) or the GTO artifact" in refused.stderr
+    assert not (tmp_path / "gate.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [
+        ([], None),
+        (["demand@v1.0.0", "demand#staging#2", "demand-eu#production#3", "x#production#4"], None),
+        (["demand#production#2"], "demand#production#2"),
+        (["demand#production#9", "demand#production#10", "demand#production#3"], "demand#production#10"),
+        (["demand#production#2", "demand#production!#5"], None),  # taken out of production
+        (["demand#production#2", "demand#production!#5", "demand#production#7"], "demand#production#7"),
+        (["demand#production!#5", "demand#production#2"], None),  # the count orders, not the list
+        (["demand@v1.0.0", "other#production#1", "demand#production#2"], "demand#production#2"),
+    ],
+)  # fmt: skip
+def test_production_is_the_latest_production_event_by_gtos_count(
+    tags: list[str], expected: str | None
+) -> None:
+    from gitml.release.gate import production_tag
+
+    assert production_tag("demand", tags, shallow=False) == expected
+
+
+def test_a_tag_the_gate_cannot_order_or_a_shallow_checkout_is_an_error() -> None:
+    from gitml.release.gate import GateError, production_tag
+
+    with pytest.raises(GateError, match=r"^demand#production: a stage tag without its count"):
+        production_tag("demand", ["demand#production#1", "demand#production"], shallow=False)
+    with pytest.raises(GateError) as err:
+        production_tag("demand", [], shallow=True)
+    assert str(err.value) == (
+        "the checkout is shallow, so its tags may be incomplete and whether demand is in "
+        "production cannot be told: fetch the whole history (actions/checkout with "
+        "fetch-depth: 0)"
+    )
+    assert production_tag("demand", ["demand#staging"], shallow=False) is None  # not production
 
 
 # --- production's model, as GTO names it and DVC stores it --------------------------------

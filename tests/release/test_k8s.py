@@ -10,16 +10,24 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import kubernetes_validate
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from gitml.release import k8s
+from gitml.release.cluster.api import ApiServer, kubeconfig
+from gitml.release.cluster.cli import Running, running
+from gitml.release.cluster.runtime import Podman
+from gitml.release.cluster.workloads import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -48,6 +56,7 @@ QUANTITY_UNITS = {
 }
 
 Doc = dict[str, Any]
+DIGEST = "ghcr.io/acme/bike-demand@sha256:" + "1" * 64
 
 
 @dataclass(frozen=True)
@@ -392,68 +401,257 @@ def test_release_refuses_a_tag_instead_of_a_digest() -> None:
         pin(render("staging"), "ghcr.io/team/gitml-serving:latest", "v1")
 
 
-# --- apply and rollback, against the cluster stand-in of the workflow harness ----------------
-
-STANDIN_BIN = ROOT / "tests" / "workflows" / "bin"
-DIGEST = "ghcr.io/acme/bike-demand@sha256:" + "1" * 64
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """kubectl is the stand-in (tests/workflows/bin/kubectl): a recorded cluster."""
-    monkeypatch.setenv("PATH", f"{STANDIN_BIN}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("GITML_RECORDINGS", str(tmp_path))
-    return tmp_path
-
-
-def kubectl_calls(cluster: Path, verb: str) -> list[list[str]]:
-    lines = (cluster / "kubectl.jsonl").read_text().splitlines()
-    return [c for c in (json.loads(line)["argv"] for line in lines) if c[:2] == verb.split()]
-
-
-def test_an_unready_rollout_returns_to_the_revision_that_served(cluster: Path) -> None:
-    assert k8s.apply(k8s.pin(k8s.render("production"), DIGEST, "v1"), "1s") is None
-    (cluster / "unready-gitml-production").touch()
-    with pytest.raises(RuntimeError, match="rolled back to revision 1"):
-        k8s.apply(k8s.pin(k8s.render("production"), DIGEST, "v2"), "1s")
-    assert kubectl_calls(cluster, "rollout undo") == [
-        ["rollout", "undo", "deployment/gitml-serving", "-n", "gitml-production",
-         "--to-revision=1"]
-    ]  # fmt: skip
-    assert json.loads((cluster / "cluster.json").read_text())["gitml-production"]["current"] == 1
-
-
-def test_an_unready_first_deploy_has_nothing_to_roll_back_to(cluster: Path) -> None:
-    (cluster / "unready-gitml-staging").touch()
-    with pytest.raises(RuntimeError, match="first deploy, no revision"):
-        k8s.apply(k8s.pin(k8s.render("staging"), DIGEST, "v1"), "1s")
-    assert kubectl_calls(cluster, "rollout undo") == []
-
-
-def test_a_ready_deploy_reports_the_revision_it_replaced(cluster: Path) -> None:
-    k8s.apply(k8s.pin(k8s.render("staging"), DIGEST, "v1"), "1s")
-    assert k8s.apply(k8s.pin(k8s.render("staging"), DIGEST, "v2"), "1s") == 1
-
-
-def test_apply_gives_the_workflow_the_revision_to_roll_back_to(
-    cluster: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """release.yml's rollback step reads `previous-revision` from apply's step outputs."""
-    outputs = cluster / "github_output"
-    monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
-    for version in ("v1", "v2"):
-        args = ["apply", "--env", "staging", "--image", DIGEST, "--version", version]
-        result = CliRunner().invoke(k8s.app, [*args, "--timeout", "1s"])
-        assert result.exit_code == 0, result.output
-    assert outputs.read_text() == "previous-revision=\nprevious-revision=1\n"  # a first deploy
-
-
-def test_rollback_without_a_known_revision_changes_nothing(cluster: Path) -> None:
-    result = CliRunner().invoke(k8s.app, ["rollback", "--env", "production"])
-    assert result.exit_code == 1 and "no revision" in result.output
-    assert not (cluster / "kubectl.jsonl").exists()
-
-
 def test_pods_can_pull_a_private_ghcr_image(rendered: Rendered) -> None:
     pod = rendered.one("Deployment")["spec"]["template"]["spec"]
     assert pod["imagePullSecrets"] == [{"name": "ghcr-pull"}]
+
+
+# --- blue/green: which objects each step applies ----------------------------------------------
+
+
+def by_kind(docs: list[Doc]) -> dict[tuple[str, str], Doc]:
+    return {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+
+def test_a_candidate_starts_in_the_idle_slot_beside_the_live_one() -> None:
+    docs = k8s.pin(k8s.render("production"), DIGEST, "v2")
+    applied = by_kind(k8s.in_slot(docs, "green", live="blue"))
+    candidate = applied[("Deployment", "gitml-serving-green")]
+    assert candidate["spec"]["selector"]["matchLabels"][k8s.SLOT_LABEL] == "green"
+    assert candidate["spec"]["template"]["metadata"]["labels"][k8s.SLOT_LABEL] == "green"
+    assert applied[("Service", "gitml-serving-preview")]["spec"]["selector"][k8s.SLOT_LABEL] == (
+        "green")  # fmt: skip
+    assert applied[("Service", "gitml-serving")]["spec"]["selector"][k8s.SLOT_LABEL] == "blue"
+    hpa = applied[("HorizontalPodAutoscaler", "gitml-serving")]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "gitml-serving-blue"
+    assert ("Deployment", "gitml-serving-blue") not in applied  # the live slot is left alone
+    for doc in applied.values():
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_nothing_is_live_before_the_first_candidate_passed() -> None:
+    docs = k8s.pin(k8s.render("staging"), DIGEST, "v1")
+    applied = by_kind(k8s.in_slot(docs, "blue", live=None))
+    assert ("Service", "gitml-serving") not in applied
+    assert ("Service", "gitml-serving-preview") in applied
+    switch = by_kind(k8s.switched(docs, "blue"))
+    assert set(switch) == {("Service", "gitml-serving"),
+                           ("HorizontalPodAutoscaler", "gitml-serving")}  # fmt: skip
+    assert switch[("Service", "gitml-serving")]["spec"]["selector"][k8s.SLOT_LABEL] == "blue"
+
+
+def test_rollback_without_a_previous_release_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("KUBECTL", str(tmp_path / "no-kubectl-called"))
+    result = CliRunner().invoke(k8s.app, ["rollback", "--env", "production", "--image", "",
+                                          "--version", ""])  # fmt: skip
+    assert result.exit_code == 1 and "no release to return production to" in result.output
+
+
+def test_the_single_deployment_of_earlier_versions_is_never_deployed_past(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its live Service selects by app labels only, so it would send traffic to a candidate
+    before its checks: refused, naming the one-time move (the local cluster, no pod run)."""
+    podman = Podman(tmp_path / "podman", "unit", "127.0.0.1:9", {})
+    cluster = Cluster(podman, tmp_path, ["gitml-production"], max_replicas=0)
+    api = ApiServer(cluster, "token")
+    try:
+        config = tmp_path / "kubeconfig"
+        config.write_text(json.dumps(kubeconfig(api.url, "token")))
+        monkeypatch.setenv("KUBECONFIG", str(config))
+        monkeypatch.setenv("KUBECTL", f"{sys.executable} -m gitml.release.cluster.kubectl")
+        k8s.apply(k8s.pin(k8s.render("production"), DIGEST, "v1"))  # as earlier versions did
+        with pytest.raises(k8s.DeployError, match="selects pods by their app labels only"):
+            k8s.deploy(k8s.pin(k8s.render("production"), DIGEST, "v2"), "5s", None)
+        assert k8s.get("deployment", "gitml-serving-blue", "gitml-production") is None
+        docs = k8s.in_slot(k8s.pin(k8s.render("production"), DIGEST, "v2"), "blue", k8s.LEGACY)
+        hpa = by_kind(docs)[("HorizontalPodAutoscaler", "gitml-serving")]
+        assert hpa["spec"]["scaleTargetRef"]["name"] == "gitml-serving"  # until the switch
+    finally:
+        api.close()
+        cluster.close()
+
+
+# --- blue/green on the local cluster: the real image from a real registry ---------------------
+
+GOLDEN = ROOT / "artifacts" / "mlem" / "golden.json"
+NAMESPACE = "gitml-production"
+
+
+@dataclass
+class Watched:
+    """Every answer of production's live Service while the scenario runs."""
+
+    url: str
+    answers: list[str]
+    errors: list[str]
+    stop: threading.Event
+
+
+@pytest.fixture(scope="module")
+def local(registry: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """The local cluster, production's live Service on a loopback port; kubectl (KUBECTL) is
+    its front, as in a workflow."""
+    directory = tmp_path_factory.mktemp("cluster")
+    ports = {f"{NAMESPACE}/gitml-serving": 0}
+    saved = {name: os.environ.get(name) for name in ("KUBECONFIG", "KUBECTL")}
+    with running(directory, [NAMESPACE], ports, max_replicas=1, registry_address=registry) as up:
+        os.environ["KUBECONFIG"] = str(up.kubeconfig)
+        os.environ["KUBECTL"] = f"{sys.executable} -m gitml.release.cluster.kubectl"
+        try:
+            yield up
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def deploy(image: str, version: str, timeout: str = "180s", golden: Path | None = GOLDEN) -> Any:
+    return k8s.deploy(k8s.pin(k8s.render("production"), image, version), timeout, golden)
+
+
+def running_images(up: Running) -> set[str]:
+    """The images (by the reference podman ran them from) of the containers that production's
+    live Service sends requests to."""
+    ports = {port for _, port in up.cluster.endpoints(NAMESPACE, "gitml-serving")}
+    listed = up.cluster.podman("ps", "--format", "json", "--filter",
+                               f"label=gitml.cluster={up.cluster.podman.cluster_id}")  # fmt: skip
+    return {c["Image"] for c in json.loads(listed) if any(
+        p.get("host_port") in ports for p in c.get("Ports") or [])}  # fmt: skip
+
+
+def slot_pods(slot: str) -> list[Doc]:
+    found = k8s.kubectl("get", "pods", "-n", NAMESPACE, "-l", f"{k8s.SLOT_LABEL}={slot}",
+                        "-o", "json")  # fmt: skip
+    return [p for p in json.loads(found)["items"]
+            if p["status"]["containerStatuses"][0]["state"].get("waiting", {}).get("reason")
+            != "Terminating"]  # fmt: skip
+
+
+def answer(url: str) -> str:
+    return str(httpx.get(f"{url}/healthz", timeout=10).json()["model_version"])
+
+
+@pytest.fixture(scope="module")
+def first(local: Running, released: dict[str, str]) -> Any:
+    return deploy(released["v1"], "v1")
+
+
+@pytest.fixture(scope="module")
+def watched(local: Running, first: Any) -> Iterator[Watched]:
+    """Poll the live Service, a new connection each time, from the first deploy to the end."""
+    watch = Watched(local.service_url(NAMESPACE), [], [], threading.Event())
+
+    def poll() -> None:
+        while not watch.stop.wait(0.1):
+            try:
+                with httpx.Client(timeout=10) as client:  # no keep-alive: what answers now
+                    watch.answers.append(
+                        client.get(f"{watch.url}/healthz").json()["model_version"]
+                    )
+            except (httpx.HTTPError, ValueError) as err:
+                watch.errors.append(f"{type(err).__name__}: {err}")
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    yield watch
+    watch.stop.set()
+    thread.join(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_first_deploy_serves_once_it_passed_its_checks(
+    local: Running, first: Any, released: dict[str, str]
+) -> None:
+    assert first is None  # nothing served before
+    assert answer(local.service_url(NAMESPACE)) == "v1"
+    assert running_images(local) == {released["v1"]}
+
+
+@pytest.fixture(scope="module")
+def unknown_digest(watched: Watched, released: dict[str, str]) -> str:
+    missing = released["v1"].split("@")[0] + "@sha256:" + "0" * 64
+    with pytest.raises(k8s.DeployError) as refused:
+        deploy(missing, "v-missing", timeout="5s")
+    return str(refused.value)
+
+
+@pytest.mark.slow
+def test_an_image_the_registry_lacks_never_serves(
+    local: Running, unknown_digest: str, released: dict[str, str]
+) -> None:
+    assert "ImagePullBackOff" in unknown_digest and "manifest unknown" in unknown_digest
+    assert "the candidate was removed without serving" in unknown_digest
+    assert "gitml-production still serves v1" in unknown_digest
+    assert slot_pods("green") == []
+    assert answer(local.service_url(NAMESPACE)) == "v1"
+    assert running_images(local) == {released["v1"]}
+
+
+@pytest.fixture(scope="module")
+def wrong_predictions(
+    unknown_digest: str, released: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """A candidate that answers /healthz but not its golden cases: the cases another model
+    gives (every prediction one bike more)."""
+    golden = json.loads(GOLDEN.read_text())
+    golden["predictions"] = [p + 1.0 for p in golden["predictions"]]
+    other = tmp_path_factory.mktemp("golden") / "golden.json"
+    other.write_text(json.dumps(golden))
+    with pytest.raises(k8s.DeployError) as refused:
+        deploy(released["v2"], "v-wrong", golden=other)
+    return str(refused.value)
+
+
+@pytest.mark.slow
+def test_a_candidate_failing_its_golden_cases_is_removed_unserved(
+    local: Running, wrong_predictions: str, released: dict[str, str]
+) -> None:
+    assert "v-wrong failed its checks on gitml-serving-preview" in wrong_predictions
+    assert "golden: 20 predictions, max gap 1.00e+00" in wrong_predictions
+    assert slot_pods("green") == []
+    assert running_images(local) == {released["v1"]}
+
+
+@pytest.fixture(scope="module")
+def second(wrong_predictions: str, released: dict[str, str]) -> Any:
+    return deploy(released["v2"], "v2")
+
+
+@pytest.mark.slow
+def test_a_good_candidate_takes_over_and_the_old_slot_is_emptied(
+    local: Running, second: Any, released: dict[str, str]
+) -> None:
+    assert second == k8s.Release(released["v1"], "v1")  # what the workflow's rollback gets
+    assert answer(local.service_url(NAMESPACE)) == "v2"
+    assert running_images(local) == {released["v2"]}
+    assert slot_pods("blue") == []
+
+
+@pytest.fixture(scope="module")
+def rolled_back(second: Any) -> Any:
+    return CliRunner().invoke(k8s.app, ["rollback", "--env", "production", "--image",
+                                        second.image, "--version", second.version])  # fmt: skip
+
+
+@pytest.mark.slow
+def test_rollback_returns_the_previous_digest(
+    local: Running, rolled_back: Any, released: dict[str, str]
+) -> None:
+    assert rolled_back.exit_code == 0, rolled_back.output
+    assert answer(local.service_url(NAMESPACE)) == "v1"
+    assert running_images(local) == {released["v1"]}
+
+
+@pytest.mark.slow
+def test_production_answered_throughout_and_only_from_checked_releases(
+    watched: Watched, rolled_back: Any
+) -> None:
+    watched.stop.set()
+    changes = [v for i, v in enumerate(watched.answers) if i == 0 or v != watched.answers[i - 1]]
+    assert changes == ["v1", "v2", "v1"]  # never v-missing or v-wrong, never back and forth
+    assert watched.errors == []

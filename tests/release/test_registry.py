@@ -230,13 +230,83 @@ def test_a_gto_command_must_make_exactly_one_tag(
     assert str(err.value) == f"gto register made {made}, expected one tag"
 
 
-def test_the_job_token_reaches_git_as_a_header(runner_env: dict[str, str]) -> None:
-    env = git_environment({**runner_env, "GITHUB_TOKEN": "ghs_x",
-                           "GITHUB_SERVER_URL": "https://ghe.example"}, has_identity=True)  # fmt: skip
-    assert env["GIT_CONFIG_COUNT"] == "1"
-    assert env["GIT_CONFIG_KEY_0"] == "http.https://ghe.example/.extraheader"
-    assert env["GIT_CONFIG_VALUE_0"] == "AUTHORIZATION: basic eC1hY2Nlc3MtdG9rZW46Z2hzX3g="
-    assert "GIT_COMMITTER_NAME" not in env  # a person's identity is kept
+def test_the_job_token_reaches_origin_and_origin_judges_it(
+    tmp_path: Path, origin: Path, runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Origin served over HTTPS by the GitHub stand-in, which refuses a push without a token
+    or with one that may only read: the tag lands only when the job's token is sent."""
+    from tests.workflows.github import FakeGitHub
+
+    (tmp_path / "github").mkdir()
+    with FakeGitHub(tmp_path / "github", "acme/bikes") as github:
+        github.add_token("ghs_writer", {"contents": "write"})
+        github.add_token("ghs_reader", {"contents": "read"})
+        bare = github.git_root / "acme" / "bikes.git"
+        bare.parent.mkdir(parents=True)
+        git("clone", "-q", "--bare", str(origin), str(bare), cwd=tmp_path)
+        git("config", "http.receivepack", "true", cwd=bare)
+        work = checkout(bare, "job", runner_env)
+        git("remote", "set-url", "origin", f"https://{github.host}/acme/bikes.git", cwd=work)
+        monkeypatch.chdir(work)
+        job = {**runner_env, "GIT_SSL_CAINFO": str(github.ca_file), "GIT_TERMINAL_PROMPT": "0",
+               "GITHUB_SERVER_URL": f"https://{github.host}"}  # fmt: skip
+        with pytest.raises(registry.RegistryError, match=r"^git fetch of origin's tags failed"):
+            record(["register", "model"], "model", push=True, env=job)  # private: no token
+        with pytest.raises(registry.RegistryError) as refused:
+            record(["register", "model"], "model", push=True,
+                   env={**job, "GITHUB_TOKEN": "ghs_reader"})  # fmt: skip
+        assert str(refused.value).startswith("git push of model@v0.0.1 failed: ")
+        assert "Permission to acme/bikes.git denied to dana" in str(refused.value)
+        assert git("tag", "--list", cwd=bare) == ""
+        git("tag", "--delete", "model@v0.0.1", cwd=work)  # the refused attempt's
+        tag = record(["register", "model"], "model", push=True,
+                     env={**job, "GITHUB_TOKEN": "ghs_writer"})  # fmt: skip
+        assert tag == "model@v0.0.1" and git("tag", "--list", cwd=bare) == tag
+        assert "GIT_COMMITTER_NAME" not in git_environment(job, has_identity=True)
+
+
+def test_a_rerun_reuses_the_version_its_commit_already_has(
+    origin: Path, runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Re-run failed jobs` after the image push failed: a fresh checkout of the same commit,
+    whose version origin already holds (GTO 1.8 would raise VersionExistsForCommit)."""
+    monkeypatch.chdir(checkout(origin, "attempt-1", runner_env))
+    assert registry.register("model", "", "", True, runner_env) == ("model@v0.0.1", False)
+    monkeypatch.chdir(checkout(origin, "attempt-2", runner_env))
+    assert registry.register("model", "", "", True, runner_env) == ("model@v0.0.1", True)
+    assert git("tag", "--list", cwd=origin) == "model@v0.0.1"  # one version, not two
+    # asked for that very version, it is the same; asked for another, refused by name
+    assert registry.register("model", "v0.0.1", "", True, runner_env) == ("model@v0.0.1", True)
+    with pytest.raises(registry.RegistryError) as refused:
+        registry.register("model", "v1.0.0", "", True, runner_env)
+    assert str(refused.value) == ("HEAD is already model@v0.0.1: GTO registers one version "
+                                  "per commit, so it cannot also be v1.0.0")  # fmt: skip
+
+
+def test_a_version_made_but_not_pushed_is_pushed_on_the_rerun(
+    origin: Path, runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(checkout(origin, "job", runner_env))
+    assert registry.register("model", "", "", False, runner_env) == ("model@v0.0.1", False)
+    assert git("tag", "--list", cwd=origin) == ""
+    assert registry.register("model", "", "", True, runner_env) == ("model@v0.0.1", True)
+    assert git("tag", "--list", cwd=origin) == "model@v0.0.1"
+
+
+def test_make_register_twice_says_it_reused_the_version(
+    origin: Path, runner_env: dict[str, str], tmp_path: Path
+) -> None:
+    work = checkout(origin, "job", runner_env)
+    outputs = tmp_path / "outputs"
+    env = {**runner_env, "GITHUB_OUTPUT": str(outputs)}
+    command = [sys.executable, "-m", "gitml", "registry", "register", "--name", "model", "--push"]
+    first = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, check=False)
+    again = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, check=False)
+    assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
+    assert first.stdout.strip() == "registry: model@v0.0.1 (pushed to origin)"
+    assert again.stdout.strip() == ("registry: HEAD is already model@v0.0.1 (an earlier attempt "
+                                    "of this release registered it): reused")  # fmt: skip
+    assert outputs.read_text() == "version=v0.0.1\nversion=v0.0.1\n"
 
 
 def test_the_header_is_added_after_the_jobs_own_git_config(runner_env: dict[str, str]) -> None:
@@ -337,8 +407,9 @@ def test_from_tag_prints_stage_version_and_the_pushed_digest(
     git(*identity, "tag", "-a", "bike-demand@v0.0.2", "-m", "r", cwd=repo)
     monkeypatch.chdir(repo)
     result = CliRunner().invoke(
-        app, ["from-tag", "--tag", "bike-demand#production#4", "--image", "ghcr.io/Team/gitml"]
-    )
+        app, ["from-tag", "--tag", "bike-demand#production#4", "--name", "bike-demand",
+              "--image", "ghcr.io/Team/gitml"]
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     commit = git("rev-parse", "HEAD", cwd=repo)
     expected = ["stage=production", "version=v0.0.2", f"commit={commit}",
@@ -355,10 +426,27 @@ def test_from_tag_refuses_a_tag_that_is_not_a_stage_assignment(
     stand_ins: Path, tmp_path: Path
 ) -> None:
     (tmp_path / "bin" / "gto").write_text('#!/bin/sh\necho "gto: not a tag" >&2\n')
-    result = CliRunner(mix_stderr=False).invoke(app, ["from-tag", "--tag", "v1", "--image", "x"])
+    result = CliRunner(mix_stderr=False).invoke(
+        app, ["from-tag", "--tag", "v1", "--name", "v1", "--image", "x"]
+    )
     assert result.exit_code == 1
     assert "does not assign one of" in result.stderr and "gto: not a tag" in result.stderr
     assert not stand_ins.exists()  # no digest asked (the stand-in gto records nothing)
+
+
+@pytest.mark.parametrize(
+    "tag", ["other-model#production#4", "bike-demand-v2#staging#1", "#production#1"]
+)
+def test_from_tag_refuses_another_models_stage_tag(stand_ins: Path, tag: str) -> None:
+    # release.yml starts on any NAME#STAGE#N tag: the model's name is checked here
+    result = CliRunner(mix_stderr=False).invoke(
+        app, ["from-tag", "--tag", tag, "--name", "bike-demand", "--image", "x"]
+    )
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == (
+        f"registry: {tag!r} is not a stage tag of the model 'bike-demand' (dvc.yaml artifacts)\n"
+    )
+    assert not stand_ins.exists()  # neither gto nor the registry asked
 
 
 def test_a_failing_registry_lookup_is_an_error(stand_ins: Path, tmp_path: Path) -> None:

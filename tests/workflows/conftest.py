@@ -12,7 +12,7 @@ import pytest
 
 from tests.release.test_audit import ADVISORIES, osv_serving
 from tests.workflows.github import FakeGitHub
-from tests.workflows.harness import Runner, fresh_fork
+from tests.workflows.harness import Runner, fresh_fork, person_git_options
 
 # Capitals on purpose: GitHub keeps them in github.repository; image names must be lowercase.
 REPOSITORY = "Acme/Bike-Demand"
@@ -26,9 +26,11 @@ class Fork:
     runner: Runner
 
     def git(self, *args: str) -> str:
-        """git in the clone as the runner user; a person's commits carry their identity."""
+        """git in the clone as the runner user; a person's commits carry their identity, and
+        their pushes and fetches their token."""
         identity = ["-c", "user.name=Dana Scientist", "-c", "user.email=dana@example.com"]
-        return self.runner.as_runner("git", *identity, *args, cwd=self.clone).strip()
+        token = person_git_options(self.github)
+        return self.runner.as_runner("git", *identity, *token, *args, cwd=self.clone).strip()
 
     def origin_tags(self) -> list[str]:
         from tests.e2e.clone import run

@@ -15,6 +15,7 @@ Only GitHub's side is replaced, at the boundary:
 Everything else, checkout and setup-uv included, runs as written.
 """
 
+import base64
 import json
 import os
 import pwd
@@ -52,9 +53,12 @@ REPLACED = {  # owner/repo -> stand-in folder under tests/workflows/actions
     "docker/login-action": "docker-login",
     "docker/metadata-action": "docker-metadata",
     "docker/build-push-action": "docker-build-push",
+    "actions/create-github-app-token": "create-github-app-token",
 }
 SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 LINE = re.compile(r"^\[(?P<workflow>[^/\]]+)/(?P<job>[^\]]+?)\s*\] (?P<text>.*)")
+# GitHub-hosted labels the workflows name; act runs them all on this host.
+HOSTED_LABELS = ("ubuntu-latest", "ubuntu-24.04", "ubuntu-22.04")
 
 
 def uv_version() -> str:
@@ -77,7 +81,7 @@ class Result:
     returncode: int
     output: str
     names: dict[str, str]  # job id -> the name act prints
-    jobs: dict[str, str] = field(default_factory=dict)  # job id -> succeeded | failed
+    jobs: dict[str, str] = field(default_factory=dict)  # job id -> succeeded | failed | skipped
 
     def __post_init__(self) -> None:
         ids = {name: job for job, name in self.names.items()}
@@ -85,9 +89,16 @@ class Result:
             result = re.match(r"🏁\s+Job (\w+)", match["text"])
             if result and match["job"] in ids:
                 self.jobs[ids[match["job"]]] = result[1]
+            # act says so only when verbose (`act(..., verbose=True)`)
+            if re.match(r"\[DEBUG\] Skipping job '", match["text"]) and match["job"] in ids:
+                self.jobs[ids[match["job"]]] = "skipped"
 
     def ran(self, job: str) -> bool:
-        return job in self.jobs
+        return self.jobs.get(job) in {"succeeded", "failed"}
+
+    def skipped(self, job: str) -> bool:
+        """act planned the job and its `if:` said no (seen only in a verbose run)."""
+        return self.jobs.get(job) == "skipped"
 
     def succeeded(self, job: str) -> bool:
         return self.jobs.get(job) == "succeeded"
@@ -156,6 +167,7 @@ class Runner:
         for name, value in os.environ.items():
             if name.startswith(("PIP_", "UV_INDEX", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")):
                 env[name] = value
+        env["GIT_TERMINAL_PROMPT"] = "0"  # no terminal on a runner: git fails, never prompts
         return env
 
     def act(
@@ -163,20 +175,34 @@ class Runner:
         checkout: Path,
         event: str,
         payload: dict[str, Any],
-        workflow: str,
+        workflow: str | Path,
         *,
         job: str | None = None,
         variables: dict[str, str] | None = None,
         secrets: dict[str, str] | None = None,
         env: dict[str, str] | None = None,
         timeout: float = 1500,
+        verbose: bool = False,
     ) -> Result:
-        """Run one workflow file for one event in `checkout`, as the runner user."""
+        """Run one workflow file (a name in the checkout's .github/workflows, or a path) for one
+        event in `checkout`, as the runner user, with what GitHub would give that run: a
+        GITHUB_TOKEN of its own (whatever `secrets` says), and for a pull request from a fork
+        no other secret and no variable."""
+        path = Path(workflow) if Path(workflow).is_absolute() else (
+            checkout / ".github" / "workflows" / workflow)  # fmt: skip
+        fork = event == "pull_request" and (
+            payload["pull_request"]["head"]["repo"]["full_name"]
+            != payload["pull_request"]["base"]["repo"]["full_name"]
+        )
+        token = self.github.register_run(path, event, fork=fork)
+        secrets = {} if fork else {k: v for k, v in (secrets or {}).items() if k != "GITHUB_TOKEN"}
+        variables = {} if fork else dict(variables or {})
+        secrets["GITHUB_TOKEN"] = token
         event_file = self.base / f"event-{event}-{len(list(self.base.glob('event-*')))}.json"
         event_file.write_text(json.dumps(payload))
         self.give_to_runner(event_file)
-        command = [ACT, event, "-W", str(checkout / ".github" / "workflows" / workflow),
-                   "-e", str(event_file), "-P", "ubuntu-latest=-self-hosted",
+        command = [ACT, event, "-W", str(path), "-e", str(event_file),
+                   *[arg for label in HOSTED_LABELS for arg in ("-P", f"{label}=-self-hosted")],
                    "--action-offline-mode", "--github-instance", self.github.host,
                    "--actor", "octocat",
                    # GitHub's cache service is not stood in for: each job misses the cache, as a
@@ -186,6 +212,8 @@ class Runner:
                    "--artifact-server-addr", "127.0.0.1"]  # fmt: skip
         if job:
             command += ["-j", job]
+        if verbose:
+            command += ["-v"]
         for name, sha in action_pins().items():
             if name in REPLACED:
                 command += [
@@ -207,7 +235,7 @@ class Runner:
         )  # fmt: skip
         output = result.stdout + result.stderr
         (self.base / f"{event_file.stem}.log").write_text(output)  # for a failing test's reader
-        jobs = yaml.safe_load((WORKFLOWS / workflow).read_text())["jobs"]
+        jobs = yaml.safe_load(path.read_text())["jobs"]
         return Result(result.returncode, output, {j: v.get("name", j) for j, v in jobs.items()})
 
     def recorded(self, tool: str) -> list[list[str]]:
@@ -252,12 +280,26 @@ def install_node(target: Path) -> Path:
     return target / "package" / "bin"
 
 
+# A maintainer's fine-grained token (Contents: read and write): how the person at the keyboard
+# pushes to origin, which refuses anyone unauthenticated.
+PERSON_TOKEN = "github_pat_dana_stand_in"
+
+
+def person_git_options(github: FakeGitHub) -> list[str]:
+    """`git -c ...` options that send the person's token to the stand-in, for one command only
+    (nothing is written into the clone that act copies for each job)."""
+    basic = base64.b64encode(f"x-access-token:{PERSON_TOKEN}".encode()).decode()
+    return ["-c", f"http.https://{github.host}/.extraheader=AUTHORIZATION: basic {basic}"]
+
+
 def fresh_fork(base: Path, runner: Runner, repository: str) -> tuple[Path, Path]:
     """A clone of the project as it stands, pushed to origin, as a fork starts on GitHub.
 
     Returns (the working clone the events run in, the bare origin the GitHub stand-in serves)."""
     from tests.e2e.clone import make_clone
 
+    runner.github.add_token(PERSON_TOKEN, {"contents": "write", "pull-requests": "write",
+                                           "issues": "write"}, name="dana")  # fmt: skip
     origin = runner.github.git_root / f"{repository}.git"
     origin.parent.mkdir(parents=True)
     clone = make_clone(base / "clone")
@@ -267,5 +309,6 @@ def fresh_fork(base: Path, runner: Runner, repository: str) -> tuple[Path, Path]
     run("git", "remote", "set-url", "origin", f"https://{runner.github.host}/{repository}.git",
         cwd=clone)  # fmt: skip
     runner.give_to_runner(base)
-    runner.as_runner("git", "fetch", "-q", "origin", cwd=clone)
+    runner.as_runner("git", *person_git_options(runner.github), "fetch", "-q", "origin",
+                     cwd=clone)  # fmt: skip
     return clone, origin

@@ -124,7 +124,8 @@ def test_a_second_push_updates_that_comment(fork: Fork, first: Round, second: Ro
 # --- a pull request from a fork ---------------------------------------------------------------
 
 FORK_PR, FORK_REPO = 2, "someone/Bike-Demand"
-# Configured for the team's GPU runner: a fork must never get it, whatever the settings say.
+# Configured for the team's GPU runner; GitHub (and so the harness) passes a fork's run neither
+# these variables nor any secret, and pick-runner sends a fork to a hosted runner regardless.
 GPU_VARIABLES = {"GPU_RUNNER_LABELS": '["self-hosted", "gpu"]', "GPU_RUNNER_SKIP_CHECK": "true"}
 
 
@@ -133,10 +134,10 @@ def fork_pr(fork: Fork, run_id: int, labels: list[str], label: str | None) -> Re
     fork.github.add_pull(FORK_PR, head, FORK_REPO)
     payload = events.pull_request("labeled" if label else "opened", FORK_PR, REPOSITORY,
                                   FORK_REPO, head, base, labels, label)  # fmt: skip
-    # GitHub passes a fork's pull_request run no secrets but the read-only token.
+    # verbose: act then says which jobs it skipped, and why
     return fork.runner.act(fork.clone, "pull_request", payload, "pr.yml", job="train",
                            env={"GITHUB_RUN_ID": str(run_id)}, variables=GPU_VARIABLES,
-                           secrets={"GITHUB_TOKEN": TOKEN})  # fmt: skip
+                           secrets={"GITHUB_TOKEN": TOKEN}, verbose=True)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +159,9 @@ def fork_labelled(fork: Fork, fork_unlabelled: Result) -> tuple[Result, Result]:
 
 def test_a_fork_trains_nothing_until_a_maintainer_labels_it(fork_unlabelled: Result) -> None:
     assert fork_unlabelled.returncode == 0, fork_unlabelled.output[-4000:]
+    # act said it skipped them on their `if:` (not merely: nothing was parsed)
+    assert fork_unlabelled.skipped("pick-runner"), fork_unlabelled.output[-4000:]
+    assert fork_unlabelled.skipped("train")
     assert not fork_unlabelled.ran("pick-runner") and not fork_unlabelled.ran("train")
 
 

@@ -1,23 +1,26 @@
 """Monitoring: a window of production's prediction log against the training reference.
 
-Evidently measures per-feature data drift (its statistical tests, chosen by data size) and
-prediction drift (prior shift); where actuals have been joined in, the window's relative error
-is set against the held-out test month's (concept drift), with evidently's regression report.
+The statistics of checks.py (per-feature drift distance and most frequent value's share,
+prediction drift; where actuals have been joined in, the error ratio) are judged
+against the limits `make calibrate` learned for this model (calibrate.py: the false-alarm rate
+asked in params.yaml `monitor`), and shown with evidently's drift and regression reports.
 Writes `reports/monitor/`: drift.html, quality.html (with actuals), summary.json, summary.md
-and monitor.prom (Prometheus textfile). Exit status: 0 healthy, 1 action needed, 2 the logs or
-the reference cannot be used. Thresholds: `monitor` in params.yaml.
+and monitor.prom (Prometheus textfile). Exit status: 0 healthy, 1 action needed, 2 the logs,
+the reference or the calibration cannot be used.
 
 Windows go by event time (the hour a prediction is about, which the request carries; else the
 time it was served): the last `monitor.window_days` days up to the log's latest event, or
 `--until`. A replayed year is judged on its own calendar, not on the minutes it took to send.
 """
 
+import json
 import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import joblib
+import numpy as np
 import pandas as pd
 import typer
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
@@ -25,135 +28,123 @@ from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_t
 from gitml.config import MODEL_FILE, REPORTS_DIR, SPLITS_DIR, load_params, split_path
 from gitml.dataset import TARGET, TIME
 from gitml.files import write_atomic, write_json
+from gitml.monitoring import checks
+from gitml.monitoring.calibrate import (
+    CALIBRATION_DIR,
+    CALIBRATION_FILE,
+    ERRORS_FILE,
+    categorical_features,
+    md5,
+)
 from gitml.monitoring.feedback import event_time_option
-from gitml.schema import EVENT_TIME, FEATURES, as_model_input, as_utc
+from gitml.pipeline.evaluate import seasonal_baseline
+from gitml.schema import EVENT_TIME, FEATURES, as_utc
 from gitml.serving.predlog import ACTUAL, PREDICTION, LogError, read_predictions
 
 MONITOR_DIR = REPORTS_DIR / "monitor"
-FINDINGS = ("data_drift", "prediction_drift", "quality")
+FINDINGS = checks.CHECKS
 
 
-def labelled_predictions(model: Any, split: pd.DataFrame, target: str) -> pd.DataFrame:
-    """A split as the log would show it: features, the model's prediction, and the actual."""
-    frame = as_model_input(split)
-    frame[PREDICTION] = model.predict(frame)
-    frame[ACTUAL] = split[target].to_numpy(dtype=float)
-    return frame
+def load_calibration(
+    directory: Path, model_path: Path, settings: dict[str, Any]
+) -> tuple[dict[str, Any], Any]:
+    """`make calibrate`'s limits and error model, refused unless made for this model and
+    these `monitor` settings."""
+    record_file = directory / CALIBRATION_FILE
+    if not record_file.exists():
+        raise FileNotFoundError(f"{record_file} is missing: run `make calibrate`")
+    record = json.loads(record_file.read_text())
+    for name, path in (("model_md5", model_path), ("errors_md5", directory / ERRORS_FILE)):
+        if record.get(name) != md5(path):
+            raise ValueError(
+                f"{record_file} was calibrated for another {path.name}: run `make calibrate` "
+                "(dvc repro calibrate) so the limits fit the model"
+            )
+    for key in ("window_days", "false_alarm_rate", "alarm_on"):
+        if record.get(key) != settings[key]:
+            raise ValueError(
+                f"{record_file} was calibrated for monitor.{key}={record.get(key)}, params.yaml "
+                f"says {settings[key]}: run `make calibrate`"
+            )
+    return record, joblib.load(directory / ERRORS_FILE)
 
 
 def relative_error(frame: pd.DataFrame) -> float:
-    """Absolute error over total demand (WAPE): comparable between busy and quiet seasons."""
+    """Absolute error over total demand (WAPE): information, not a verdict."""
     return float((frame[PREDICTION] - frame[ACTUAL]).abs().sum() / frame[ACTUAL].abs().sum())
 
 
-def _definition(categorical: list[str], labelled: bool) -> Any:
-    from evidently import DataDefinition, Regression
-
-    numeric = [name for name in FEATURES if name not in categorical] + [PREDICTION]
-    if labelled:
-        return DataDefinition(
-            numerical_columns=[*numeric, ACTUAL],
-            categorical_columns=categorical,
-            regression=[Regression(target=ACTUAL, prediction=PREDICTION)],
-        )
-    return DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
+def _limit(limits: dict[str, Any], name: str) -> float | None:
+    """A statistic's calibrated limit (None: it was not calibrated, e.g. never measured)."""
+    return round(limits[name]["high"], 4) if name in limits else None
 
 
-def _dataset(frame: pd.DataFrame, definition: Any) -> Any:
-    from evidently import Dataset
-
-    return Dataset.from_pandas(frame, data_definition=definition)
-
-
-def _drifted(method: str, score: float, threshold: float) -> bool:
-    # evidently's p-value tests flag drift below the threshold, its distances at or above it
-    return score < threshold if "p_value" in method else score >= threshold
-
-
-def drift(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    categorical: list[str],
-    settings: dict[str, Any],
-) -> tuple[Any, dict[str, Any]]:
-    """Evidently's data drift (each feature) and prediction drift; the snapshot and a summary."""
-    from evidently import Report
-    from evidently.metrics import ValueDrift
-    from evidently.presets import DataDriftPreset
-
-    definition = _definition(categorical, labelled=False)
-    columns = [*FEATURES, PREDICTION]
-    report = Report(
-        [
-            DataDriftPreset(columns=list(FEATURES), drift_share=settings["drift_share"]),
-            ValueDrift(column=PREDICTION),
-        ]
-    )
-    with warnings.catch_warnings():  # evidently warns about its own deprecated internals
-        warnings.simplefilter("ignore")
-        snapshot = report.run(
-            _dataset(current[columns], definition), _dataset(reference[columns], definition)
-        )
-    tests: dict[str, dict[str, Any]] = {}
-    for metric in snapshot.dict()["metrics"]:
-        config = metric["config"]
-        if config["type"].endswith(":ValueDrift"):
-            score, threshold = float(metric["value"]), float(config["threshold"])
-            tests[config["column"]] = {
-                "method": config["method"],
-                "score": round(score, 4),
-                "threshold": threshold,
-                "drifted": _drifted(config["method"], score, threshold),
-            }
-    features = {name: tests[name] for name in FEATURES}
-    drifted = sorted(name for name, test in features.items() if test["drifted"])
-    share = len(drifted) / len(features)
-    return snapshot, {
-        "data_drift": {
-            "detected": share >= settings["drift_share"],
-            "share": round(share, 4),
-            "threshold_share": settings["drift_share"],
-            "drifted_features": drifted,
-            "features": features,
-        },
-        "prediction_drift": {"detected": tests[PREDICTION]["drifted"], **tests[PREDICTION]},
+def drift_findings(found: dict[str, float], calibrated: dict[str, Any]) -> dict[str, Any]:
+    """Data drift: which features moved beyond the range the training windows show."""
+    limits, beyond = calibrated["limits"], checks.exceeded(found, calibrated["limits"])
+    features = {}
+    for name in FEATURES:
+        stats = [checks.statistic(name, kind) for kind in (checks.DISTANCE, checks.MODE_SHARE)]
+        features[name] = {
+            "distance": round(found[stats[0]], 4),
+            "distance_limit": _limit(limits, stats[0]),
+            "mode_share": round(found[stats[1]], 4),
+            "mode_share_limit": _limit(limits, stats[1]),
+            "drifted": any(stat in beyond for stat in stats),
+        }
+    drifted = [name for name, test in features.items() if test["drifted"]]
+    return {
+        "detected": bool(beyond),
+        "share": round(len(drifted) / len(features), 4),
+        "drifted_features": drifted,
+        "exceeded": beyond,
+        "features": features,
     }
 
 
-def quality(current: pd.DataFrame, expected: float, settings: dict[str, Any]) -> dict[str, Any]:
-    """Relative error of the rows with actuals against the held-out `expected`, and by day."""
+def quality_findings(
+    current: pd.DataFrame,
+    found: dict[str, float] | None,
+    calibrated: dict[str, Any],
+    test: dict[str, float],
+    skill: float | None,
+    min_rows: int,
+) -> dict[str, Any]:
+    """Quality: the error and bias ratios against their calibrated limits; the relative
+    error, skill and bias beside them as information."""
     labelled = current.dropna(subset=[ACTUAL])
-    if len(labelled) < settings["min_rows"]:
-        note = f"{len(labelled)} rows have actuals, fewer than monitor.min_rows"
+    if found is None:
+        note = f"{len(labelled)} rows have actuals, fewer than monitor.min_rows={min_rows}"
         return {"detected": False, "labelled_rows": len(labelled), "note": note}
-    error = relative_error(labelled)
+    limits = calibrated["limits"]
+    beyond = checks.exceeded(found, limits)
     daily = labelled.groupby(labelled[EVENT_TIME].dt.strftime("%Y-%m-%d")).apply(relative_error)
     errors = labelled[PREDICTION] - labelled[ACTUAL]
     return {
-        "detected": error > expected * settings["max_error_ratio"],
+        "detected": bool(beyond),
+        "exceeded": beyond,
         "labelled_rows": len(labelled),
-        "relative_error": round(error, 4),
-        "expected_relative_error": round(expected, 4),
-        "error_ratio": round(error / expected, 4),
-        "max_error_ratio": settings["max_error_ratio"],
+        "error_ratio": round(found[checks.ERROR_RATIO], 4),
+        "error_ratio_limit": _limit(limits, checks.ERROR_RATIO),
+        "relative_error": round(relative_error(labelled), 4),
+        "expected_relative_error": test["relative_error"],
+        "skill": None if skill is None else round(skill, 4),
+        "test_skill": test["skill"],
         "mae": round(float(errors.abs().mean()), 3),
         "bias": round(float(errors.sum() / labelled[ACTUAL].sum()), 4),
         "daily_relative_error": {day: round(float(v), 4) for day, v in daily.items()},
-    }
+    }  # fmt: skip
 
 
-def quality_report(reference: pd.DataFrame, current: pd.DataFrame, categorical: list[str]) -> Any:
-    """Evidently's regression report (errors, their distribution, worst cases) with actuals."""
-    from evidently import Report
-    from evidently.presets import RegressionPreset
-
+def baseline_skill(train: pd.DataFrame, current: pd.DataFrame, keys: list[str]) -> float | None:
+    """The model's mean absolute error over the naive seasonal baseline's (evaluate.py's) on
+    the labelled rows; None when a baseline key is not a logged feature."""
     labelled = current.dropna(subset=[ACTUAL])
-    definition, columns = _definition(categorical, labelled=True), [*FEATURES, PREDICTION, ACTUAL]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Report([RegressionPreset()]).run(
-            _dataset(labelled[columns], definition), _dataset(reference[columns], definition)
-        )
+    if labelled.empty or not set(keys) <= set(labelled):
+        return None
+    baseline = seasonal_baseline(train, labelled, keys, TARGET)
+    model = (labelled[PREDICTION] - labelled[ACTUAL]).abs().sum()
+    return float(model / np.abs(baseline - labelled[ACTUAL].to_numpy()).sum())
 
 
 def verdict(findings: dict[str, Any], alarm_on: list[str]) -> list[str]:
@@ -165,42 +156,93 @@ def verdict(findings: dict[str, Any], alarm_on: list[str]) -> list[str]:
 
 
 def judge(
-    reference: pd.DataFrame,
+    found: dict[str, dict[str, float]],
     current: pd.DataFrame,
-    expected_error: float,
-    categorical: list[str],
+    calibration: dict[str, Any],
+    skill: float | None,
     settings: dict[str, Any],
-) -> tuple[Any, dict[str, Any], list[str]]:
-    """Drift and quality of `current`: the drift snapshot, the findings, the alarms raised."""
-    snapshot, findings = drift(reference, current, categorical, settings)
-    findings["quality"] = quality(current, expected_error, settings)
-    return snapshot, findings, verdict(findings, list(settings["alarm_on"]))
+) -> tuple[dict[str, Any], list[str]]:
+    """The window's findings against the calibration, and the alarms they raise."""
+    calibrated = calibration["checks"]
+    prediction = checks.statistic(PREDICTION, checks.DISTANCE)
+    limits = calibrated[checks.PREDICTION_DRIFT]["limits"]
+    findings = {
+        checks.DATA_DRIFT: drift_findings(found[checks.DATA_DRIFT], calibrated[checks.DATA_DRIFT]),
+        checks.PREDICTION_DRIFT: {
+            "detected": bool(checks.exceeded(found[checks.PREDICTION_DRIFT], limits)),
+            "method": checks.METHODS[False],
+            "distance": round(found[checks.PREDICTION_DRIFT][prediction], 4),
+            "limit": _limit(limits, prediction),
+        },
+        checks.QUALITY: quality_findings(current, found.get(checks.QUALITY),
+                                         calibrated[checks.QUALITY], calibration["test"], skill,
+                                         settings["min_rows"]),
+    }  # fmt: skip
+    return findings, verdict(findings, list(settings["alarm_on"]))
 
 
-def time_windows(split: pd.DataFrame, days: int) -> list[pd.DataFrame]:
-    """Consecutive whole windows of `days` days of a split (the backtest's unit)."""
-    start, step = split[TIME].min().normalize(), pd.Timedelta(days=days)
-    windows = []
-    while start + step <= split[TIME].max() + pd.Timedelta(hours=1):
-        windows.append(split[(split[TIME] >= start) & (split[TIME] < start + step)])
-        start += step
-    return windows
+def drift_report(
+    reference: pd.DataFrame, current: pd.DataFrame, categorical: list[str], calibrated: Any
+) -> Any:
+    """evidently's data and prediction drift report, its tests set to the calibrated distance
+    limits (the mode shares are in summary.md)."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataDriftPreset
+
+    features = list(FEATURES)
+    limits = calibrated[checks.DATA_DRIFT]["limits"]
+    distance = {name: limits.get(checks.statistic(name, checks.DISTANCE), {}).get("high")
+                for name in features}  # fmt: skip
+    prediction = calibrated[checks.PREDICTION_DRIFT]["limits"]
+    numeric = [name for name in features if name not in categorical] + [PREDICTION]
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
+    report = Report([
+        DataDriftPreset(
+            columns=features, drift_share=1 / len(features),  # one feature is a finding
+            per_column_method={name: checks.METHODS[name in categorical] for name in features},
+            per_column_threshold={name: v for name, v in distance.items() if v is not None},
+        ),
+        ValueDrift(column=PREDICTION, method=checks.METHODS[False],
+                   threshold=prediction[checks.statistic(PREDICTION, checks.DISTANCE)]["high"]),
+    ])  # fmt: skip
+    columns = [*features, PREDICTION]
+    with warnings.catch_warnings():  # evidently warns about its own deprecated internals
+        warnings.simplefilter("ignore")
+        return report.run(
+            Dataset.from_pandas(current[columns], data_definition=definition),
+            Dataset.from_pandas(reference[columns], data_definition=definition),
+        )
 
 
-def as_logged(model: Any, window: pd.DataFrame, target: str) -> pd.DataFrame:
-    """A window of a split as the prediction log would hold it, actuals joined."""
-    frame = labelled_predictions(model, window, target)
-    frame["ts"] = frame[EVENT_TIME] = window[TIME].dt.tz_localize(UTC).to_numpy()
-    return frame
+def quality_report(reference: pd.DataFrame, current: pd.DataFrame, categorical: list[str]) -> Any:
+    """Evidently's regression report (errors, their distribution, worst cases) with actuals."""
+    from evidently import DataDefinition, Dataset, Regression, Report
+    from evidently.presets import RegressionPreset
+
+    labelled = current.dropna(subset=[ACTUAL])
+    numeric = [name for name in FEATURES if name not in categorical] + [PREDICTION, ACTUAL]
+    definition = DataDefinition(
+        numerical_columns=numeric,
+        categorical_columns=categorical,
+        regression=[Regression(target=ACTUAL, prediction=PREDICTION)],
+    )
+    columns = [*FEATURES, PREDICTION, ACTUAL]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Report([RegressionPreset()]).run(
+            Dataset.from_pandas(labelled[columns], data_definition=definition),
+            Dataset.from_pandas(reference[columns], data_definition=definition),
+        )
 
 
 def event_window(
-    logs: Path, days: float, until: datetime | None = None
+    frame: pd.DataFrame, days: float, until: datetime | None = None
 ) -> tuple[datetime, datetime]:
     """[since, until) of event time: `days` days up to `until` (no offset: UTC), by default
     up to and including the log's latest event."""
     if until is None:
-        latest = read_predictions(logs)[EVENT_TIME].max().to_pydatetime()
+        latest = frame[EVENT_TIME].max().to_pydatetime()
         until = latest + timedelta(microseconds=1)
     else:
         until = as_utc(until)
@@ -211,44 +253,62 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
+def _g(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
 def markdown(summary: dict[str, Any]) -> str:
     """The summary as the issue body the scheduled workflow posts."""
     data, pred, qual = summary["data_drift"], summary["prediction_drift"], summary["quality"]
+    cal, alarm_on = summary["calibration"], summary["alarm_on"]
     status = "Healthy"
     if summary["alarm"]:
         status = "**Action needed**: " + ", ".join(summary["alarms"])
+    drifted = data["drifted_features"]
     lines = [
         f"## Production monitoring: {status}",
         "",
         f"Window {summary['window']['from']} to {summary['window']['to']}: "
         f"{summary['rows']} predictions, model version(s) {', '.join(summary['model_versions'])}.",
         "",
-        "| check | result | threshold | alarm on it |",
+        "| check | result | calibrated limit | alarm on it |",
         "|---|---|---|---|",
-        f"| data drift (share of features) | {data['share']:.2f} "
-        f"({', '.join(data['drifted_features']) or 'none'}) | {data['threshold_share']} "
-        f"| {_yes('data_drift' in summary['alarm_on'])} |",
-        f"| prediction drift ({pred['method']}) | {pred['score']:.3f} | {pred['threshold']} "
-        f"| {_yes('prediction_drift' in summary['alarm_on'])} |",
+        f"| data drift: features beyond their range | {len(drifted)} of {len(data['features'])}"
+        f" ({', '.join(drifted) or 'none'}) | per feature, below | "
+        f"{_yes('data_drift' in alarm_on)} |",
+        f"| prediction drift ({pred['method']} distance) | {pred['distance']:.3f} | "
+        f"{_g(pred['limit'])} | {_yes('prediction_drift' in alarm_on)} |",
     ]
     if "error_ratio" in qual:
-        lines.append(
-            f"| relative error vs held-out | {qual['relative_error']:.3f} / "
-            f"{qual['expected_relative_error']:.3f} = {qual['error_ratio']:.2f} "
-            f"| {qual['max_error_ratio']} | {_yes('quality' in summary['alarm_on'])} |"
-        )
-        lines.append(
-            f"| bias: (predicted - actual) / actual | {qual['bias']:+.1%} | | {_yes(False)} |"
-        )
+        on = _yes("quality" in alarm_on)
+        skill = "n/a" if qual["skill"] is None else f"{qual['skill']:.2f}"
+        lines += [
+            f"| error ratio: absolute error / expected | {qual['error_ratio']:.2f} | "
+            f"{_g(qual['error_ratio_limit'])} | {on} |",
+            f"| relative error (test split: {qual['expected_relative_error']:.3f}) | "
+            f"{qual['relative_error']:.3f} | | {_yes(False)} |",
+            f"| skill: error / naive seasonal baseline's (test split: {qual['test_skill']:.2f}) "
+            f"| {skill} | | {_yes(False)} |",
+            f"| bias: (predicted - actual) / actual | {qual['bias']:+.1%} | | {_yes(False)} |",
+        ]
     else:
         lines.append(f"| quality | {qual['note']} | | |")
     lines += [
         "",
-        "Per feature: "
-        + ", ".join(
-            f"{name} {test['score']:.3f}{' (drift)' if test['drifted'] else ''}"
+        "| feature | drift distance | limit | most frequent value's share | limit | |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {name} | {test['distance']:.3f} | {_g(test['distance_limit'])} | "
+            f"{test['mode_share']:.3f} | {_g(test['mode_share_limit'])} | "
+            f"{'drift' if test['drifted'] else ''} |"
             for name, test in data["features"].items()
         ),
+        "",
+        f"Limits from `make calibrate`: {cal['windows']} windows the model did not train on "
+        f"({cal['folds']} refitted folds of the training split, and the test split), set for a "
+        f"false-alarm rate of {cal['false_alarm_rate']:.0%} over {', '.join(alarm_on)}. Judged "
+        f"by limits calibrated without it, each of those windows alarmed at a rate of "
+        f"{cal['left_out_false_alarm_rate'].get('alarm', 0):.0%} (docs/monitoring.md).",
     ]
     if summary["alarm"]:
         lines += [
@@ -288,30 +348,36 @@ def forget_verdict(out: Path) -> None:
 def run(
     logs: Path,
     actuals: Path | None,
-    since: datetime,
-    until: datetime,
+    days: float,
+    until: datetime | None,
     out: Path,
     params_monitor: dict[str, Any],
     params_features: dict[str, Any],
     model_path: Path = MODEL_FILE,
     splits_dir: Path = SPLITS_DIR,
+    calibration_dir: Path = CALIBRATION_DIR,
+    baseline_keys: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Judge the logged window [since, until) and write the reports; returns the summary."""
+    """Judge the last `days` days of event time up to `until` (default: the log's latest
+    event) and write the reports; returns the summary. The log is read once."""
     forget_verdict(out)
-    current = read_predictions(logs, actuals, since, until)
+    logged = read_predictions(logs, actuals, None, as_utc(until) if until else None)
+    since, until = event_window(logged, days, until)
+    current = logged[logged[EVENT_TIME] >= pd.Timestamp(since)].reset_index(drop=True)
     if len(current) < params_monitor["min_rows"]:
         raise LogError(
             f"{logs}: {len(current)} predictions in the window, fewer than "
             f"monitor.min_rows={params_monitor['min_rows']}: too few to judge"
         )
-    model, target = joblib.load(model_path), TARGET
-    train, test = (pd.read_parquet(split_path(name, splits_dir)) for name in ("train", "test"))
-    reference = labelled_predictions(model, train, target)
-    held_out = labelled_predictions(model, test, target)
-    categorical = list(params_features["categorical"])
-    drift_snapshot, findings, alarms = judge(
-        reference, current, relative_error(held_out), categorical, params_monitor
-    )
+    calibration, errors = load_calibration(calibration_dir, model_path, params_monitor)
+    model, train = joblib.load(model_path), pd.read_parquet(split_path("train", splits_dir))
+    categorical = categorical_features(params_features)
+    reference = checks.as_logged(model, train, list(FEATURES), TARGET, TIME)
+    found = checks.measure(reference, current, errors, list(FEATURES), categorical,
+                           params_monitor["min_rows"])  # fmt: skip
+    keys = baseline_keys if baseline_keys is not None else load_params("evaluate")["baseline_keys"]
+    skill = baseline_skill(train, current, list(keys))
+    findings, alarms = judge(found, current, calibration, skill, params_monitor)
     summary = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "window": {  # event times: the hours the predictions are about
@@ -323,8 +389,15 @@ def run(
         "alarm": bool(alarms),
         "alarms": alarms,
         "alarm_on": list(params_monitor["alarm_on"]),
+        "calibration": {
+            "false_alarm_rate": calibration["false_alarm_rate"],
+            "windows": len(calibration["windows"]),
+            "folds": calibration["folds"],
+            "left_out_false_alarm_rate": calibration["left_out_false_alarm_rate"],
+        },
         **findings,
     }
+    drift_snapshot = drift_report(reference, current, categorical, calibration["checks"])
     write_atomic(out / "drift.html", lambda tmp: drift_snapshot.save_html(str(tmp)))
     if "error_ratio" in findings["quality"]:
         snapshot = quality_report(reference, current, categorical)
@@ -359,6 +432,9 @@ def main(
         ),
     ] = None,
     out: Annotated[Path, typer.Option(help="Where the reports go.")] = MONITOR_DIR,
+    calibration: Annotated[
+        Path, typer.Option(help="`make calibrate`'s output: the thresholds for this model.")
+    ] = CALIBRATION_DIR,
     pushgateway: Annotated[
         str, typer.Option(envvar="PUSHGATEWAY_URL", help="Also push the verdict there.")
     ] = "",
@@ -370,16 +446,15 @@ def main(
     settings = load_params("monitor")
     try:
         forget_verdict(out)  # before reading the log, which may fail
-        days = days if days is not None else settings["window_days"]
-        since, until = event_window(logs, days, until)
         summary = run(
             logs,
             actuals if actuals and actuals.exists() else None,
-            since,
+            days if days is not None else settings["window_days"],
             until,
             out,
             settings,
             load_params("features"),
+            calibration_dir=calibration,
         )
     except (LogError, ValueError, FileNotFoundError) as err:
         typer.echo(f"monitor: {err}", err=True)

@@ -8,17 +8,27 @@ and the metrics, pushes the branch and opens a pull request against BASE. Its re
 the retrained model (the challenger) with the base branch and with the model in production
 (the champion, reports/gate.json). Nothing new: no branch, exit 0.
 
-GitHub starts no workflow for a pull request that a job's GITHUB_TOKEN opens. With the
-RETRAIN_TOKEN secret set (a GitHub App installation token or a fine-grained PAT: Contents and
-Pull requests, read and write), the branch is pushed and the pull request opened with it, so
-the pr workflow runs its checks and report as for a person's. Without it, GITHUB_TOKEN opens
-it, the retrain workflow posts the report itself, and the pull request says that its checks
-have not run and how to start them.
+GitHub starts no workflow for a pull request that a job's GITHUB_TOKEN opens. With a token of
+the team's, the branch is pushed and the pull request opened with it, so the pr workflow runs
+its checks and report as for a person's: a GitHub App's installation token, minted for this
+run by the workflow (RETRAIN_APP_TOKEN, from the variable RETRAIN_APP_CLIENT_ID and the secret
+RETRAIN_APP_PRIVATE_KEY: an App token expires within the hour, so it is never stored), else
+the RETRAIN_TOKEN secret (a fine-grained PAT: Contents and Pull requests, read and write).
+Without either, GITHUB_TOKEN pushes and opens it, which GitHub allows only while the
+repository setting "Allow GitHub Actions to create and approve pull requests" is on (it
+governs GITHUB_TOKEN only); the retrain workflow then posts the report itself, and the pull
+request says that its checks have not run and how to start them.
+
+Before it changes anything (no data version pushed, no branch), it checks with that token that
+origin takes the branch (`git push --dry-run`) and that GitHub lets it open pull requests (a
+pull request from the base branch onto itself, which GitHub refuses as invalid once it has let
+the token through), and names the setting, secret or permission at fault.
 """
 
 import os
 import subprocess
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -46,6 +56,16 @@ from gitml.release.registry import checkout_git_environment
 from gitml.serving.predlog import LogError
 
 TOKEN_SECRET = "RETRAIN_TOKEN"
+APP_TOKEN = "RETRAIN_APP_TOKEN"  # minted per run by actions/create-github-app-token
+APP_SETTINGS = "the variable RETRAIN_APP_CLIENT_ID and the secret RETRAIN_APP_PRIVATE_KEY"
+ACTIONS_PR_SETTING = (
+    'Settings > Actions > General > Workflow permissions > "Allow GitHub Actions to create and '
+    'approve pull requests"'
+)
+# GitHub's answer to a job token while that setting is off
+NOT_PERMITTED = "not permitted to create or approve pull requests"
+# what git says when origin answers 401 to the token (invalid, expired or revoked)
+UNAUTHENTICATED = ("could not read Username", "Authentication failed", "Invalid username")
 PR_STAGES = ("evaluate",)  # what the report and the gate read; packaging is the release's
 
 
@@ -71,18 +91,53 @@ def title(env: str, new: pd.DataFrame) -> str:
     return f"Retrain on {len(new)} labelled rows of {env} ({period(new)})"
 
 
-def token_for_pull(environ: Mapping[str, str]) -> tuple[str, bool]:
-    """(the token to push and open the pull request with, whether GitHub starts its workflows)."""
+@dataclass(frozen=True)
+class PullToken:
+    value: str
+    source: str  # how the user set it, for messages
+    starts_checks: bool  # GitHub starts workflows for what it pushes and opens
+
+
+def token_for_pull(environ: Mapping[str, str]) -> PullToken:
+    """The token to push the branch and open the pull request with: the run's App token, else
+    RETRAIN_TOKEN, else the job's GITHUB_TOKEN (whose pull request starts no checks)."""
+    if environ.get(APP_TOKEN):
+        return PullToken(environ[APP_TOKEN], f"the GitHub App's token ({APP_SETTINGS})", True)
     if environ.get(TOKEN_SECRET):
-        return environ[TOKEN_SECRET], True
+        return PullToken(environ[TOKEN_SECRET], f"the {TOKEN_SECRET} secret", True)
     if environ.get("GITHUB_TOKEN"):
-        return environ["GITHUB_TOKEN"], False
+        return PullToken(environ["GITHUB_TOKEN"], "the job's GITHUB_TOKEN", False)
     raise RetrainError(
-        f"no token to open the pull request with: set the {TOKEN_SECRET} secret (a GitHub App "
-        "token or fine-grained PAT: Contents and Pull requests, read and write), or pass the "
-        "job's GITHUB_TOKEN (permissions: contents: write, pull-requests: write); locally, "
-        "`make retrain-pr RETRAIN_PR=false` makes the branch without pushing it"
+        f"no token to open the pull request with: set {APP_SETTINGS} (a GitHub App with "
+        f"Contents and Pull requests, read and write), or the {TOKEN_SECRET} secret (a "
+        "fine-grained PAT with the same), or pass the job's GITHUB_TOKEN (permissions: "
+        "contents: write, pull-requests: write); locally, `make retrain-pr RETRAIN_PR=false` "
+        "makes the branch without pushing it"
     )
+
+
+def refusal_advice(token: PullToken, status: int, message: str) -> str:
+    """What to change when GitHub refuses `token` a pull request (HTTP `status`)."""
+    if not token.starts_checks and NOT_PERMITTED in message:
+        return (f"GitHub refuses pull requests opened with the job's GITHUB_TOKEN while the "
+                f"repository setting {ACTIONS_PR_SETTING} is off: turn it on, or give the "
+                f"workflow a token of its own ({APP_SETTINGS}, or the {TOKEN_SECRET} secret), "
+                "which that setting does not govern")  # fmt: skip
+    if status == 401:
+        return (f"{token.source} was refused as invalid (401): expired or revoked? A GitHub "
+                f"App token expires within the hour, so set {APP_SETTINGS} and the workflow "
+                "mints one per run; a PAT must be renewed before it expires")  # fmt: skip
+    if token.starts_checks:
+        return (f"{token.source} may not open pull requests here: give it Pull requests: read "
+                "and write")  # fmt: skip
+    return ("the job's GITHUB_TOKEN may not open pull requests: the job needs `permissions: "
+            "pull-requests: write`")  # fmt: skip
+
+
+def push_advice(token: PullToken) -> str:
+    if token.starts_checks:
+        return f"{token.source} may not push to origin: give it Contents: read and write"
+    return "the job's GITHUB_TOKEN may not push: the job needs `permissions: contents: write`"
 
 
 def body(env: str, new: pd.DataFrame, held: int, starts_checks: bool, run_url: str) -> str:
@@ -100,7 +155,8 @@ def body(env: str, new: pd.DataFrame, held: int, starts_checks: bool, run_url: s
         lines += [
             "",
             f"> [!WARNING]\n> Opened with the workflow's `GITHUB_TOKEN`, so GitHub started no "
-            "checks for it: close and reopen this pull request to run them, or set the "
+            "checks for it: close and reopen this pull request to run them, or give the retrain "
+            f"workflow a GitHub App (`RETRAIN_APP_CLIENT_ID`, `RETRAIN_APP_PRIVATE_KEY`) or the "
             f"`{TOKEN_SECRET}` secret so that the next one runs them itself.",
         ]
     if run_url:
@@ -120,14 +176,14 @@ def git(*args: str, env: Mapping[str, str]) -> str:  # pragma: no mutate block
 
 def retrain_branch(
     new: pd.DataFrame, held: int, env_name: str, data_dir: Path, push: bool,
-    environ: Mapping[str, str],
+    environ: Mapping[str, str], branch: str = "",
 ) -> tuple[str, str]:  # fmt: skip  # pragma: no mutate block
     """Branch, new data version, reproduced pipeline, commit (and push); (branch, commit)."""
     root = data_dir.parent
     git_env = checkout_git_environment(environ)
     if git("status", "--porcelain", "--untracked-files=no", env=git_env):
         raise RetrainError("the checkout has uncommitted changes: commit or stash them first")
-    branch = branch_name(env_name, datetime.now(UTC))
+    branch = branch or branch_name(env_name, datetime.now(UTC))
     git("switch", "--quiet", "--create", branch, env=git_env)
     try:
         add_version(new, data_dir, push)
@@ -150,13 +206,54 @@ def retrain_branch(
     return branch, git("rev-parse", "HEAD", env=git_env)
 
 
+def with_token(environ: Mapping[str, str], token: PullToken) -> dict[str, str]:
+    """The environment for git and the API, with `token` as the one GitHub sees."""
+    return {**environ, "GITHUB_TOKEN": token.value}
+
+
+def check_access(
+    environ: Mapping[str, str], token: PullToken, branch: str, base: str
+) -> None:  # pragma: no mutate block
+    """Before anything is pushed: will origin take the branch, and GitHub the pull request?"""
+    git_env = checkout_git_environment(with_token(environ, token))
+    pushed = subprocess.run(["git", "push", "--dry-run", "--quiet", "--no-verify", "origin",
+                             f"HEAD:refs/heads/{branch}"], capture_output=True, text=True,
+                            env=git_env, check=False)  # fmt: skip
+    if pushed.returncode != 0:
+        said = pushed.stderr.strip()[-300:]
+        invalid = any(sign in said for sign in UNAUTHENTICATED)
+        advice = refusal_advice(token, 401, "") if invalid else push_advice(token)
+        raise RetrainError(f"{advice} (git push --dry-run: {said}); nothing was pushed")
+    github = PullRequests(with_token(environ, token))
+    try:  # head == base: GitHub lets an allowed token through, then finds it invalid (422)
+        probe = github.call("POST", "/pulls", {"title": "gitml: may this token open pull "
+                            "requests?", "head": base, "base": base, "body": ""})  # fmt: skip
+    except RetrainError as err:
+        status = getattr(err, "status", 0)
+        if status == 422:
+            return
+        if status in (401, 403):
+            raise RetrainError(f"{refusal_advice(token, status, str(err))}; nothing was pushed "
+                               f"(GitHub: {err})") from None  # fmt: skip
+        raise
+    github.call("PATCH", f"/pulls/{probe['number']}", {"state": "closed"})  # never expected
+
+
 def open_pull(
     environ: Mapping[str, str], branch: str, base: str, text: tuple[str, str]
 ) -> int:  # pragma: no mutate block
-    token, _ = token_for_pull(environ)
-    github = PullRequests({**environ, "GITHUB_TOKEN": token})
-    pull = github.call("POST", "/pulls", {"title": text[0], "body": text[1], "head": branch,
-                                          "base": base})  # fmt: skip
+    token = token_for_pull(environ)
+    github = PullRequests(with_token(environ, token))
+    try:
+        pull = github.call("POST", "/pulls", {"title": text[0], "body": text[1],
+                                              "head": branch, "base": base})  # fmt: skip
+    except RetrainError as err:
+        status = getattr(err, "status", 0)
+        if status in (401, 403):
+            raise RetrainError(f"{refusal_advice(token, status, str(err))} (GitHub: {err}); "
+                               f"the branch {branch} is pushed: open its pull request by "
+                               "hand") from None  # fmt: skip
+        raise
     return int(pull["number"])
 
 
@@ -176,31 +273,39 @@ def main(
     pull_request: Annotated[bool, typer.Option(help="Open the pull request (needs push).")] = True,
 ) -> None:  # pragma: no mutate block
     """Make a branch that retrains on production's new labelled rows, and open its pull request."""
-    environ = os.environ
+    environ: Mapping[str, str] = os.environ
     try:
+        token = None
         if pull_request:
             if not push:
                 raise RetrainError("--pull-request needs --push: GitHub must have the branch")
-            _, starts_checks = token_for_pull(environ)  # fail before changing anything
+            token = token_for_pull(environ)  # fail before changing anything
+            environ = with_token(environ, token)  # the branch is pushed with it too
         rows, new = collect(logs, actuals, since, until, data_dir)
         if new.empty:
             typer.echo(f"retrain: nothing new: the dataset holds all {len(rows)} labelled rows")
             return
+        branch = branch_name(env_name, datetime.now(UTC))
+        if token is not None:
+            check_access(environ, token, branch, base)
+            typer.echo(f"retrain: {token.source} may push {branch} and open its pull request")
         branch, commit = retrain_branch(new, len(rows) - len(new), env_name, data_dir, push,
-                                        environ)  # fmt: skip
+                                        environ, branch)  # fmt: skip
         typer.echo(f"retrain: {len(new)} new rows -> branch {branch} ({commit[:12]})")
         values = {"branch": branch, "sha": commit}
-        if pull_request:
+        if token is not None:
             held = len(rows) - len(new)
+            starts_checks = token.starts_checks
             text = title(env_name, new), body(env_name, new, held, starts_checks,
                                               run_url(environ))  # fmt: skip
             number = open_pull(environ, branch, base, text)
             values["pr"] = str(number)
-            typer.echo(f"retrain: opened pull request #{number}")
+            typer.echo(f"retrain: opened pull request #{number} with {token.source}")
             if not starts_checks:
                 typer.echo(
                     f"::warning::pull request #{number} was opened with GITHUB_TOKEN, so GitHub "
-                    f"starts no checks for it: set the {TOKEN_SECRET} secret (README: retraining)"
+                    f"starts no checks for it: set {APP_SETTINGS}, or the {TOKEN_SECRET} "
+                    "secret (docs/github.md)"
                 )
         step_outputs(values)  # the report and comment steps read them
     except (RetrainError, GitHubError, FeedbackError, LogError, DataValidationError) as err:

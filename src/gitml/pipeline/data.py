@@ -72,7 +72,9 @@ def tracked_md5(dvc_file: Path) -> str:
 
 
 def is_example(project: Path = PROJ_ROOT) -> bool:
-    """data.dvc still tracks the example data (the tests that only hold for it run)."""
+    """data.dvc still tracks the example data as pinned, nothing added: only then is the
+    local remote seeded from the wheel (the example's tests key on its raw file instead:
+    tests/example_data.py)."""
     return tracked_md5(project / "data.dvc") == EXAMPLE_MD5
 
 

@@ -1,7 +1,8 @@
 """train stage: fit a seeded scikit-learn Pipeline whose model family comes from params.yaml.
 
-Families run on CPU everywhere. `xgboost` (the `gpu` extra) trains on CUDA when
-`train.device` is `cuda`, or `auto` and a GPU is present.
+Families run on CPU everywhere. `xgboost` trains on CUDA when `train.device` is `cuda`, or
+`auto` and a GPU is present, and the installed XGBoost can use it: the `gpu` extra's wheel can,
+the dev group's `xgboost-cpu` cannot. The training record says the device it trained on.
 """
 
 import json
@@ -27,7 +28,7 @@ from gitml.pipeline.features import build_preprocessor, split_xy
 DEVICES = ("cpu", "cuda", "auto")
 
 
-def gpu_name() -> str | None:
+def gpu_name() -> str | None:  # pragma: no mutate block (asks the machine: nvidia-smi)
     """The first NVIDIA GPU's name, or None when there is none (or no driver)."""
     if shutil.which("nvidia-smi") is None:
         return None
@@ -39,17 +40,34 @@ def gpu_name() -> str | None:
     return names[0] if result.returncode == 0 and names else None
 
 
-def resolve_device(family: str, requested: str, gpu: str | None) -> str:
-    """Pick "cpu" or "cuda"; only XGBoost uses a GPU, and `cuda` without one is an error."""
+def xgboost_has_cuda() -> bool:  # pragma: no mutate block (asks the installed package)
+    """Whether the installed XGBoost was built with CUDA (`xgboost-cpu` was not)."""
+    try:
+        import xgboost
+    except ImportError:  # pragma: no cover, depends on the installed extra
+        return False
+    return bool(xgboost.build_info().get("USE_CUDA"))
+
+
+def resolve_device(family: str, requested: str, gpu: str | None, cuda_build: bool) -> str:
+    """Pick "cpu" or "cuda": only XGBoost uses a GPU, and only a build with CUDA (`cuda_build`)
+    on a machine with one (`gpu`: its name); `cuda` that cannot be had is an error."""
     if requested not in DEVICES:
         raise ValueError(f"train.device must be one of {DEVICES}, got {requested!r}")
     if family != "xgboost" or requested == "cpu":
         return "cpu"
     if gpu is None:
-        if requested == "cuda":
-            raise ValueError("train.device is 'cuda' but no NVIDIA GPU is visible (nvidia-smi)")
-        return "cpu"
-    return "cuda"
+        missing = "no NVIDIA GPU is visible (nvidia-smi)"
+    elif not cuda_build:
+        missing = (
+            f"this XGBoost was built without CUDA, so it would train on the CPU beside the {gpu}: "
+            "install the gpu extra's (uv sync --extra gpu --no-dev)"
+        )
+    else:
+        return "cuda"
+    if requested == "cuda":
+        raise ValueError(f"train.device is 'cuda' but {missing}")
+    return "cpu"
 
 
 def build_regressor(family: str, hyperparams: dict[str, Any], seed: int, device: str) -> Any:
@@ -95,14 +113,15 @@ def check_loss(family: str, hyperparams: dict[str, Any], target: pd.Series) -> N
 
 def fit(
     frame: pd.DataFrame, features: dict[str, Any], train: dict[str, Any]
-) -> tuple[Pipeline, dict[str, Any]]:
+) -> tuple[Pipeline, dict[str, Any]]:  # pragma: no mutate block (trains: tests/pipeline, e2e)
     """Fit the pipeline on a training split.
 
     Returns:
         The fitted pipeline and a record of how it was trained (device, seconds, rows).
     """
     gpu = gpu_name()
-    device = resolve_device(train["model"], train.get("device", "cpu"), gpu)
+    cuda_build = train["model"] == "xgboost" and gpu is not None and xgboost_has_cuda()
+    device = resolve_device(train["model"], train.get("device", "cpu"), gpu, cuda_build)
     pipeline = build_pipeline(features, train, device)
     inputs, target = split_xy(frame, features)
     check_loss(train["model"], train.get("hyperparams", {}).get(train["model"], {}), target)

@@ -2,9 +2,10 @@
 
 Bad data stops the pipeline with a message naming the columns and rows at fault, and writes
 nothing. What is checked, and how the raw file becomes the clean table, is the dataset's
-(dataset.py): every raw column (FEATURES and OTHER_COLUMNS) with its kind and bounds, the
-CHECKS across columns, and `clean`. This stage adds what holds for any data: the key is unique,
-and the table is sorted by time.
+(dataset.py): every raw column (FEATURES, or RAW_FEATURES where the raw file differs, and
+OTHER_COLUMNS) with its kind and bounds, the CHECKS across columns, and `clean`, whose features
+must then meet FEATURES, the API's contract. This stage adds what holds for any data: the key is
+unique, and the table is sorted by time.
 
 Labelled production rows (`make feedback`) join the raw data as parquet files in
 data/feedback/: the features, the time and the target, checked with the same column specs.
@@ -19,14 +20,33 @@ import pandera.pandas as pa
 import typer
 
 from gitml import dataset
-from gitml.columns import BadRows
+from gitml.columns import BadRows, Column
 from gitml.config import CLEAN_DATA, DATA_DIR, load_params
 from gitml.files import write_table
-from gitml.schema import input_schema
+from gitml.schema import INPUT_SCHEMA, input_schema
 
 RAW_DATA = DATA_DIR / dataset.RAW_FILE
-RAW_COLUMNS = {**dataset.FEATURES, **dataset.OTHER_COLUMNS}
+
+
+def raw_columns(
+    features: dict[str, Column], raw_features: dict[str, Column | None], others: dict[str, Column]
+) -> dict[str, Column]:
+    """The raw file's columns in the spec's order: each feature as the raw file holds it
+    (`raw_features` where it differs from the API's form; None: not in the file, `clean`
+    derives it), then the other columns."""
+    unknown = sorted(set(raw_features) - set(features))
+    if unknown:
+        raise ValueError(f"dataset.RAW_FEATURES names {unknown}, which are not in FEATURES")
+    raw = {name: raw_features.get(name, spec) for name, spec in features.items()}
+    return {**{name: spec for name, spec in raw.items() if spec is not None}, **others}
+
+
+# RAW_FEATURES is optional: a spec written before it, or without it, holds the API's forms
+RAW_COLUMNS = raw_columns(
+    dataset.FEATURES, getattr(dataset, "RAW_FEATURES", {}), dataset.OTHER_COLUMNS
+)
 RAW_SCHEMA = input_schema(RAW_COLUMNS, dataset.CHECKS)
+CLEAN_FEATURES_SCHEMA = INPUT_SCHEMA  # what `clean` makes of the features: the API's contract
 FEEDBACK_DIR = DATA_DIR / "feedback"
 # a labelled production row: what the log holds (features), and the target its actual gives
 FEEDBACK_SCHEMA = input_schema({**dataset.FEATURES, dataset.TARGET: RAW_COLUMNS[dataset.TARGET]})
@@ -85,10 +105,26 @@ def validate_raw(raw: pd.DataFrame, schema: pa.DataFrameSchema = RAW_SCHEMA) -> 
     return raw
 
 
+def check_clean_features(table: pd.DataFrame) -> pd.DataFrame:
+    """The clean table's features against the API's contract (FEATURES): what `clean` made of
+    the raw columns (RAW_FEATURES converted, say) must be what the model will be sent."""
+    missing = [name for name in dataset.FEATURES if name not in table]
+    if missing:
+        raise DataValidationError(f"dataset.clean() returned no feature column(s) {missing}")
+    try:  # a category column may be pandas' Categorical: pandera reads its values
+        CLEAN_FEATURES_SCHEMA.validate(table[list(dataset.FEATURES)], lazy=True)
+    except pa.errors.SchemaErrors as err:
+        raise DataValidationError(
+            "dataset.clean() made features that break the input contract (dataset.FEATURES):\n"
+            + describe_failures(err.failure_cases)
+        ) from None
+    return table
+
+
 def clean(raw: pd.DataFrame, data_params: dict[str, Any]) -> pd.DataFrame:
     """The dataset's clean table, its key unique, sorted by time, with a fresh index."""
     try:
-        table = dataset.clean(raw, data_params)
+        table = check_clean_features(dataset.clean(raw, data_params))
     except BadRows as err:
         raise DataValidationError(f"{err} at {csv_lines(err.rows)}") from None
     key = list(dataset.KEY)

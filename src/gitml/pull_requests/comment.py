@@ -6,6 +6,12 @@ standard library, verifies the claimed PR number against the run's head commit t
 GitHub API, and lets CML publish images to its asset host only for same-repository pull
 requests and only while the repository variable CML_PUBLISH is not "false".
 
+With `--publish`, CML uploads every local file a link, image or link definition of the report
+points to, resolved from the report's folder, to its public asset host; the report's content
+comes from the pull request's code. So before CML sees it, every link that is not a web URL or
+an anchor, and does not name a file inside the report folder (by a plain relative path, no
+`..`, no symlink out), is replaced by `#link-removed`, and the log says which.
+
 CML looks for the comment to update among the first page (30) of the PR's comments only; on a
 longer discussion it would add a second report at each push. So before CML runs, every report
 comment it would not update is deleted: all but the last, and the last too when it lies beyond
@@ -39,6 +45,16 @@ PAGE = 100
 CML_PAGE = 30  # what CML's listComments returns: GitHub's default page size
 
 
+# Where remark (CML's markdown parser) finds a destination: after `](` (links, images) or `]:`
+# (definitions), after blanks and at most one line break (in a quote or list, after its `>`
+# markers and indent), possibly in <angle brackets>. Matched generously: anything CML could
+# read as a destination is judged.
+DESTINATION = re.compile(r"(\]\(|\]:)([ \t]*(?:\r?\n[ \t>]*)?)(<[^>\n]*>|[^\s)]*)")
+WEB = re.compile(r"(https?://|mailto:)[^\s<>()\\]*", re.IGNORECASE)
+PLAIN_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*")
+REMOVED = "#link-removed"
+
+
 class CommentError(RuntimeError):
     """The report cannot be posted; the message says why."""
 
@@ -52,6 +68,33 @@ def verify_pr(claimed: str, pr: dict[str, Any], head_sha: str, head_repo: str) -
     if (pr.get("head", {}).get("repo") or {}).get("full_name") != head_repo:
         raise CommentError(f"PR #{claimed.strip()} does not come from {head_repo}")
     return int(claimed)
+
+
+def inside(folder: Path, target: str) -> bool:
+    """`target` is a plain relative path to a regular file inside `folder`, symlinks resolved."""
+    if not PLAIN_PATH.fullmatch(target) or ".." in target.split("/"):
+        return False
+    root = folder.resolve()
+    path = (root / target).resolve()
+    return path.is_relative_to(root) and path.is_file()
+
+
+def confine_links(markdown: str, folder: Path) -> tuple[str, list[str]]:
+    """The report with every destination CML could upload from outside `folder` replaced;
+    and the destinations removed."""
+    removed: list[str] = []
+
+    def judge(match: re.Match[str]) -> str:
+        target = match[3]
+        bare = target[1:-1].strip() if target.startswith("<") else target
+        if not bare or (bare.startswith("#") and "/" not in bare) or WEB.fullmatch(bare):
+            return match[0]
+        if inside(folder, bare):
+            return match[0]
+        removed.append(bare)
+        return f"{match[1]}{match[2]}{REMOVED}"
+
+    return DESTINATION.sub(judge, markdown), removed
 
 
 def cml_command(report: Path, pr_number: int, publish: bool, repo_url: str) -> list[str]:
@@ -122,12 +165,11 @@ def main() -> None:
         publish = same_repo and env.get("CML_PUBLISH", "true") != "false"
         # Written beside report.md, so its relative figure links resolve for CML.
         comment = report_dir / "comment.md"
+        report, removed = confine_links((report_dir / "report.md").read_text(), report_dir)
+        for target in removed:
+            print(f"comment: removed a link to {target[:200]!r}: not a file in the report folder")
         comment.write_text(
-            with_run_status(
-                (report_dir / "report.md").read_text(),
-                env.get("RUN_CONCLUSION", "success"),
-                env.get("RUN_URL", ""),
-            )
+            with_run_status(report, env.get("RUN_CONCLUSION", "success"), env.get("RUN_URL", ""))
         )
         server = env.get("GITHUB_SERVER_URL") or "https://github.com"
         repo_url = f"{server}/{env['GITHUB_REPOSITORY']}"

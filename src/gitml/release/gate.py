@@ -7,11 +7,19 @@ difference, candidate minus champion. The candidate is refused when even the int
 bound is worse than `gate.tolerance` (a share of the champion's MAE): worse beyond noise and
 beyond what params allow. `--override "why"` lets it through, and the reason is written into
 reports/gate.json, which the release commits beside the version.
+
+Production's model is the version of GTO's latest production tag. No such tag (a first release,
+or the last production event took the model out) passes: there is nothing to beat, and the
+model quality tests hold the candidate to the baseline. Not being able to tell is another
+matter: a checkout without the full history and tags, a tag the gate cannot order, or a git,
+GTO or DVC command that fails refuses the candidate (the advisory run records it as not passed).
 """
 
 import json
+import re
 import subprocess
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -33,10 +41,41 @@ GATE_FILE = REPORTS_DIR / "gate.json"
 MODEL_IN_GIT = MODEL_FILE.relative_to(PROJ_ROOT).as_posix()
 CHAMPION_FILE = PROJ_ROOT / "build" / "champion" / MODEL_FILE.name  # fetched, never committed
 OVERRIDE_TRAILER = "Gate-Override"  # in a commit message: release this commit's model anyway
+PRODUCTION = "production"  # the GTO stage whose model the candidate must beat
+# GTO's stage tags: NAME#STAGE#N assigns, NAME#STAGE!#N takes out (N counts NAME's events)
+STAGE_TAG = re.compile(r"(?P<name>[^#@]+)#(?P<stage>[^#!]+)(?P<out>!?)(?:#(?P<count>\d+))?")
 
 
 class GateError(RuntimeError):
     """Production's model cannot be found or fetched; the message names the tag or command."""
+
+
+def production_tag(name: str, tags: Iterable[str], shallow: bool) -> str | None:
+    """NAME's tag of its latest production event among the repository's tags: None when NAME
+    was never in production, or that event took it out (`NAME#production!#N`). GTO counts each
+    artifact's events (`NAME#production#N`); a shallow checkout may lack tags, and a tag
+    without its count cannot be ordered: both are errors, never "nothing in production"."""
+    if shallow:
+        raise GateError(
+            f"the checkout is shallow, so its tags may be incomplete and whether {name} is in "
+            "production cannot be told: fetch the whole history (actions/checkout with "
+            "fetch-depth: 0)"
+        )
+    events: dict[int, tuple[str, bool]] = {}
+    for tag in tags:
+        event = STAGE_TAG.fullmatch(tag)
+        if event is None or event["name"] != name or event["stage"] != PRODUCTION:
+            continue
+        if event["count"] is None:
+            raise GateError(
+                f"{tag}: a stage tag without its count cannot be ordered: assign stages with "
+                f"GTO's counted tags ({name}#{PRODUCTION}#N, `make promote`), not --simple"
+            )
+        events[int(event["count"])] = (tag, bool(event["out"]))
+    if not events:
+        return None
+    tag, out = events[max(events)]
+    return None if out else tag
 
 
 # git, GTO and DVC plumbing: tests/release/test_gate.py runs it against a real repository
@@ -49,13 +88,12 @@ def git(*args: str) -> str:  # pragma: no mutate block
 
 
 def production_model(name: str, dest: Path) -> tuple[Path, str] | None:  # pragma: no mutate block
-    """Fetch the model of the version GTO has in production (its latest `NAME#production#N`
-    tag) from DVC at that version's commit: (the file, `NAME@version`); None when nothing is
-    in production yet."""
-    tags = git("tag", "--list", f"{name}#production#*").split()
-    if not tags:
+    """Fetch the model of the version GTO has in production (production_tag) from DVC at that
+    version's commit: (the file, `NAME@version`); None when nothing is in production."""
+    shallow = git("rev-parse", "--is-shallow-repository") == "true"
+    latest = production_tag(name, git("tag", "--list").split(), shallow)
+    if latest is None:
         return None
-    latest = max(tags, key=lambda tag: int(tag.rsplit("#", 1)[1]))
     check = subprocess.run(["gto", "check-ref", latest, "--json"], capture_output=True,
                            text=True, check=False)  # fmt: skip
     try:
@@ -173,6 +211,10 @@ def main(
 ) -> None:
     """Compare the candidate with production's model; exit 1 if it is refused."""
     checked_at = datetime.now(UTC).isoformat(timespec="seconds")
+    if champion is None and not name:
+        typer.echo("gate: give the model to beat (--champion) or the GTO artifact whose "
+                   "production model it is (--name)", err=True)  # fmt: skip
+        raise typer.Exit(2)
     champion_version = str(champion or "")
     if champion is None and name:
         try:

@@ -1,12 +1,12 @@
-"""Build and run the serving image from the real Dockerfile, with or without a Docker daemon.
+"""Build and push the serving image from the real Dockerfile, with or without a Docker daemon.
 
-Where Docker works (GitHub's runners, most laptops) it builds and runs the image. Machines
-without Docker or a registry (this project's own CI among them) build the same Dockerfile with
-buildah, on a Debian 12 + Python 3.11 base made once with debootstrap and cached as an OCI
-archive. Either way a container runs the image's own entrypoint, user, working directory and
-environment, on the host network.
+Where Docker works (GitHub's runners, most laptops) it builds and pushes the image. Machines
+without Docker or a registry to pull bases from (this project's own CI among them) build the same
+Dockerfile with buildah, on a Debian 12 + Python 3.11 base made once with debootstrap and cached
+as an OCI archive. The image runs as a pod would run it, locked down: gitml.release.cluster.
 """
 
+import fcntl
 import json
 import os
 import shutil
@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -23,6 +23,7 @@ from gitml.config import PROJ_ROOT
 LOCAL_BASE = "localhost/gitml-base:bookworm"
 IMAGE = "localhost/gitml-serving:latest"
 CONTEXT_DIR = PROJ_ROOT / "build" / "image"
+DOCKERFILE = PROJ_ROOT / "Dockerfile"
 CACHE_DIR = Path(os.environ.get("GITML_CACHE", Path.home() / ".cache" / "gitml"))
 BASE_ARCHIVE = CACHE_DIR / "gitml-base-bookworm.oci.tar"
 BASE_PACKAGES = "python3,python3-venv,ca-certificates"
@@ -82,7 +83,15 @@ def debian_mirror() -> str:
 
 
 def ensure_base(driver: str) -> str:
-    """The local base image: in storage, else from the cached archive, else debootstrapped."""
+    """The local base image: in storage, else from the cached archive, else debootstrapped
+    (one build at a time makes it: others wait, then find it)."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_DIR / ".base.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_base(driver)
+
+
+def _ensure_base(driver: str) -> str:
     exists = subprocess.run(["buildah", "--storage-driver", driver, "inspect", "--type", "image",
                              LOCAL_BASE], capture_output=True, check=False)  # fmt: skip
     if exists.returncode == 0:
@@ -110,14 +119,15 @@ def ensure_base(driver: str) -> str:
     return LOCAL_BASE
 
 
-def build(context: Path, tag: str, model_version: str, git_commit: str) -> str:
-    """`docker build` of the top-level Dockerfile, or `buildah bud` on the local base."""
+def build(
+    context: Path, tag: str, build_args: dict[str, str], dockerfile: Path = DOCKERFILE
+) -> str:
+    """`docker build` of the Dockerfile, or `buildah bud` on the local base."""
     for needed in ("requirements.txt", "wheels", "dist", "model"):
         if not (context / needed).exists():
             raise ImageError(f"{context / needed} is missing: run `make image-context` first")
-    args = ["--build-arg", f"MODEL_VERSION={model_version}",
-            "--build-arg", f"GIT_COMMIT={git_commit}",
-            "-f", str(PROJ_ROOT / "Dockerfile"), "-t", tag, str(context)]  # fmt: skip
+    args = [a for key, value in build_args.items() for a in ("--build-arg", f"{key}={value}")]
+    args += ["-f", str(dockerfile), "-t", tag, str(context)]
     if docker_available():  # the default BASE_IMAGE comes from the registry
         subprocess.run(["docker", "build", *args], check=True)
         return tag
@@ -138,57 +148,24 @@ def image_config(tag: str, driver: str | None = None) -> dict[str, object]:
     return dict(inspected["Docker"]["config"])
 
 
-def start(
-    tag: str,
-    env: dict[str, str],
-    name: str,
-    command: list[str] | None = None,
-    volumes: dict[Path, str] | None = None,
-) -> subprocess.Popen[str]:
-    """Run the image's own entrypoint (or `command`) in a new container on the host network,
-    with host directories mounted as `volumes` ({host path: container path}).
-
-    `buildah run` applies the image's user, working directory and environment but not its
-    entrypoint, so the entrypoint is read from the image and run as the command.
-    """
-    env_args = [arg for key, value in env.items() for arg in ("--env", f"{key}={value}")]
-    env_args += [a for host, ctr in (volumes or {}).items() for a in ("--volume", f"{host}:{ctr}")]
+def push(tag: str, destination: str) -> str:
+    """Push the built image `tag` to `destination` (REGISTRY/NAME:TAG); its manifest digest,
+    as the registry names it. A registry on loopback is spoken to over plain HTTP (Docker's rule
+    for 127.0.0.0/8); any other over TLS."""
+    insecure = destination.startswith(("127.", "localhost:", "localhost/"))
     if docker_available():
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
-        override = ["--entrypoint", command[0]] if command else []
-        return subprocess.Popen(
-            ["docker", "run", "--rm", "--name", name, "--network", "host", *env_args, *override,
-             tag, *(command[1:] if command else [])],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        )  # fmt: skip
-    driver = storage_driver()
-    if command is None:
-        config = image_config(tag, driver)
-        command = [*(config.get("Entrypoint") or []), *(config.get("Cmd") or [])]  # type: ignore[misc]
-    subprocess.run(["buildah", "--storage-driver", driver, "rm", name], capture_output=True,
-                   check=False)  # fmt: skip
-    container = buildah(driver, "from", "-q", "--pull=never", "--name", name, tag)
-    return subprocess.Popen(
-        ["buildah", "--storage-driver", driver, "run", "--isolation", "chroot", *env_args,
-         container, "--", *command],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
-
-
-def stop(process: subprocess.Popen[str], name: str) -> None:
-    """Stop a container started by `start` and remove it."""
-    if docker_available():
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
-    if process.poll() is None:
-        os.killpg(process.pid, 15)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait(timeout=10)
-    if not docker_available():
-        subprocess.run(["buildah", "--storage-driver", storage_driver(), "rm", name],
-                       capture_output=True, check=False)  # fmt: skip
+        subprocess.run(["docker", "tag", tag, destination], check=True, capture_output=True)
+        subprocess.run(["docker", "push", "--quiet", destination], check=True, capture_output=True)
+        digests = subprocess.run(["docker", "image", "inspect", "--format",
+                                  "{{json .RepoDigests}}", destination], capture_output=True,
+                                 text=True, check=True).stdout  # fmt: skip
+        name = destination.rsplit(":", 1)[0]
+        return next(d.split("@")[1] for d in json.loads(digests) if d.startswith(f"{name}@"))
+    with tempfile.TemporaryDirectory(prefix="gitml-push-") as scratch:
+        digest_file = Path(scratch) / "digest"
+        buildah(storage_driver(), "push", "--quiet", f"--tls-verify={str(not insecure).lower()}",
+                "--digestfile", str(digest_file), tag, f"docker://{destination}")  # fmt: skip
+        return digest_file.read_text().strip()
 
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -200,8 +177,13 @@ def build_command(
     tag: Annotated[str, typer.Option(help="Image name.")] = IMAGE,
     model_version: Annotated[str, typer.Option(envvar="MODEL_VERSION")] = "unversioned",
     git_commit: Annotated[str, typer.Option(envvar="GIT_COMMIT")] = "unknown",
+    build_arg: Annotated[
+        Optional[list[str]],  # noqa: UP045 (typer 0.9 cannot read `X | None`)
+        typer.Option(help="KEY=VALUE, repeated: more build arguments (they win)."),
+    ] = None,
+    file: Annotated[Path, typer.Option(help="The Dockerfile.")] = DOCKERFILE,
 ) -> None:
-    """Build the serving image from the top-level Dockerfile with buildah."""
+    """Build the serving image from the Dockerfile (docker, or buildah without a daemon)."""
     for tool in () if docker_available() else ("buildah", "debootstrap"):
         if shutil.which(tool) is None:
             typer.echo(
@@ -210,11 +192,33 @@ def build_command(
             raise typer.Exit(1)
     started = time.perf_counter()
     try:
-        build(context, tag, model_version, git_commit)
+        more = dict(arg.split("=", 1) for arg in build_arg or [])
+        build(context, tag, {"MODEL_VERSION": model_version, "GIT_COMMIT": git_commit, **more},
+              file)  # fmt: skip
     except (ImageError, subprocess.CalledProcessError) as err:
         typer.echo(f"image: {err}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"image: built {tag} in {time.perf_counter() - started:.0f} s")
+
+
+@app.command("push")
+def push_command(
+    destination: Annotated[str, typer.Option(help="REGISTRY/NAME:TAG to push to.")],
+    tag: Annotated[str, typer.Option(help="The built image.")] = IMAGE,
+    digest_file: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Write the pushed manifest's digest here too."),
+    ] = None,
+) -> None:
+    """Push the built image; print its digest (what a deploy pins)."""
+    try:
+        digest = push(tag, destination)
+    except (ImageError, subprocess.CalledProcessError) as err:
+        typer.echo(f"image: {err}", err=True)
+        raise typer.Exit(1) from None
+    if digest_file is not None:
+        digest_file.write_text(digest)
+    typer.echo(digest)
 
 
 @app.command("entrypoint")

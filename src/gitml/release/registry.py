@@ -93,6 +93,38 @@ def record(gto_args: list[str], name: str, push: bool, env: Mapping[str, str]) -
     raise RegistryError(f"{new[0]} was taken {ATTEMPTS} times by concurrent runs; run it again")
 
 
+def version_at_head(name: str, env: Mapping[str, str]) -> str:
+    """The version tag HEAD already has (GTO registers one version per commit), or ""."""
+    found = run(["git", "tag", "--points-at", "HEAD", "--list", f"{name}@v*",
+                 "--sort=-version:refname"], env).stdout.split()  # fmt: skip
+    return found[0] if found else ""
+
+
+def register(
+    name: str, version: str, message: str, push: bool, env: Mapping[str, str]
+) -> tuple[str, bool]:
+    """Register HEAD as the next (or the given) version of `name`; or, when HEAD already has a
+    version (origin's included, with `push`), reuse it: a re-run of a release that failed
+    after registering (GTO 1.8 raises VersionExistsForCommit) then carries on with the same
+    version, and a second registration of one commit never happens. (tag, whether reused)"""
+    git_env = checkout_git_environment(env)
+    if push:
+        fetch_tags(name, git_env)
+    existing = version_at_head(name, git_env)
+    if existing and version and existing != f"{name}@{version}":
+        raise RegistryError(f"HEAD is already {existing}: GTO registers one version per "
+                            f"commit, so it cannot also be {version}")  # fmt: skip
+    if existing:
+        if push:  # made here by an earlier attempt that did not push it: push it now
+            pushed = run(["git", "push", "--no-verify", "origin", f"refs/tags/{existing}"],
+                         git_env)  # fmt: skip
+            if pushed.returncode != 0:
+                raise RegistryError(f"git push of {existing} failed: {pushed.stderr.strip()}")
+        return existing, True
+    args = ["register", name, *(["--version", version] if version else [])]
+    return record([*args, *(["--message", message] if message else [])], name, push, env), False
+
+
 def image_name(env: Mapping[str, str]) -> str:
     """The registry image of this repository: GHCR, lowercase (GitHub keeps the owner's case,
     image references must not have capitals)."""
@@ -151,9 +183,18 @@ def register_command(
         typer.Option(envvar="REGISTER_MESSAGE", help="Annotate the tag (a gate override)."),
     ] = "",
 ) -> None:
-    """Register HEAD as a version of NAME (a tag NAME@vX.Y.Z)."""
-    args = ["register", name, *(["--version", version] if version else [])]
-    recorded([*args, *(["--message", message] if message else [])], name, push)
+    """Register HEAD as a version of NAME (a tag NAME@vX.Y.Z); reuse the one HEAD has."""
+    try:
+        tag, reused = register(name, version, message, push, os.environ)
+    except RegistryError as err:
+        typer.echo(f"registry: {err}", err=True)
+        raise typer.Exit(1) from None
+    if reused:
+        typer.echo(f"registry: HEAD is already {tag} (an earlier attempt of this release "
+                   "registered it): reused")  # fmt: skip
+    else:
+        typer.echo(f"registry: {tag}" + (" (pushed to origin)" if push else ""))
+    step_outputs({"version": tag.split("@", 1)[1]})
 
 
 @app.command("assign")
@@ -186,9 +227,15 @@ def release_info(
 @app.command("from-tag")
 def from_tag(
     tag: Annotated[str, typer.Option(help="A GTO stage tag.")],
+    name: Annotated[str, typer.Option(help="This repository's model: another's tag is refused.")],
     image: Annotated[str, typer.Option(help="Registry image; default: this repository's.")] = "",
 ) -> None:
     """Print stage, version, its commit, image and digest as GitHub step outputs."""
+    # release.yml starts on any stage tag (`*#production#*`), whatever the model's name
+    if tag.split("#")[0] != name:
+        typer.echo(f"registry: {tag!r} is not a stage tag of the model {name!r} "
+                   "(dvc.yaml artifacts)", err=True)  # fmt: skip
+        raise typer.Exit(1)
     check = subprocess.run(["gto", "check-ref", tag, "--json"], capture_output=True, text=True,
                            check=False)  # fmt: skip
     try:

@@ -39,6 +39,7 @@ from gitml.files import write_json
 from gitml.schema import EXAMPLE_ROW, FEATURES, as_model_input
 from gitml.serving.batching import Batcher
 from gitml.serving.compiled import Columns, Predictor, compile_verified
+from gitml.serving.golden import GOLDEN_FILE, golden_cases, golden_rows
 from gitml.serving.jsonlog import say
 
 SAMPLE_ROWS = 50
@@ -46,8 +47,6 @@ SAMPLE_ROWS = 50
 # (~0.2 ms for one row, ~1 ms for 8 on a quiet core); larger ones go to a thread, so that one
 # request of many rows never holds up the others' input and output.
 INLINE_ROWS = 8
-GOLDEN_ROWS = 20
-GOLDEN_FILE = "golden.json"  # beside the model: requests and the predictions they must get
 UNPARSED = "There was an error parsing the body"  # FastAPI's 400 for a body JSON cannot read
 RequestModels = dict[str, type[BaseModel]]
 # Called after each successful predict with (the request, rows as sent (event time included),
@@ -65,12 +64,6 @@ def save_model(model: Any, sample: pd.DataFrame, path: Path) -> None:
             produced.replace(path.parent / produced.name)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def golden_cases(model: Any, rows: pd.DataFrame) -> dict[str, Any]:
-    """Requests with the predictions the packaged model gives them: what smoke checks replay."""
-    records = json.loads(rows.to_json(orient="records"))  # JSON as a client sends it (NaN->null)
-    return {"rows": records, "predictions": [float(x) for x in model.predict(rows)]}
 
 
 def load_model(path: Path) -> Any:
@@ -315,7 +308,7 @@ def main(
     sample = as_model_input(pd.read_parquet(split_path("train", splits_dir)).head(SAMPLE_ROWS))
     model = joblib.load(model_path)
     save_model(model, sample, out)
-    golden = as_model_input(pd.read_parquet(split_path("test", splits_dir)).head(GOLDEN_ROWS))
+    golden = golden_rows(pd.read_parquet(split_path("test", splits_dir)))
     write_json(out.parent / GOLDEN_FILE, golden_cases(model, golden))
     typer.echo(f"package: {out} (+ .mlem, {GOLDEN_FILE}), model hash {model_hash(out)}")
 
