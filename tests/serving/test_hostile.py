@@ -9,6 +9,7 @@ floods) and check that the server's memory stays bounded and /healthz keeps answ
 import contextlib
 import json
 import re
+import signal
 import socket
 import threading
 import time
@@ -50,9 +51,14 @@ def hostile(
         "limit_concurrency": str(IN_FLIGHT),
         "max_connections": str(MAX_CONNECTIONS),
     }
-    with running_server(packaged_model, trained_model, directory, **settings) as (served, _):
+    with running_server(packaged_model, trained_model, directory, **settings) as (served, process):
         address = served.url.removeprefix("http://").split(":")
         yield Hostile(served, address[0], int(address[1]))
+    # after everything above, its shutdown included: it stopped at the SIGTERM (which uvicorn
+    # raises again once it has shut down), and every line it wrote is still JSON
+    assert process.returncode in (0, -signal.SIGTERM), served.output.read_text()[-3000:]
+    assert "Traceback" not in served.output.read_text()
+    output_lines(served)
 
 
 @dataclass
