@@ -40,16 +40,16 @@ class Hostile:
     port: int
 
 
-@pytest.fixture(scope="module")
-def hostile(
-    packaged_model: Path, trained_model: Any, tmp_path_factory: pytest.TempPathFactory
+@contextlib.contextmanager
+def hostile_server(
+    packaged_model: Path, trained_model: Any, directory: Path, workers: int
 ) -> Iterator[Hostile]:
-    directory = tmp_path_factory.mktemp("hostile")
     settings = {
         "read_timeout_s": str(READ_TIMEOUT),
         "keep_alive_timeout_s": "2",
         "limit_concurrency": str(IN_FLIGHT),
         "max_connections": str(MAX_CONNECTIONS),
+        "workers": str(workers),
     }
     with running_server(packaged_model, trained_model, directory, **settings) as (served, process):
         address = served.url.removeprefix("http://").split(":")
@@ -59,6 +59,34 @@ def hostile(
     assert process.returncode in (0, -signal.SIGTERM), served.output.read_text()[-3000:]
     assert "Traceback" not in served.output.read_text()
     output_lines(served)
+
+
+@pytest.fixture(scope="module")
+def hostile(
+    packaged_model: Path, trained_model: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Hostile]:
+    """One worker: the limits are each worker's, so the tests of limits and memory use one."""
+    directory = tmp_path_factory.mktemp("hostile")
+    with hostile_server(packaged_model, trained_model, directory, workers=1) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def hostile_workers(
+    packaged_model: Path, trained_model: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Hostile]:
+    """Two workers on the shared port, as the Deployment runs it: their access logs on one
+    stream, their refusals counted in the shared metrics."""
+    directory = tmp_path_factory.mktemp("hostile-workers")
+    with hostile_server(packaged_model, trained_model, directory, workers=2) as server:
+        yield server
+
+
+@pytest.fixture(params=["1 worker", "2 workers"])
+def each_server(request: pytest.FixtureRequest) -> Hostile:
+    """The protocol tests run against both: what holds for one worker holds for two."""
+    name = "hostile" if request.param == "1 worker" else "hostile_workers"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -675,7 +703,9 @@ def counted(before: dict[tuple[str, str], float], after: dict[tuple[str, str], f
     }
 
 
-def test_pipelined_requests_are_answered_in_order_each_by_its_own_status(hostile: Hostile) -> None:
+def test_pipelined_requests_are_answered_in_order_each_by_its_own_status(
+    each_server: Hostile,
+) -> None:
     """Requests sent back to back, the read ending part-way into a later request's head after
     bodies that alone exceed the head limit: each is answered, in order, with its own
     status (the head limit counts the current head only: no false 431)."""
@@ -690,7 +720,7 @@ def test_pipelined_requests_are_answered_in_order_each_by_its_own_status(hostile
         (predict(rows(EXAMPLE_ROW)), 200),
     ]
     raw = b"".join(with_id(each, f"pipe-{n}") for n, (each, _) in enumerate(sent))
-    connection = Connection(hostile)
+    connection = Connection(each_server)
     connection.send(raw[:-9])  # the last head unfinished: the server reads what came
     time.sleep(0.3)
     connection.send(raw[-9:])
@@ -701,8 +731,8 @@ def test_pipelined_requests_are_answered_in_order_each_by_its_own_status(hostile
         f"pipe-{n}" for n in range(len(sent))
     ]
     for n, (_, status) in enumerate(sent):
-        assert [line["status"] for line in logged(hostile.served, f"pipe-{n}")] == [status]
-    assert_healthy(hostile.served)
+        assert [line["status"] for line in logged(each_server.served, f"pipe-{n}")] == [status]
+    assert_healthy(each_server.served)
 
 
 MALFORMED = {
@@ -716,14 +746,14 @@ MALFORMED = {
 
 @pytest.mark.parametrize("malformed", list(MALFORMED))
 def test_a_malformed_request_in_a_pipeline_is_refused_after_the_earlier_answers(
-    hostile: Hostile, malformed: str
+    each_server: Hostile, malformed: str
 ) -> None:
     """The 400 comes after the answers to the requests before it (a client pairs answers
     with requests in order), then the connection ends: the request after it is never read.
     The access log holds what each client received, and nothing for the rest."""
     tag = f"mal-{time.time_ns()}"
-    before = refusals(hostile.served)
-    connection = Connection(hostile)
+    before = refusals(each_server.served)
+    connection = Connection(each_server)
     connection.send(
         with_id(predict(rows(EXAMPLE_ROW)), f"{tag}-0")
         + with_id(request("GET", "/healthz"), f"{tag}-1")
@@ -735,37 +765,37 @@ def test_a_malformed_request_in_a_pipeline_is_refused_after_the_earlier_answers(
     assert [a.status for a in answers] == [200, 200, 400]
     assert [a.headers["x-request-id"] for a in answers[:2]] == [f"{tag}-0", f"{tag}-1"]
     assert re.search(r"Invalid HTTP request", answers[2].reason())
-    refused = logged(hostile.served, answers[2].headers["x-request-id"])
+    refused = logged(each_server.served, answers[2].headers["x-request-id"])
     assert [(line["status"], line["refused"]) for line in refused] == [(400, "malformed")]
-    assert logged(hostile.served, f"{tag}-2", wait=0) == []  # the app never answered it
-    assert logged(hostile.served, f"{tag}-3", wait=0) == []
-    assert counted(before, refusals(hostile.served)) == {("api", "malformed"): 1}
-    assert_healthy(hostile.served)
+    assert logged(each_server.served, f"{tag}-2", wait=0) == []  # the app never answered it
+    assert logged(each_server.served, f"{tag}-3", wait=0) == []
+    assert counted(before, refusals(each_server.served)) == {("api", "malformed"): 1}
+    assert_healthy(each_server.served)
 
 
 def test_a_half_closed_client_is_answered_and_one_that_leaves_is_logged_499(
-    hostile: Hostile,
+    each_server: Hostile,
 ) -> None:
     """A client that shuts its sending side after a whole request still gets the answer; one
     that shuts it mid-body gets none, and the access log says 499 (client closed request),
     never a status nobody received."""
     tag = f"half-{time.time_ns()}"
-    whole = Connection(hostile)
+    whole = Connection(each_server)
     whole.send(with_id(predict(rows(EXAMPLE_ROW)), f"{tag}-whole"))
     whole.sock.shutdown(socket.SHUT_WR)
     answers = whole.answers()
     whole.close()
     assert [(a.status, a.headers["x-request-id"]) for a in answers] == [(200, f"{tag}-whole")]
-    assert [line["status"] for line in logged(hostile.served, f"{tag}-whole")] == [200]
+    assert [line["status"] for line in logged(each_server.served, f"{tag}-whole")] == [200]
     body = rows(EXAMPLE_ROW)
-    cut = Connection(hostile)
+    cut = Connection(each_server)
     cut.send(with_id(predict(body), f"{tag}-cut")[: -len(body) // 2])
     time.sleep(0.2)  # the head is read, and the app waits on the body
     cut.sock.shutdown(socket.SHUT_WR)
     assert cut.answers() == []
     cut.close()
-    assert [line["status"] for line in logged(hostile.served, f"{tag}-cut")] == [499]
-    assert_healthy(hostile.served)
+    assert [line["status"] for line in logged(each_server.served, f"{tag}-cut")] == [499]
+    assert_healthy(each_server.served)
 
 
 def chunked(body: bytes) -> bytes:
@@ -784,15 +814,15 @@ UPGRADES = {
 
 @pytest.mark.parametrize("upgrade", list(UPGRADES))
 def test_an_upgrade_is_ignored_and_the_request_answered_in_plain_http(
-    hostile: Hostile, upgrade: str
+    each_server: Hostile, upgrade: str
 ) -> None:
     """No upgrade path on a server that serves none: the request, body included, gets its
     plain answer (the same prediction as without the Upgrade), and the connection goes on."""
     headers = UPGRADES[upgrade]
     body = rows(EXAMPLE_ROW)
     framed = chunked(body) if "Transfer-Encoding" in headers else body
-    plain = exchange(hostile, predict(body))
-    connection = Connection(hostile)
+    plain = exchange(each_server, predict(body))
+    connection = Connection(each_server)
     connection.send(predict(framed, **headers) + request("GET", "/healthz"))
     first, second = connection.answer(), connection.answer()
     connection.close()
@@ -800,7 +830,7 @@ def test_an_upgrade_is_ignored_and_the_request_answered_in_plain_http(
     assert (first.status, first.body) == (200, plain.body)
     assert "upgrade" not in first.headers
     assert second.status == 200
-    assert_healthy(hostile.served)
+    assert_healthy(each_server.served)
 
 
 def test_held_upgrade_requests_are_answered_and_leave_room_for_others(hostile: Hostile) -> None:
@@ -971,21 +1001,21 @@ REFUSALS = {  # reason: what brings it about, the status its client gets
 
 
 @pytest.mark.parametrize("reason", list(REFUSALS))
-def test_every_refusal_is_counted_and_logged(hostile: Hostile, reason: str) -> None:
+def test_every_refusal_is_counted_and_logged(each_server: Hostile, reason: str) -> None:
     """So that an attack shows on the dashboards and an alert can fire
     (deploy/prometheus/alerts.yml, GitmlRequestsRefused): each refusal is one count of
     gitml_refusals_total and one access-log line with the status its client received."""
     make, status = REFUSALS[reason]
-    before = refusals(hostile.served)
-    answer = make(hostile)
+    before = refusals(each_server.served)
+    answer = make(each_server)
     assert answer.status == status
-    assert counted(before, refusals(hostile.served)) == {("api", reason): 1}
-    [line] = logged(hostile.served, answer.headers["x-request-id"])
+    assert counted(before, refusals(each_server.served)) == {("api", reason): 1}
+    [line] = logged(each_server.served, answer.headers["x-request-id"])
     assert (line["status"], line["refused"]) == (status, reason)
-    assert_healthy(hostile.served)
+    assert_healthy(each_server.served)
 
 
-def test_trailers_never_change_the_request(hostile: Hostile) -> None:
+def test_trailers_never_change_the_request(each_server: Hostile) -> None:
     """A trailer named X-Request-ID or Content-Type is read and dropped: the id in the answer
     and the logs is the head's, and the body is judged by the head's Content-Type."""
     body = rows(EXAMPLE_ROW)
@@ -993,28 +1023,29 @@ def test_trailers_never_change_the_request(hostile: Hostile) -> None:
         len(body), body
     )  # fmt: skip
     answer = exchange(
-        hostile, predict(framed, **{"Transfer-Encoding": "chunked", "X-Request-ID": "from-head"})
+        each_server,
+        predict(framed, **{"Transfer-Encoding": "chunked", "X-Request-ID": "from-head"}),
     )
     assert (answer.status, answer.headers["x-request-id"]) == (200, "from-head")
-    assert [line["status"] for line in logged(hostile.served, "from-head")] == [200]
-    assert "from-trailer" not in hostile.served.output.read_text()
-    assert "from-head" in set(read_predictions(hostile.served.log_dir)["request_id"])
+    assert [line["status"] for line in logged(each_server.served, "from-head")] == [200]
+    assert "from-trailer" not in each_server.served.output.read_text()
+    assert "from-head" in set(read_predictions(each_server.served.log_dir)["request_id"])
 
 
 @pytest.mark.parametrize("spaces", ["  ", "\t", " \t "])
 def test_a_content_length_with_trailing_whitespace_is_read_as_http_says(
-    hostile: Hostile, spaces: str
+    each_server: Hostile, spaces: str
 ) -> None:
     """RFC 9110 5.5: whitespace around a field value is not part of it."""
     body = rows(EXAMPLE_ROW)
-    answer = exchange(hostile, predict(body, **{"Content-Length": f"{len(body)}{spaces}"}))
+    answer = exchange(each_server, predict(body, **{"Content-Length": f"{len(body)}{spaces}"}))
     assert answer.status == 200, answer.body
 
 
-def test_an_answer_before_an_expected_body_ends_the_connection(hostile: Hostile) -> None:
+def test_an_answer_before_an_expected_body_ends_the_connection(each_server: Hostile) -> None:
     """A client that sent `Expect: 100-continue` and got its answer (here a 413) instead may
     send the body or not: the connection cannot carry another request, so it ends."""
-    connection = Connection(hostile)
+    connection = Connection(each_server)
     connection.send(
         predict(b"", **{"Content-Length": str(MAX_BODY + 1), "Expect": "100-continue"})
     )
@@ -1023,4 +1054,4 @@ def test_an_answer_before_an_expected_body_ends_the_connection(hostile: Hostile)
     connection.close()
     assert answer is not None and answer.status == 413
     assert answer.headers.get("connection") == "close" and rest == []
-    assert_healthy(hostile.served)
+    assert_healthy(each_server.served)
