@@ -452,7 +452,7 @@ bench-tests: setup
 	python -m benchmarks.test_times $(or $(WHAT),pr)
 
 .PHONY: bench-serving
-## Serving speed and memory: wrk and an open loop, attacks, the batch CLI, the image (GITML_BENCH_BASELINE=<ref>: before/after).
+## Serving speed and memory: wrk and an open loop, attacks, the batch CLI, the image, MLEM's server and the bare stack side by side (GITML_BENCH_BASELINE=<ref>: before/after).
 bench-serving: package
 	@command -v wrk >/dev/null || { if [ -n "$(CAN_APT)" ]; then $(APT_INSTALL) wrk >/dev/null; \
 	  else echo "bench-serving needs wrk: apt-get install wrk"; exit 1; fi; }

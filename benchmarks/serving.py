@@ -15,12 +15,20 @@ Starts `python -m gitml serve` on loopback with the packaged model (artifacts/ml
 - the same packaged model's in-process predict (model.predict on a DataFrame of 1 and of 100
   rows, in a loop: what a caller of the model in Python gets), measured before and after the
   HTTP runs, so the HTTP figures show as ratios of it;
-- the serving image's size, where one is built.
+- the serving image's size, where one is built;
+- side by side, under the same wrk load: MLEM's own server (`mlem serve fastapi`, one
+  process), ours, and a bare ASGI app on the same uvicorn + httptools that reads each request
+  and answers a constant (`bare_app`, as many workers as ours). With the compiled predictor's
+  in-process rate, a server that added nothing to it and to the bare stack would answer
+  1 / (1/bare + 1/compiled) requests/s; ours is printed as a share of that.
+
+Each figure carries the machine's 1-minute load average at its start: the benchmark shares
+the machine with whatever else runs, and a loaded machine gives lower figures.
 
 GITML_BENCH_BASELINE=<git ref> runs the same load against that ref's server and CLI (its
 source from a temporary `git worktree`, on PYTHONPATH, with this venv and this packaged
 model): a "before" column from the same machine in the same run. Run with
-`make bench-serving`.
+`make bench-serving`; GITML_BENCH_PEERS_ONLY=true runs the side-by-side block alone.
 """
 
 import asyncio
@@ -44,6 +52,7 @@ import pandas as pd
 from pydantic import BaseSettings
 
 from gitml.config import MLEM_MODEL, PROJ_ROOT, split_path
+from gitml.ports import free_port
 from gitml.schema import FEATURES, as_model_input
 from gitml.serving.packaging import fast_predictor, load_model
 from gitml.serving.predlog import PredictionLog
@@ -51,7 +60,7 @@ from gitml.serving.predlog import PredictionLog
 
 class Bench(BaseSettings):
     seconds: int = 10  # each wrk run
-    port: int = 18080
+    port: int = 0  # the servers' loopback port; 0: a spare one
     workers: int = os.cpu_count() or 1  # the server's GITML_WORKERS: a process per core here
     rate: float = 50.0  # the open-loop run: requests per second, one row each
     open_seconds: float = 20.0
@@ -59,6 +68,9 @@ class Bench(BaseSettings):
     cli_rows: int = 1_000_000
     image: str = "localhost/gitml-serving:latest"  # its size is printed, when it exists
     baseline_image: str = ""
+    peers: bool = True  # the side-by-side runs of MLEM's server and the bare stack
+    peers_only: bool = False  # only those (a few minutes)
+    peer_rounds: int = 2  # rounds of the bare stack and ours; each keeps its best
 
     class Config:
         env_prefix = "GITML_BENCH_"
@@ -86,8 +98,38 @@ def in_process_rate(
     return calls * size / (time.perf_counter() - started)
 
 
-def wrk(url: str, body: dict[str, Any], seconds: int) -> dict[str, float]:
-    """Requests/s and p50/p99 latency (ms) from a wrk run: 1 thread, 4 connections."""
+def cpu_ms_per_row(predict: Callable[[pd.DataFrame], Any], seconds: float = 3.0) -> float:
+    """CPU milliseconds `predict` spends on a 1-row DataFrame: unlike a rate, hardly moved by
+    whatever else runs on the machine."""
+    frame = pd.DataFrame(rows(1))
+    calls, started, cpu = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - started < seconds:
+        predict(frame)
+        calls += 1
+    return (time.process_time() - cpu) * 1000 / calls
+
+
+def load_average() -> float:
+    """The machine's 1-minute load average."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) of a process and its children (a server's workers)."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    total = 0
+    for each in [pid, *map(int, children.split())]:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, body: dict[str, Any], seconds: int, pid: int | None = None) -> dict[str, float]:
+    """Requests/s and p50/p99 latency (ms) from a wrk run: 1 thread, 4 connections; the load
+    average at its start; and with the server's `pid`, its CPU milliseconds per request."""
+    load = load_average()
+    cpu = cpu_seconds(pid) if pid else 0.0
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(body))}\n'
                      'wrk.headers["Content-Type"] = "application/json"\n')  # fmt: skip
@@ -104,7 +146,11 @@ def wrk(url: str, body: dict[str, Any], seconds: int) -> dict[str, float]:
         return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    return {"rps": rps, "p50": millis("50%"), "p99": millis("99%")}
+    found = {"rps": rps, "p50": millis("50%"), "p99": millis("99%"), "load": load}
+    if pid:
+        requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+        found["cpu_ms"] = (cpu_seconds(pid) - cpu) * 1000 / requests
+    return found
 
 
 # --- the open-loop generator (its own process: `python -m benchmarks.serving open-loop ...`)
@@ -168,6 +214,7 @@ async def _open_loop(host: str, port: int, body: bytes, rate: float, seconds: fl
 
 
 def open_loop(url: str, body: dict[str, Any], rate: float, seconds: float) -> dict[str, float]:
+    load = load_average()
     host, port = url.removeprefix("http://").split(":")
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as sent:
         sent.write(json.dumps(body))
@@ -177,7 +224,7 @@ def open_loop(url: str, body: dict[str, Any], rate: float, seconds: float) -> di
         capture_output=True, text=True, check=True, cwd=PROJ_ROOT,
     ).stdout  # fmt: skip
     Path(sent.name).unlink()
-    return json.loads(output)  # type: ignore[no-any-return]
+    return {**json.loads(output), "load": load}
 
 
 # --- hostile clients (a few of tests/serving/test_hostile.py's slow cases, bounded here too,
@@ -274,6 +321,124 @@ def peak_rss_mb(pid: int) -> float:
         status = Path(f"/proc/{each}/status").read_text()
         total += int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
     return total / 1024
+
+
+# --- the peers: MLEM's own server, and a bare ASGI app on the same stack
+
+
+ANSWER = b"[429.87446529011845]"  # one prediction, as ours answers it
+
+
+async def bare_app(scope: Any, receive: Any, send: Any) -> None:
+    """An ASGI app that adds nothing: it reads the request's body and answers a constant."""
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body", False):
+        pass
+    head = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(ANSWER))]
+    await send({"type": "http.response.start", "status": 200, "headers": head})
+    await send({"type": "http.response.body", "body": ANSWER})
+
+
+@contextlib.contextmanager
+def running(command: list[str], env: dict[str, str], url: str) -> Iterator[int]:
+    """A server process, once it answers HTTP at all (any status)."""
+    process = subprocess.Popen(command, env=env, cwd=PROJ_ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        for _ in range(240):
+            with contextlib.suppress(httpx.TransportError):
+                httpx.get(url, timeout=2)
+                break
+            if process.poll() is not None:
+                raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}")
+            time.sleep(0.5)
+        yield process.pid
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def peers(bench: Bench, predict: Callable[[pd.DataFrame], Any]) -> dict[str, Any]:
+    """One row per request under the same wrk load: MLEM's own server once (two orders of
+    magnitude slower than the rest), then `bench.peer_rounds` rounds of the in-process
+    predictor (`predict`), the bare stack and ours (before and after), back to back so that the
+    machine's load is alike for all, each keeping its best round: on a shared machine other
+    work slows a run down, never speeds it up."""
+    single = {"data": {"values": rows(1)}}
+    url = f"http://127.0.0.1:{bench.port}"
+    env = environment(None)
+    mlem = "MLEM's own server (mlem serve fastapi, 1 process)"
+    bare = f"bare ASGI app, uvicorn + httptools, {bench.workers} workers"
+    commands = {
+        mlem: [str(Path(sys.executable).parent / "mlem"), "serve", "fastapi", "-m",
+               str(MLEM_MODEL), "--host", "127.0.0.1", "--port", str(bench.port)],
+        bare: [sys.executable, "-m", "uvicorn", "benchmarks.serving:bare_app", "--http",
+               "httptools", "--workers", str(bench.workers), "--host", "127.0.0.1",
+               "--port", str(bench.port), "--no-access-log", "--log-level", "warning",
+               "--lifespan", "off"],
+    }  # fmt: skip
+    found: dict[str, Any] = {"in-process": 0.0, "in-process CPU": float("inf")}
+
+    def keep(name: str, figures: dict[str, float] | str) -> None:
+        if isinstance(found.get(name), dict) and (
+            isinstance(figures, str) or figures["rps"] <= found[name]["rps"]
+        ):
+            return
+        found[name] = figures
+
+    def run(name: str) -> None:
+        try:
+            with running(commands[name], env, url) as pid:
+                keep(name, wrk(url, single, bench.seconds, pid))
+        except (RuntimeError, subprocess.CalledProcessError) as err:
+            keep(name, str(err).splitlines()[0])
+
+    run(mlem)
+    for _ in range(bench.peer_rounds):
+        found["in-process"] = max(found["in-process"], in_process_rate(predict, 1, 3.0))
+        found["in-process CPU"] = min(found["in-process CPU"], cpu_ms_per_row(predict))
+        run(bare)
+        for label, ref in (("before", bench.baseline), ("after", "")):
+            if label == "after" or ref:
+                with (
+                    source_of(ref) as src,
+                    tempfile.TemporaryDirectory() as log_dir,
+                    server(bench, src, Path(log_dir)) as (served, pid),
+                ):
+                    name = f"ours, {label} (GITML_WORKERS={bench.workers}, prediction log on)"
+                    keep(name, wrk(served, single, bench.seconds, pid))
+    return found
+
+
+def side_by_side(bench: Bench, found: dict[str, Any]) -> None:
+    """The peers' figures, ours as a share of the rate of a server that added nothing to the
+    bare stack and the in-process predictor, and the CPU time per request ours adds to the
+    two (a figure that other work on the machine moves far less than a rate)."""
+    print(f"\nside by side: one row per request, wrk -t1 -c4 -d{bench.seconds}s, back to back,"
+          f" the best of {bench.peer_rounds} rounds; req/s, p50 and p99 ms, the servers' CPU ms"
+          " per request, the load average at the start of the run kept")  # fmt: skip
+    in_process, in_cpu = found.pop("in-process"), found.pop("in-process CPU")
+    bare = next(figures for name, figures in found.items() if name.startswith("bare"))
+    for name, figures in found.items():
+        if isinstance(figures, str):
+            print(f"  {name:62s} failed: {figures}")
+        else:
+            print(f"  {name:62s}{figures['rps']:7.0f}{figures['p50']:8.1f}{figures['p99']:8.1f}"
+                  f"{figures['cpu_ms']:8.3f}   load {figures['load']:.2f}")  # fmt: skip
+    print(f"  {'the in-process predictor, 1 row':62s}{in_process:7.0f}"
+          f"{'':16s}{in_cpu:8.3f}")  # fmt: skip
+    if isinstance(bare, str):
+        return
+    nothing = 1 / (1 / bare["rps"] + 1 / in_process)
+    nothing_cpu = bare["cpu_ms"] + in_cpu
+    print(f"  a server adding nothing: 1 / (1/bare + 1/in-process) = {nothing:.0f} req/s;"
+          f" bare + in-process = {nothing_cpu:.3f} CPU ms per request")  # fmt: skip
+    for name, figures in found.items():
+        if name.startswith("ours") and not isinstance(figures, str):
+            print(f"  {name.split(' (')[0]}: {figures['rps'] / nothing:.2f} of its rate (goal: 0.5"
+                  f" or more); {figures['cpu_ms'] - nothing_cpu:.3f} CPU ms per request more than"
+                  " the two")  # fmt: skip
 
 
 # --- servers, and a baseline's source
@@ -398,16 +563,23 @@ def append_ms(size: int, repeats: int = 200) -> float:
 
 def main() -> None:
     bench = Bench()
+    bench.port = bench.port or free_port()
     model = load_model(MLEM_MODEL)
     print(f"load average at the start: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
-    first = (in_process_rate(model.predict, 1), in_process_rate(model.predict, 100))
+    first = (0.0, 0.0)
+    if not bench.peers_only:
+        first = (in_process_rate(model.predict, 1), in_process_rate(model.predict, 100))
     fast, serving = fast_predictor(model, MLEM_MODEL)
     if fast is not None:  # what the server predicts with (gitml.serving.compiled)
         sizes = ", ".join(f"{n} row{'s' * (n > 1)} {in_process_rate(fast, n):.0f} rows/s"
                           for n in (1, 100))  # fmt: skip
-        print(f"in-process compiled predictor, on a DataFrame: {sizes}")
+        print(f"in-process compiled predictor, on a DataFrame: {sizes}"
+              f" (load average {load_average():.2f})")  # fmt: skip
     else:
         print(f"the server predicts with {serving}")
+    if bench.peers_only:
+        side_by_side(bench, peers(bench, fast or model.predict))
+        return
     runs: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         for label, ref in (("before", bench.baseline), ("after", "")):
@@ -422,6 +594,8 @@ def main() -> None:
     if "before" in runs:
         runs["before"]["image"] = image_mb(bench.baseline_image) if bench.baseline_image else None
     report(bench, runs, local, first, last)
+    if bench.peers:
+        side_by_side(bench, peers(bench, fast or model.predict))
 
 
 def report(bench: Bench, runs: dict[str, dict[str, Any]], local: dict[str, float],
@@ -458,6 +632,7 @@ def report(bench: Bench, runs: dict[str, dict[str, Any]], local: dict[str, float
                  "{:12.2f}")  # fmt: skip
             line("  p50 ms (wrk -t1 -c4, closed loop)", each(key, "p50"))
             line("  p99 ms", each(key, "p99"))
+            line("  load average at its start", each(key, "load"), "{:12.2f}")
     print(f"open loop, {bench.rate:g} req/s of 1 row for {bench.open_seconds:g} s, log on:")
     line("  achieved send rate, req/s", each("open", "rate"))
     line("  p50 ms from the scheduled send", each("open", "p50"))
@@ -469,6 +644,7 @@ def report(bench: Bench, runs: dict[str, dict[str, Any]], local: dict[str, float
     if kinds:
         print(f"    {kinds}")
     line("  generator's send lag p99 ms", each("open", "send_lag_p99"), "{:12.2f}")
+    line("  load average at its start", each("open", "load"), "{:12.2f}")
     for size in ("1", "100"):
         costs = [logged / plain - 1 for logged, plain in
                  zip(each(size, "rps"), each(size + " unlogged", "rps"), strict=True)]  # fmt: skip

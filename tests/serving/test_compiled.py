@@ -73,24 +73,32 @@ def test_every_family_compiles_to_the_same_predictions(
     assert len(set(expected.round(6))) > 10  # real predictions, not a constant
 
 
+@pytest.mark.parametrize("api", ["configured once", "public predict"])
 def test_scikit_learns_tree_ensembles_go_through_treelite_for_a_few_rows_only(
     family_model: tuple[str, Any], splits: dict[str, pd.DataFrame], params: dict[str, Any],
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, api: str,
 ) -> None:  # fmt: skip
-    import treelite
+    """Through treelite's inner predict with a configuration made once, or, in a treelite
+    without it, through its public predict; either way with the same predictions."""
+    import treelite.gtil
 
     family, pipeline = family_model
     calls: list[int] = []
-    real = treelite.gtil.predict
+    name = "_predict_impl" if api == "configured once" else "predict"
+    home = treelite.gtil.gtil if api == "configured once" else treelite.gtil
+    real = getattr(home, name)
 
     def counted(model: Any, matrix: np.ndarray, **kwargs: Any) -> np.ndarray:
         calls.append(len(matrix))
-        return real(model, matrix, **kwargs)
+        return real(model, matrix, **kwargs)  # type: ignore[no-any-return]
 
-    monkeypatch.setattr(treelite.gtil, "predict", counted)
+    if api == "public predict":
+        monkeypatch.setattr(compiled, "TREELITE_INNER", "_not_in_this_treelite")
+    monkeypatch.setattr(home, name, counted)
     predict = compile_pipeline(pipeline)
     inputs, _ = split_xy(splits["test"], params["features"])
-    predict(inputs.head(TREELITE_MAX_ROWS))
+    few = inputs.head(TREELITE_MAX_ROWS)
+    np.testing.assert_allclose(predict(few), pipeline.predict(few), rtol=RTOL)
     predict(inputs.head(TREELITE_MAX_ROWS + 1))
     trees = family in ("hist_gradient_boosting", "random_forest")  # scikit-learn's
     assert calls == ([TREELITE_MAX_ROWS] if trees else [])

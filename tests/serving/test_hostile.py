@@ -9,6 +9,7 @@ floods) and check that the server's memory stays bounded and /healthz keeps answ
 import contextlib
 import json
 import re
+import signal
 import socket
 import threading
 import time
@@ -28,6 +29,8 @@ READ_TIMEOUT = 2.0  # the hostile server's GITML_READ_TIMEOUT_S: slow clients ar
 MAX_BODY = 1 << 20  # its GITML_MAX_BODY_BYTES (the default)
 MAX_HEAD = 16 * 1024  # its GITML_MAX_HEADER_BYTES (the default)
 HEADER_SENT = 100 << 20  # the header a client tries to send
+IN_FLIGHT = 64  # its GITML_LIMIT_CONCURRENCY: requests in progress (more than the slow cases)
+MAX_CONNECTIONS = 150  # its GITML_MAX_CONNECTIONS: open connections (more than they open)
 
 
 @dataclass
@@ -37,15 +40,53 @@ class Hostile:
     port: int
 
 
+@contextlib.contextmanager
+def hostile_server(
+    packaged_model: Path, trained_model: Any, directory: Path, workers: int
+) -> Iterator[Hostile]:
+    settings = {
+        "read_timeout_s": str(READ_TIMEOUT),
+        "keep_alive_timeout_s": "2",
+        "limit_concurrency": str(IN_FLIGHT),
+        "max_connections": str(MAX_CONNECTIONS),
+        "workers": str(workers),
+    }
+    with running_server(packaged_model, trained_model, directory, **settings) as (served, process):
+        address = served.url.removeprefix("http://").split(":")
+        yield Hostile(served, address[0], int(address[1]))
+    # after everything above, its shutdown included: it stopped at the SIGTERM (which uvicorn
+    # raises again once it has shut down), and every line it wrote is still JSON
+    assert process.returncode in (0, -signal.SIGTERM), served.output.read_text()[-3000:]
+    assert "Traceback" not in served.output.read_text()
+    output_lines(served)
+
+
 @pytest.fixture(scope="module")
 def hostile(
     packaged_model: Path, trained_model: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Hostile]:
+    """One worker: the limits are each worker's, so the tests of limits and memory use one."""
     directory = tmp_path_factory.mktemp("hostile")
-    settings = {"read_timeout_s": str(READ_TIMEOUT), "keep_alive_timeout_s": "2"}
-    with running_server(packaged_model, trained_model, directory, **settings) as (served, _):
-        address = served.url.removeprefix("http://").split(":")
-        yield Hostile(served, address[0], int(address[1]))
+    with hostile_server(packaged_model, trained_model, directory, workers=1) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def hostile_workers(
+    packaged_model: Path, trained_model: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Hostile]:
+    """Two workers on the shared port, as the Deployment runs it: their access logs on one
+    stream, their refusals counted in the shared metrics."""
+    directory = tmp_path_factory.mktemp("hostile-workers")
+    with hostile_server(packaged_model, trained_model, directory, workers=2) as server:
+        yield server
+
+
+@pytest.fixture(params=["1 worker", "2 workers"])
+def each_server(request: pytest.FixtureRequest) -> Hostile:
+    """The protocol tests run against both: what holds for one worker holds for two."""
+    name = "hostile" if request.param == "1 worker" else "hostile_workers"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -310,25 +351,67 @@ CASES: dict[str, Case] = {
         for method in ("GET", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")
     },
     "an unknown method": Case(request("BREW", "/predict"), 400, r"Invalid HTTP request"),
+    "a request target that is not a URL": Case(
+        request("GET", "http://a:b/"), 400, r"Invalid HTTP request.*not a valid URL"
+    ),
+    # rows, and the objects around them, only as JSON objects
+    "a row as [key, value] pairs": Case(
+        predict(rows(list(EXAMPLE_ROW.items()))),
+        422,
+        r"^data\.values\.0: value is not a valid dict",
+    ),
+    "data as [key, value] pairs": Case(
+        predict(json_body({"data": [["values", [EXAMPLE_ROW]]]})),
+        422,
+        r"^data: value is not a valid dict",
+    ),
+    "the body as [key, value] pairs": Case(
+        predict(json_body([["data", {"values": [EXAMPLE_ROW]}]])),
+        422,
+        r"^body: value is not a valid dict",
+    ),
+    # trailers are read and dropped, and bounded as a head is
+    "trailers of 100 KB": Case(
+        predict(
+            b"%x\r\n%s\r\n0\r\nX-Big: %s\r\n\r\n"
+            % (len(rows(EXAMPLE_ROW)), rows(EXAMPLE_ROW), b"a" * 100_000),
+            **{"Transfer-Encoding": "chunked"},
+        ),
+        431,
+        r"request trailers larger than",
+    ),
 }
 
 
 def server_errors(served: Served) -> float:
-    """5xx answers the server has counted (its metrics port)."""
+    """5xx answers the server has counted (its metrics port), other than the 503 of its
+    limit on requests in progress (which tests below bring about)."""
     text = httpx.get(f"{served.metrics_url}/metrics", timeout=10).text
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith("gitml_requests_total{") and re.search(r'status="5\d\d"', line)
+        if line.startswith("gitml_requests_total{") and re.search(r'status="5(?!03)\d\d"', line)
     )
 
 
+def output_lines(served: Served) -> list[dict[str, Any]]:
+    """Every line the server wrote (access log on stdout, its own messages on stderr), each
+    of which must be a JSON object."""
+    lines = served.output.read_text().splitlines()
+    for line in lines:
+        assert isinstance(json.loads(line), dict), line
+    return [json.loads(line) for line in lines]
+
+
 def assert_healthy(served: Served) -> None:
-    """/healthz answers at once, no 5xx was ever counted and the server logged no traceback."""
+    """/healthz answers at once, no 5xx was ever counted, and the server logged no traceback,
+    no error and no line that is not JSON."""
     health = httpx.get(f"{served.url}/healthz", timeout=2)
     assert health.status_code == 200, health.text
     assert server_errors(served) == 0
-    assert "Traceback" not in served.output.read_text()
+    text = served.output.read_text()
+    assert "Traceback" not in text and "RuntimeError" not in text
+    assert all(line.get("level") not in ("error", "critical") for line in output_lines(served))
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -546,3 +629,429 @@ def test_validation_floods_leave_health_answering(hostile: Hostile) -> None:
     assert statuses == [422] * 40
     assert sorted(probe.latencies)[int(len(probe.latencies) * 0.95)] < 0.5
     assert_healthy(served)
+
+
+# --- the protocol: pipelining, half-closes, upgrades, idle connections, every refusal counted
+
+
+class Connection:
+    """One client connection, its answers read one by one as a client pairs them with its
+    requests: in order, each by its Content-Length."""
+
+    def __init__(self, hostile: Hostile, port: int | None = None) -> None:
+        self.sock = socket.create_connection((hostile.host, port or hostile.port), timeout=15)
+        self.reader = self.sock.makefile("rb")
+
+    def send(self, raw: bytes) -> None:
+        self.sock.sendall(raw)
+
+    def answer(self) -> Answer | None:
+        """The next answer, or None if the server closed the connection first."""
+        try:
+            status_line = self.reader.readline()
+            if not status_line:
+                return None
+            headers = {}
+            while (line := self.reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+            body = self.reader.read(int(headers.get("content-length", 0)))
+        except ConnectionResetError:
+            return None
+        return Answer(int(status_line.split()[1]), headers, body)
+
+    def answers(self) -> list[Answer]:
+        """Every answer until the server closes the connection."""
+        found = []
+        while (answer := self.answer()) is not None:
+            found.append(answer)
+        return found
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+def with_id(raw: bytes, request_id: str) -> bytes:
+    """`raw` with an X-Request-ID header added to its head."""
+    head, _, rest = raw.partition(b"\r\n")
+    return head + f"\r\nX-Request-ID: {request_id}".encode() + b"\r\n" + rest
+
+
+def logged(served: Served, request_id: str, wait: float = 5.0) -> list[dict[str, Any]]:
+    """The access-log lines of a request id (a moment after its answer: the drain copies)."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = [line for line in output_lines(served) if line.get("request_id") == request_id]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def refusals(served: Served) -> dict[tuple[str, str], float]:
+    """gitml_refusals_total by (listener, reason), from the metrics port."""
+    text = httpx.get(f"{served.metrics_url}/metrics", timeout=10).text
+    found = re.findall(r'gitml_refusals_total\{listener="(\w+)",reason="(\w+)"\} (\S+)', text)
+    return {(listener, reason): float(value) for listener, reason, value in found}
+
+
+def counted(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]) -> dict:
+    return {
+        key: value - before.get(key, 0)
+        for key, value in after.items()
+        if value != before.get(key, 0)
+    }
+
+
+def test_pipelined_requests_are_answered_in_order_each_by_its_own_status(
+    each_server: Hostile,
+) -> None:
+    """Requests sent back to back, the read ending part-way into a later request's head after
+    bodies that alone exceed the head limit: each is answered, in order, with its own
+    status (the head limit counts the current head only: no false 431)."""
+    many = rows(*[EXAMPLE_ROW] * 150)  # ~25 KB, more than the head limit
+    sent = [
+        (predict(many), 200),
+        (request("GET", "/healthz"), 200),
+        (predict(rows(row(extra=1))), 422),
+        (request("GET", "/nowhere"), 404),
+        (predict(many), 200),
+        (request("GET", "/predict"), 405),
+        (predict(rows(EXAMPLE_ROW)), 200),
+    ]
+    raw = b"".join(with_id(each, f"pipe-{n}") for n, (each, _) in enumerate(sent))
+    connection = Connection(each_server)
+    connection.send(raw[:-9])  # the last head unfinished: the server reads what came
+    time.sleep(0.3)
+    connection.send(raw[-9:])
+    answers = [connection.answer() for _ in sent]
+    connection.close()
+    assert [a.status if a else None for a in answers] == [status for _, status in sent]
+    assert [a.headers["x-request-id"] for a in answers if a] == [
+        f"pipe-{n}" for n in range(len(sent))
+    ]
+    for n, (_, status) in enumerate(sent):
+        assert [line["status"] for line in logged(each_server.served, f"pipe-{n}")] == [status]
+    assert_healthy(each_server.served)
+
+
+MALFORMED = {
+    "a bare LF in a header": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\nb\r\n\r\n",
+    "a request target that is not a URL": b"GET http://a:b/ HTTP/1.1\r\nHost: x\r\n\r\n",
+    "a chunk size that is not hex": predict(
+        b"zz\r\n{}\r\n0\r\n\r\n", **{"Transfer-Encoding": "chunked"}
+    ),
+}
+
+
+@pytest.mark.parametrize("malformed", list(MALFORMED))
+def test_a_malformed_request_in_a_pipeline_is_refused_after_the_earlier_answers(
+    each_server: Hostile, malformed: str
+) -> None:
+    """The 400 comes after the answers to the requests before it (a client pairs answers
+    with requests in order), then the connection ends: the request after it is never read.
+    The access log holds what each client received, and nothing for the rest."""
+    tag = f"mal-{time.time_ns()}"
+    before = refusals(each_server.served)
+    connection = Connection(each_server)
+    connection.send(
+        with_id(predict(rows(EXAMPLE_ROW)), f"{tag}-0")
+        + with_id(request("GET", "/healthz"), f"{tag}-1")
+        + with_id(MALFORMED[malformed], f"{tag}-2")
+        + with_id(predict(rows(EXAMPLE_ROW)), f"{tag}-3")
+    )
+    answers = connection.answers()
+    connection.close()
+    assert [a.status for a in answers] == [200, 200, 400]
+    assert [a.headers["x-request-id"] for a in answers[:2]] == [f"{tag}-0", f"{tag}-1"]
+    assert re.search(r"Invalid HTTP request", answers[2].reason())
+    refused = logged(each_server.served, answers[2].headers["x-request-id"])
+    assert [(line["status"], line["refused"]) for line in refused] == [(400, "malformed")]
+    assert logged(each_server.served, f"{tag}-2", wait=0) == []  # the app never answered it
+    assert logged(each_server.served, f"{tag}-3", wait=0) == []
+    assert counted(before, refusals(each_server.served)) == {("api", "malformed"): 1}
+    assert_healthy(each_server.served)
+
+
+def test_a_half_closed_client_is_answered_and_one_that_leaves_is_logged_499(
+    each_server: Hostile,
+) -> None:
+    """A client that shuts its sending side after a whole request still gets the answer; one
+    that shuts it mid-body gets none, and the access log says 499 (client closed request),
+    never a status nobody received."""
+    tag = f"half-{time.time_ns()}"
+    whole = Connection(each_server)
+    whole.send(with_id(predict(rows(EXAMPLE_ROW)), f"{tag}-whole"))
+    whole.sock.shutdown(socket.SHUT_WR)
+    answers = whole.answers()
+    whole.close()
+    assert [(a.status, a.headers["x-request-id"]) for a in answers] == [(200, f"{tag}-whole")]
+    assert [line["status"] for line in logged(each_server.served, f"{tag}-whole")] == [200]
+    body = rows(EXAMPLE_ROW)
+    cut = Connection(each_server)
+    cut.send(with_id(predict(body), f"{tag}-cut")[: -len(body) // 2])
+    time.sleep(0.2)  # the head is read, and the app waits on the body
+    cut.sock.shutdown(socket.SHUT_WR)
+    assert cut.answers() == []
+    cut.close()
+    assert [line["status"] for line in logged(each_server.served, f"{tag}-cut")] == [499]
+    assert_healthy(each_server.served)
+
+
+def chunked(body: bytes) -> bytes:
+    return b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+
+
+UPGRADES = {
+    # a websocket handshake on the predict route, with a body
+    "websocket": {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                  "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="},
+    # what `curl --http2` sends on http://, its body chunked here
+    "h2c": {"Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c",
+            "HTTP2-Settings": "AAMAAABkAARAAAAAAAIAAAAA", "Transfer-Encoding": "chunked"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("upgrade", list(UPGRADES))
+def test_an_upgrade_is_ignored_and_the_request_answered_in_plain_http(
+    each_server: Hostile, upgrade: str
+) -> None:
+    """No upgrade path on a server that serves none: the request, body included, gets its
+    plain answer (the same prediction as without the Upgrade), and the connection goes on."""
+    headers = UPGRADES[upgrade]
+    body = rows(EXAMPLE_ROW)
+    framed = chunked(body) if "Transfer-Encoding" in headers else body
+    plain = exchange(each_server, predict(body))
+    connection = Connection(each_server)
+    connection.send(predict(framed, **headers) + request("GET", "/healthz"))
+    first, second = connection.answer(), connection.answer()
+    connection.close()
+    assert first is not None and second is not None
+    assert (first.status, first.body) == (200, plain.body)
+    assert "upgrade" not in first.headers
+    assert second.status == 200
+    assert_healthy(each_server.served)
+
+
+def test_held_upgrade_requests_are_answered_and_leave_room_for_others(hostile: Hostile) -> None:
+    """Connections each sending an upgrade request with a small body once (the websocket
+    protocol used to hold them open past the read deadline, unanswered, and 400 of them turned
+    every other request into a 503): each gets its answer, and other clients theirs."""
+    raw = predict(rows(EXAMPLE_ROW), **UPGRADES["websocket"])
+    clients = open_connections(hostile, IN_FLIGHT // 2)
+    for sock in clients:
+        sock.sendall(raw)
+    assert exchange(hostile, predict(rows(EXAMPLE_ROW))).status == 200
+    started = time.monotonic()
+    answers = answers_of(clients)  # each closed by the server within the keep-alive timeout
+    assert time.monotonic() - started < READ_TIMEOUT + 3
+    assert {a[:12] for a in answers} == {b"HTTP/1.1 200"}
+    assert_healthy(hostile.served)
+
+
+def dribble(hostile: Hostile, first: bytes, each: bytes) -> float:
+    """Send `first`, then `each` every 0.3 s until the server closes the connection: the
+    seconds it stayed open."""
+    started = time.monotonic()
+    with socket.create_connection((hostile.host, hostile.port), timeout=1) as sock:
+        sock.sendall(first)
+        while time.monotonic() - started < READ_TIMEOUT + 10:
+            try:
+                if sock.recv(1 << 16) == b"":
+                    break
+            except TimeoutError:
+                pass
+            except ConnectionResetError:
+                break
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(each)
+            time.sleep(0.3)
+    return time.monotonic() - started
+
+
+DRIBBLES = {
+    "nothing at all": (b"", b""),
+    "empty lines": (b"\r\n", b"\r\n"),
+    "a head, a byte at a time": (b"GET /healthz HTTP/1.1\r\n", b"X"),
+    "an upgrade request, then bytes": (
+        request("GET", "/healthz", headers=UPGRADES["websocket"]),
+        b"\x81\x05hello",
+    ),
+}
+
+
+@pytest.mark.slow
+def test_no_connection_outlives_the_read_deadline_without_a_whole_request(
+    hostile: Hostile,
+) -> None:
+    """Each pattern on a connection of its own, all at once (each waits out the deadline)."""
+    held: dict[str, float] = {}
+
+    def run(name: str) -> None:
+        held[name] = dribble(hostile, *DRIBBLES[name])
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in DRIBBLES]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(seconds < READ_TIMEOUT + 2.5 for seconds in held.values()), held
+    assert set(held) == set(DRIBBLES)
+    assert_healthy(hostile.served)
+
+
+@pytest.mark.slow
+def test_idle_connections_do_not_starve_active_ones(hostile: Hostile) -> None:
+    """500 silent connections on the API port (more than its GITML_MAX_CONNECTIONS) and 80
+    on the metrics port (more than it allows): predictions and scrapes are still answered,
+    and the idle connections closed to make room are counted."""
+    served, before = hostile.served, refusals(hostile.served)
+    metrics_port = int(served.metrics_url.rsplit(":", 1)[1])
+    idle = open_connections(hostile, 500)
+    idle += [socket.create_connection((hostile.host, metrics_port)) for _ in range(80)]
+    for _ in range(5):
+        assert exchange(hostile, predict(rows(EXAMPLE_ROW))).status == 200
+        assert httpx.get(f"{served.metrics_url}/metrics", timeout=5).status_code == 200
+    for sock in idle:
+        sock.close()
+    closed = counted(before, refusals(served))
+    assert closed[("api", "idle_closed")] >= 500 - MAX_CONNECTIONS
+    assert closed[("metrics", "idle_closed")] >= 80 - 64
+    assert_healthy(served)
+
+
+def refused_soon(hostile: Hostile, make: Any) -> tuple[Answer, int]:
+    """The first answer that is not a 200 to requests `make(n)` sent one after another, for
+    up to a second: the slow clients just opened may take a moment to reach a busy server.
+    And how many requests were answered before it."""
+    deadline = time.monotonic() + 1.0
+    tries = 0
+    while (answer := exchange(hostile, make(tries))).status == 200 and time.monotonic() < deadline:
+        tries += 1
+        time.sleep(0.05)
+    return answer, tries
+
+
+@pytest.mark.slow
+def test_with_every_connection_holding_a_request_a_new_one_gets_a_503(hostile: Hostile) -> None:
+    """Connections that hold a request (here unfinished heads) are never closed to make room:
+    past GITML_MAX_CONNECTIONS a new connection is refused at once, and counted."""
+    served, before = hostile.served, refusals(hostile.served)
+    clients = open_connections(hostile, MAX_CONNECTIONS)
+    for sock in clients:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
+    answer, _ = refused_soon(hostile, lambda _: request("GET", "/healthz"))
+    assert answer.status == 503 and answer.headers["retry-after"] == "1"
+    assert re.search(r"too many connections", answer.reason())
+    answers_of(clients)  # 408s, at the read deadline
+    assert counted(before, refusals(served)) == {
+        ("api", "connections"): 1, ("api", "head_timeout"): MAX_CONNECTIONS
+    }  # fmt: skip
+    assert_healthy(served)
+
+
+@pytest.mark.slow
+def test_requests_beyond_the_limit_in_progress_get_a_503_and_health_answers(
+    hostile: Hostile,
+) -> None:
+    """GITML_LIMIT_CONCURRENCY counts requests in progress: with that many bodies on their
+    way, another request is a 503 at once, with Retry-After, logged and counted; /healthz
+    still answers; once they are gone, requests are answered again."""
+    served, before = hostile.served, refusals(hostile.served)
+    clients = open_connections(hostile, IN_FLIGHT)
+    for sock in clients:
+        sock.sendall(predict(b"", **{"Content-Length": "100"}) + b"{")
+    tag = f"busy-{time.time_ns()}"
+    busy, tries = refused_soon(
+        hostile, lambda n: with_id(predict(rows(EXAMPLE_ROW)), f"{tag}-{n}")
+    )
+    assert busy.status == 503 and busy.headers["retry-after"] == "1"
+    assert re.search(r"server busy", busy.reason())
+    assert httpx.get(f"{served.url}/healthz", timeout=2).status_code == 200
+    [line] = logged(served, f"{tag}-{tries}")
+    assert (line["status"], line["refused"]) == (503, "overload")
+    for sock in clients:
+        sock.close()
+    statuses = []  # until the slow ones are gone
+    while len(statuses) < 50 and 200 not in statuses:
+        statuses.append(exchange(hostile, predict(rows(EXAMPLE_ROW))).status)
+        time.sleep(0.1)
+    assert statuses[-1] == 200 and set(statuses) <= {200, 503}, statuses
+    assert counted(before, refusals(served)) == {("api", "overload"): 1 + statuses.count(503)}
+    assert_healthy(served)
+
+
+def partial_head(hostile: Hostile) -> Answer:
+    """A head that never ends: the 408 it gets at the read deadline."""
+    connection = Connection(hostile)
+    connection.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    answer = connection.answer()
+    connection.close()
+    assert answer is not None
+    return answer
+
+
+REFUSALS = {  # reason: what brings it about, the status its client gets
+    "malformed": (lambda h: exchange(h, request("BREW", "/predict")), 400),
+    "head_too_large": (lambda h: exchange(h, CASES["a header of 100 KB"].raw), 431),
+    "head_timeout": (partial_head, 408),
+    "body_too_large": (lambda h: exchange(h, CASES["a body over the limit, declared"].raw), 413),
+    "body_timeout": (lambda h: exchange(h, predict(b"", **{"Content-Length": "10"}) + b"{"), 408),
+}
+
+
+@pytest.mark.parametrize("reason", list(REFUSALS))
+def test_every_refusal_is_counted_and_logged(each_server: Hostile, reason: str) -> None:
+    """So that an attack shows on the dashboards and an alert can fire
+    (deploy/prometheus/alerts.yml, GitmlRequestsRefused): each refusal is one count of
+    gitml_refusals_total and one access-log line with the status its client received."""
+    make, status = REFUSALS[reason]
+    before = refusals(each_server.served)
+    answer = make(each_server)
+    assert answer.status == status
+    assert counted(before, refusals(each_server.served)) == {("api", reason): 1}
+    [line] = logged(each_server.served, answer.headers["x-request-id"])
+    assert (line["status"], line["refused"]) == (status, reason)
+    assert_healthy(each_server.served)
+
+
+def test_trailers_never_change_the_request(each_server: Hostile) -> None:
+    """A trailer named X-Request-ID or Content-Type is read and dropped: the id in the answer
+    and the logs is the head's, and the body is judged by the head's Content-Type."""
+    body = rows(EXAMPLE_ROW)
+    framed = b"%x\r\n%s\r\n0\r\nX-Request-ID: from-trailer\r\nContent-Type: text/plain\r\n\r\n" % (
+        len(body), body
+    )  # fmt: skip
+    answer = exchange(
+        each_server,
+        predict(framed, **{"Transfer-Encoding": "chunked", "X-Request-ID": "from-head"}),
+    )
+    assert (answer.status, answer.headers["x-request-id"]) == (200, "from-head")
+    assert [line["status"] for line in logged(each_server.served, "from-head")] == [200]
+    assert "from-trailer" not in each_server.served.output.read_text()
+    assert "from-head" in set(read_predictions(each_server.served.log_dir)["request_id"])
+
+
+@pytest.mark.parametrize("spaces", ["  ", "\t", " \t "])
+def test_a_content_length_with_trailing_whitespace_is_read_as_http_says(
+    each_server: Hostile, spaces: str
+) -> None:
+    """RFC 9110 5.5: whitespace around a field value is not part of it."""
+    body = rows(EXAMPLE_ROW)
+    answer = exchange(each_server, predict(body, **{"Content-Length": f"{len(body)}{spaces}"}))
+    assert answer.status == 200, answer.body
+
+
+def test_an_answer_before_an_expected_body_ends_the_connection(each_server: Hostile) -> None:
+    """A client that sent `Expect: 100-continue` and got its answer (here a 413) instead may
+    send the body or not: the connection cannot carry another request, so it ends."""
+    connection = Connection(each_server)
+    connection.send(
+        predict(b"", **{"Content-Length": str(MAX_BODY + 1), "Expect": "100-continue"})
+    )
+    answer = connection.answer()
+    rest = connection.answers()
+    connection.close()
+    assert answer is not None and answer.status == 413
+    assert answer.headers.get("connection") == "close" and rest == []
+    assert_healthy(each_server.served)

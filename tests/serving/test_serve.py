@@ -454,3 +454,22 @@ def test_a_worker_that_dies_stops_the_server(
         os.kill(int(workers.stdout.split()[0]), 9)
         assert proc.wait(timeout=30) == 1
         assert "exited (-9); stopping" in (tmp_path / "server.log").read_text()
+
+
+def test_connections_are_capped_below_the_descriptor_limit(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An accept that fails for want of a descriptor stalls every client: GITML_MAX_CONNECTIONS
+    is lowered, and the server says so, where `ulimit -n` would run out first."""
+    import resource
+
+    from gitml.serving import serve
+
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1000, 1000))
+    assert serve.connection_budget(100, reserved=64) == 100
+    assert capsys.readouterr().err == ""
+    assert serve.connection_budget(5000, reserved=64) == 1000 - 64 - serve.FD_RESERVE
+    said = json.loads(capsys.readouterr().err)
+    assert (
+        said["level"] == "warning" and "GITML_MAX_CONNECTIONS=5000 lowered to" in said["message"]
+    )

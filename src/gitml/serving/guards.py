@@ -1,6 +1,7 @@
-"""The limits a server facing the internet needs, below and around the FastAPI app: a bounded
-request head and a read deadline at the HTTP protocol, a bounded body and a body deadline,
-JSON-only bodies, request ids and a bounded JSON access log.
+"""The limits a server facing the internet needs around the FastAPI app (those below it, in the
+HTTP protocol, are gitml.serving.protocol's): requests in progress, a bounded body and a body
+deadline, JSON-only bodies, request ids and a bounded JSON access log that also records every
+refusal the protocol makes.
 
 Everything a client sends may be hostile: sizes, times and counts are bounded, and anything
 echoed back or logged is truncated and escaped first.
@@ -12,12 +13,14 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gitml.serving.jsonlog import now, write_line
+from gitml.serving.protocol import Events, Refusal
 
 REQUEST_ID_HEADER = "X-Request-ID"  # the caller's id for a request, or one made up here
 SYNTHETIC_HEADER = "X-Gitml-Synthetic"  # the shared secret that marks a request synthetic
@@ -53,139 +56,61 @@ def error_response(
     return StrictJSONResponse(body, status, headers=headers)
 
 
-def _refusal(status: int, reason: bytes, message: str) -> bytes:
-    """A whole HTTP/1.1 response written straight to the socket, before any app runs."""
-    body = json.dumps({"error": message, "detail": message}).encode()
-    return b"".join([
-        b"HTTP/1.1 %d %s\r\n" % (status, reason),
-        b"content-type: application/json\r\n",
-        b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body),
-        body,
-    ])  # fmt: skip
-
-
-class _HeadTooLarge(Exception):
-    pass
-
-
-class GuardedHttpTools(HttpToolsProtocol):
-    """uvicorn's httptools protocol with two limits it lacks (its h11 protocol has only the
-    first): a request head (request line and headers) over `max_head_bytes` is a 431, and a
-    request whose head and body have not arrived within `read_timeout` seconds of its first
-    byte (or of the connection, for a client that sends nothing) is cut off: a 408 while the
-    head is incomplete, the app's own 408 (BodyGuard) once it waits on the body. Without them
-    one client holds memory and a connection slot for as long as it likes.
-
-    Configure with `guarded_protocol`, which sets the class attributes.
-    """
-
-    max_head_bytes = 16 * 1024
-    read_timeout = 10.0
-    # told (status, client address) of each request refused here, before any app saw it
-    on_refused: Callable[[int, str], None] | None = None
-
-    def connection_made(self, transport: Any) -> None:
-        super().connection_made(transport)
-        self._timer: Any = None
-        self._too_large = False
-        self._start_head()
-        self._arm()
-
-    def _start_head(self) -> None:
-        self._in_head, self._head_bytes, self._head_parsed = True, 0, 0
-
-    def _arm(self, delay: float | None = None) -> None:
-        if self._timer is None:
-            self._timer = self.loop.call_later(delay or self.read_timeout, self._on_timeout)
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _on_timeout(self) -> None:
-        self._timer = None
-        if self.transport.is_closing():
-            return
-        if self._in_head:
-            seconds = f"{self.read_timeout:g}"
-            message = f"request head not received within {seconds} s"
-            self._refuse(408, b"Request Timeout", message)
-        elif self.cycle is not None and self.cycle.response_complete:
-            self.transport.close()  # answered, and the rest of the body still dribbles in
-        else:
-            self._arm(1.0)  # the app waits on the body: BodyGuard's deadline answers 408
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        in_head = self._in_head
-        super().data_received(data)
-        # httptools buffers a header until it ends: count what arrives while the head is open
-        if in_head and self._in_head and not self.transport.is_closing():
-            self._head_bytes += len(data)
-            if self._head_bytes > self.max_head_bytes:
-                self._too_large = True
-                self.send_400_response("")
-
-    def send_400_response(self, msg: str) -> None:
-        if not self._too_large:
-            return super().send_400_response(msg)
-        message = f"request head larger than {self.max_head_bytes} bytes"
-        self._refuse(431, b"Request Header Fields Too Large", message)
-        return None
-
-    def _refuse(self, status: int, reason: bytes, message: str) -> None:
-        self.transport.write(_refusal(status, reason, message))
-        self.transport.close()
-        if self.on_refused is not None:
-            self.on_refused(status, self.client[0] if self.client else "")
-
-    def _count(self, size: int) -> None:
-        self._head_parsed += size
-        if self._head_parsed > self.max_head_bytes:
-            self._too_large = True
-            raise _HeadTooLarge  # httptools: a parser error, answered by send_400_response
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._start_head()
-        self._arm()
-
-    def on_url(self, url: bytes) -> None:
-        self._count(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
-        super().on_header(name, value)
-
-    def on_headers_complete(self) -> None:
-        self._in_head = False
-        super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        self._disarm()
-        super().on_message_complete()
-
-
-def guarded_protocol(
-    max_head_bytes: int, read_timeout: float, on_refused: Callable[[int, str], None] | None = None
-) -> type[GuardedHttpTools]:
-    """The protocol class for uvicorn's `http=` setting, with these limits."""
-    limits = {"max_head_bytes": max_head_bytes, "read_timeout": read_timeout}
-    # staticmethod: a plain function as a class attribute would be bound to the protocol
-    return type(
-        "GuardedHttpTools",
-        (GuardedHttpTools,),
-        {**limits, "on_refused": staticmethod(on_refused) if on_refused else None},
-    )
-
-
 def _is_json(kind: str) -> bool:
     return kind in JSON_TYPES or (kind.startswith("application/") and kind.endswith("+json"))
+
+
+def first(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The first value of a header, as Starlette's `Headers.get` reads it (a dict of the
+    list would keep the last): every layer judges a request by the same field."""
+    return next((value for key, value in headers if key == name), None)
+
+
+def refuse(scope: Any, reason: str) -> None:
+    """Mark a request as refused by a limit (`reason`: the metrics' label), for the access log
+    and the metrics."""
+    scope.setdefault("state", {})["refused"] = reason
+
+
+def delivered_status(scope: Any, status: int) -> int | None:
+    """The status the client could receive: `status`, 499 where the client left before the
+    answer was written (nginx's "client closed request"), None where the protocol refused the
+    request itself (its own log line and count say so). gitml.serving.protocol puts the
+    request's cycle in the scope; under any other server every answer counts as delivered."""
+    cycle = scope.get("extensions", {}).get("gitml.cycle")
+    if cycle is None:
+        return status
+    if cycle.refused:
+        return None
+    return 499 if cycle.disconnected else status
+
+
+class InFlightLimit:
+    """ASGI middleware: at most `limit` requests in progress in this process; more get a 503 at
+    once, with Retry-After, their bodies unread. It counts work, not sockets: idle keep-alive
+    connections cost nothing here (gitml.serving.protocol bounds those). Each request in
+    progress may hold a body of up to GITML_MAX_BODY_BYTES, so the limit also bounds memory.
+    `exempt` paths (the health check) are never refused: a busy server is not a dead one, and
+    a failed probe would restart or unroute a pod for being loaded, moving its load onto the
+    others."""
+
+    def __init__(self, app: Any, limit: int, exempt: Iterable[str] = ()) -> None:
+        self.app, self.limit, self.exempt = app, limit, frozenset(exempt)
+        self.in_flight = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in self.exempt:
+            return await self.app(scope, receive, send)  # type: ignore[no-any-return]
+        if self.in_flight >= self.limit:
+            refuse(scope, "overload")
+            message = f"server busy: {self.limit} requests in progress; retry later"
+            answer = error_response(503, message, headers={"Retry-After": "1"})
+            return await answer(scope, receive, send)  # type: ignore[no-any-return]
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
 
 class BodyGuard:
@@ -198,15 +123,21 @@ class BodyGuard:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)  # type: ignore[no-any-return]
-        headers = dict(scope["headers"])
+        headers = scope["headers"]
         too_large = f"request body larger than {self.max_bytes} bytes"
-        length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+        # HTTP allows whitespace around a field's value (RFC 9110 5.5): "159  " is 159
+        length = (first(headers, b"content-length") or b"0").strip(b" \t")
+        if not length.isdigit():  # the HTTP parser refuses these first; other servers may not
+            message = "content-length must be a decimal number of bytes"
+            return await error_response(400, message)(scope, receive, send)  # type: ignore[no-any-return]
+        if int(length) > self.max_bytes:
+            refuse(scope, "body_too_large")
             return await error_response(413, too_large)(scope, receive, send)  # type: ignore[no-any-return]
-        kind = headers.get(b"content-type", b"").split(b";")[0].strip().decode("latin-1").lower()
-        if kind and scope["method"] not in ("GET", "HEAD", "OPTIONS") and not _is_json(kind):
+        kind = (first(headers, b"content-type") or b"").split(b";")[0].strip()
+        kind_text = kind.decode("latin-1").lower()
+        if kind and scope["method"] not in ("GET", "HEAD", "OPTIONS") and not _is_json(kind_text):
             # FastAPI would hand any other body to the model as bytes: "not a valid dict"
-            message = f"content-type must be application/json, not {safe_text(kind, 100)!r}"
+            message = f"content-type must be application/json, not {safe_text(kind_text, 100)!r}"
             return await error_response(415, message)(scope, receive, send)  # type: ignore[no-any-return]
         seen, done = 0, False
         deadline = time.monotonic() + self.timeout
@@ -216,14 +147,17 @@ class BodyGuard:
             if done:  # the body is in: what follows is a disconnect, never late
                 return await receive()
             try:
-                # a floor: wait_for(…, 0) fails even when the next message is already there
-                left = max(deadline - time.monotonic(), 0.05)
-                message = await asyncio.wait_for(receive(), left)
+                # a floor: a deadline already past fails even a message that is already there;
+                # asyncio.timeout, not wait_for, which (before Python 3.12) makes a task per call
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0.05)):
+                    message = await receive()
             except TimeoutError:
+                refuse(scope, "body_timeout")
                 seconds = f"{self.timeout:g}"
                 raise HTTPException(408, f"request body not received within {seconds} s") from None
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
+                refuse(scope, "body_too_large")
                 raise HTTPException(status_code=413, detail=too_large)
             done = not message.get("more_body", False)
             return message
@@ -235,8 +169,9 @@ class AccessLog:
     """ASGI middleware: gives every request an id (the caller's `X-Request-ID`, capped, or a
     new one), echoed on every response and kept in `scope["state"]["request_id"]`; marks it
     synthetic (`scope["state"]["synthetic"]`) only when it carries the configured shared secret;
-    and writes one JSON line per request to `stream`: time, client, method, path, status,
-    duration, request id and byte counts, never a body, every text field truncated and escaped.
+    and writes one JSON line per request to `stream`: time, client, method, path, the status
+    the client could receive (`delivered_status`), duration, request id and byte counts, and
+    for a refusal its reason; never a body, every text field truncated and escaped.
     """
 
     def __init__(
@@ -246,16 +181,16 @@ class AccessLog:
         self.token = synthetic_token.encode()
         self.stream = stream or sys.stdout
 
-    def _synthetic(self, headers: dict[bytes, bytes]) -> bool:
-        sent = headers.get(SYNTHETIC_HEADER.lower().encode())
+    def _synthetic(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        sent = first(headers, SYNTHETIC_HEADER.lower().encode())
         # compare_digest: the time taken says nothing about how much of a guess was right
         return bool(self.token) and sent is not None and hmac.compare_digest(sent, self.token)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)  # type: ignore[no-any-return]
-        headers = dict(scope["headers"])
-        sent_id = headers.get(ID_KEY, b"").decode("latin-1")
+        headers = scope["headers"]
+        sent_id = (first(headers, ID_KEY) or b"").decode("latin-1")
         request_id = sent_id[:MAX_REQUEST_ID] or uuid.uuid4().hex
         state = scope.setdefault("state", {})
         state["request_id"], state["synthetic"] = request_id, self._synthetic(headers)
@@ -280,43 +215,51 @@ class AccessLog:
         try:
             await self.app(scope, counted_receive, tagged_send)
         finally:
-            if self.enabled:
+            answered = delivered_status(scope, status)
+            if self.enabled and answered is not None:
                 self.write({
-                    "ts": _now(),
+                    "ts": now(),
                     "client": (scope.get("client") or ("",))[0],
                     "method": safe_text(scope["method"], 16),
                     "path": safe_text(scope["path"], MAX_LOGGED_PATH),
-                    "status": status,
+                    "status": answered,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 1),
                     "request_id": request_id,
                     "bytes_in": bytes_in,
-                    "bytes_out": bytes_out,
+                    "bytes_out": bytes_out if answered == status else 0,
                     **({"synthetic": True} if state["synthetic"] else {}),
+                    **({"refused": state["refused"]} if "refused" in state else {}),
                 })  # fmt: skip
 
     def write(self, record: dict[str, Any]) -> None:
         write_line(self.stream, record)
 
 
-def write_line(stream: TextIO, record: dict[str, Any]) -> None:
-    """One access-log line: ASCII JSON, so no byte a client sent can break the line."""
-    try:
-        stream.write(json.dumps(record, ensure_ascii=True) + "\n")
-        stream.flush()
-    except (OSError, ValueError):  # a closed stdout must not fail the request
-        pass
+class RefusalLog(Events):
+    """The protocol's refusals (gitml.serving.protocol), before any app saw the request:
+    counted in `metrics` (gitml_refusals_total, labelled with the listener and the reason) and,
+    when `log`, written to the access log as the app's requests are, with a `refused` field."""
 
+    def __init__(
+        self, metrics: Any, listener: str, log: bool, stream: TextIO | None = None
+    ) -> None:
+        self.metrics, self.listener, self.log, self.stream = metrics, listener, log, stream
 
-def refusal_logger(stream: TextIO | None = None) -> Callable[[int, str], None]:
-    """`on_refused` for GuardedHttpTools: the access-log line of a request refused before it
-    had a method or path."""
+    def refused(self, refusal: Refusal) -> None:
+        self.metrics.refusals.labels(self.listener, refusal.reason).inc()
+        if self.log:
+            write_line(self.stream or sys.stdout, {
+                "ts": now(),
+                "client": refusal.client,
+                "method": safe_text(refusal.method, 16),
+                "path": safe_text(refusal.path, MAX_LOGGED_PATH),
+                "status": refusal.status,
+                "duration_ms": round(refusal.duration * 1000, 1),
+                "request_id": refusal.request_id,
+                "bytes_in": 0,
+                "bytes_out": refusal.bytes_out,
+                "refused": refusal.reason,
+            })  # fmt: skip
 
-    def log(status: int, client: str) -> None:
-        write_line(stream or sys.stdout, {"ts": _now(), "client": client, "method": "",
-                                          "path": "", "status": status})  # fmt: skip
-
-    return log
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
+    def closed_idle(self) -> None:
+        self.metrics.refusals.labels(self.listener, "idle_closed").inc()

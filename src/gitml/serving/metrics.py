@@ -24,6 +24,7 @@ from prometheus_client import (
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gitml.serving.guards import delivered_status
 from gitml.serving.workers import MULTIPROC_ENV
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -35,12 +36,21 @@ class ServerMetrics:
     def __init__(self, model_version: str) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "gitml_requests", "HTTP requests answered.", ["route", "method", "status"],
+            "gitml_requests", "HTTP requests the app answered, by the status the client could"
+            " receive (499: it left first); refusals before the app: gitml_refusals_total.",
+            ["route", "method", "status"],
             registry=self.registry,
         )  # fmt: skip
         self.latency = Histogram(
             "gitml_request_duration_seconds", "Time to answer an HTTP request.",
             ["route", "method"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.refusals = Counter(
+            "gitml_refusals",
+            "Requests refused by the server's limits and HTTP checks (malformed, head_too_large,"
+            " head_timeout, body_timeout, body_too_large, overload, connections), and idle"
+            " connections closed to make room (idle_closed).",
+            ["listener", "reason"], registry=self.registry,
         )  # fmt: skip
         self.predictions = Counter("gitml_predictions", "Rows predicted.", registry=self.registry)
         self.log_errors = Counter(
@@ -62,10 +72,24 @@ class ServerMetrics:
 
 
 class MetricsMiddleware:
-    """ASGI middleware: count and time every HTTP request by route template and status."""
+    """ASGI middleware: count and time every HTTP request by route template and the status the
+    client could receive (gitml.serving.guards.delivered_status: 499 where it left first), and
+    count the refusals of the limits around the app by reason (`listener`: which port)."""
 
-    def __init__(self, app: Any, metrics: ServerMetrics) -> None:
-        self.app, self.metrics = app, metrics
+    def __init__(self, app: Any, metrics: ServerMetrics, listener: str = "api") -> None:
+        self.app, self.metrics, self.listener = app, metrics, listener
+        self.paths: set[str] | None = None  # the app's route templates, read on first use
+
+    def _route(self, scope: Any) -> str:
+        """The matched route's template, not the raw path: unknown paths share one label. A
+        request refused before routing (a 503) still gets its route when its path is one."""
+        matched = getattr(scope.get("route"), "path", None)
+        if matched:
+            return str(matched)
+        if self.paths is None:
+            routes = getattr(scope.get("app"), "routes", [])
+            self.paths = {str(getattr(route, "path", "")) for route in routes}
+        return scope["path"] if scope["path"] in self.paths else "unmatched"
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -81,8 +105,11 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            # the matched route's template, not the raw path: unknown paths share one label
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            method = scope["method"]
-            self.metrics.latency.labels(route, method).observe(time.perf_counter() - started)
-            self.metrics.requests.labels(route, method, str(status)).inc()
+            answered = delivered_status(scope, status)
+            if answered is not None:
+                route, method = self._route(scope), scope["method"]
+                self.metrics.latency.labels(route, method).observe(time.perf_counter() - started)
+                self.metrics.requests.labels(route, method, str(answered)).inc()
+                refused = scope.get("state", {}).get("refused")
+                if refused is not None:
+                    self.metrics.refusals.labels(self.listener, refused).inc()

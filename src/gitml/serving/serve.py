@@ -1,7 +1,8 @@
 """The prediction server: MLEM's FastAPI app (gitml.serving.packaging) plus strict request models,
-a health route, Prometheus metrics on a port of their own, the prediction log, the limits of
-gitml.serving.guards (head and body size, read deadlines, connections), a JSON access log and
-errors that name the field at fault.
+a health route, Prometheus metrics on a port of their own, the prediction log, the HTTP/1.1
+hygiene and limits of gitml.serving.protocol (head size, read deadlines, pipelining, upgrades,
+connections) and gitml.serving.guards (requests in progress, body size), a JSON access log that
+records every refusal, and errors that name the field at fault.
 
 Settings come from the environment (GITML_*, gitml.serving.settings), so the same image runs
 anywhere: `python -m gitml serve` (gitml.serving.workers, which starts GITML_WORKERS processes
@@ -14,13 +15,16 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import logging
+import logging.config
 import math
-import sys
+import resource
 from typing import Any, Literal, Optional
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import (
     BaseModel,
     Extra,
@@ -35,7 +39,7 @@ from pydantic import (
     validator,
 )
 from pydantic.error_wrappers import ErrorWrapper
-from pydantic.errors import ExtraError, ListMaxLengthError
+from pydantic.errors import DictError, ExtraError, ListMaxLengthError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
@@ -52,16 +56,23 @@ from gitml.schema import (
 from gitml.serving.guards import (
     AccessLog,
     BodyGuard,
+    InFlightLimit,
+    RefusalLog,
     error_response,
-    guarded_protocol,
-    refusal_logger,
     safe_text,
 )
+from gitml.serving.jsonlog import LOG_CONFIG, say
 from gitml.serving.metrics import MetricsMiddleware, ServerMetrics
-from gitml.serving.packaging import PredictHook, build_app, model_hash
+from gitml.serving.packaging import UNPARSED, PredictHook, build_app, model_hash
 from gitml.serving.predlog import PredictionLog
+from gitml.serving.protocol import guarded_protocol
 from gitml.serving.settings import Settings
 from gitml.serving.workers import listener
+
+HEALTH = "/healthz"
+# The metrics port serves a few scrapers (a Prometheus pair), never the public.
+METRICS_CONNECTIONS, METRICS_IN_FLIGHT = 64, 4
+FD_RESERVE = 64  # descriptors kept for the model, the logs and the listening sockets
 
 
 def _field_type(spec: Column) -> Any:
@@ -138,6 +149,22 @@ def _known_keys(allowed: set[str], max_errors: int) -> Any:
     return root_validator(pre=True, allow_reuse=True)(check)
 
 
+# A model read only from a JSON object: pydantic 1 would also build one from anything `dict()`
+# takes, such as a list of [key, value] pairs. (No docstring: OpenAPI would show it.)
+class _JsonObject(BaseModel):
+    @classmethod
+    def validate(cls: Any, value: Any) -> Any:
+        if not isinstance(value, dict | cls):
+            raise DictError()
+        return super().validate(value)
+
+
+def _object_model(**config: Any) -> type[BaseModel]:
+    """A base for create_model: a JSON object with no keys but its fields."""
+    settings = type("Config", (), {"extra": Extra.forbid, **config})
+    return type("JsonObject", (_JsonObject,), {"Config": settings})
+
+
 def _checked_rows(row: type[BaseModel], max_rows: int, max_errors: int) -> Any:
     """A pre validator of the row list: the length first, then each row in turn, stopping after
     `max_errors` errors. pydantic alone checks every row and key whatever it has found, on the
@@ -198,9 +225,7 @@ def request_model(max_rows: int, max_errors: int = 20) -> type[BaseModel]:
     kinds = (("ints", ints, _json_integer), ("floats", floats, _json_number))
     row = create_model(  # type: ignore[call-overload]
         "PredictRow",
-        __config__=type(
-            "Config", (), {"extra": Extra.forbid, "schema_extra": _nullable_in_openapi}
-        ),
+        __base__=_object_model(schema_extra=_nullable_in_openapi),
         __validators__={  # pydantic refuses a validator of no fields: only the kinds present
             **{
                 name: validator(*columns, pre=True, allow_reuse=True)(check)
@@ -211,10 +236,9 @@ def request_model(max_rows: int, max_errors: int = 20) -> type[BaseModel]:
         },
         **fields,
     )
-    strict = type("Config", (), {"extra": Extra.forbid})
     frame = create_model(
         "PredictFrame",
-        __config__=strict,
+        __base__=_object_model(),
         __validators__={
             "keys": _known_keys({"values"}, max_errors),
             "rows": _checked_rows(row, max_rows, max_errors),
@@ -223,7 +247,7 @@ def request_model(max_rows: int, max_errors: int = 20) -> type[BaseModel]:
     )
     return create_model(  # type: ignore[no-any-return]
         "PredictRequest",
-        __config__=strict,
+        __base__=_object_model(),
         __validators__={"keys": _known_keys({"data"}, max_errors)},
         data=(frame, ...),
     )
@@ -270,10 +294,6 @@ def validation_handler(max_errors: int) -> Any:
     return validation_error
 
 
-# FastAPI's word for a body json.loads refuses other than as malformed JSON
-UNPARSED = "There was an error parsing the body"
-
-
 async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
     """Every other error as {"error", "detail"}, as the 422s and the limits' answers are."""
     detail = str(exc.detail)
@@ -298,7 +318,7 @@ def prediction_hook(log: PredictionLog | None, metrics: ServerMetrics) -> Predic
             log.append(state["request_id"], rows, predictions, synthetic=state["synthetic"])
         except OSError as err:
             metrics.log_errors.inc()
-            print(f"prediction log: {err}", file=sys.stderr, flush=True)
+            say(f"prediction log: {err}", "error")
 
     return on_predict
 
@@ -332,22 +352,24 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(
         BodyGuard, max_bytes=settings.max_body_bytes, timeout=settings.read_timeout_s
     )
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # counts 413s, 415s and 408s too
+    app.add_middleware(InFlightLimit, limit=settings.limit_concurrency, exempt=[HEALTH])
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # counts the refusals above too
     app.add_middleware(  # outermost: every request gets an id and a line
         AccessLog,
         enabled=settings.access_log,
         synthetic_token=settings.synthetic_token.get_secret_value(),
     )
     for route in app.routes:
-        if getattr(route, "path", None) == "/predict":
-            route.responses.update({  # type: ignore[attr-defined]
+        if isinstance(route, APIRoute) and route.path == "/predict":  # the documented one
+            route.responses.update({
                 400: {"description": "Request body is not UTF-8 JSON"},
                 408: {"description": "Request body not received in time"},
                 413: {"description": "Request body too large"},
                 415: {"description": "Request body is not JSON"},
+                503: {"description": "Too many requests in progress: retry (Retry-After)"},
             })  # fmt: skip
 
-    @app.get("/healthz", tags=["health"])
+    @app.get(HEALTH, tags=["health"])
     def healthz() -> dict[str, str]:
         """Liveness and readiness: the model is loaded and has answered a warm-up prediction."""
         return {"status": "ok", "model_version": version}
@@ -355,10 +377,14 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def metrics_app(metrics: ServerMetrics) -> Starlette:
-    """GET /metrics alone, for the metrics port."""
+def metrics_app(metrics: ServerMetrics, access_log: bool = True) -> Any:
+    """GET /metrics alone, for the metrics port, with its own limit on requests in progress;
+    its requests are logged and counted as the API's are (listener "metrics")."""
     app = Starlette(routes=[Route("/metrics", metrics.endpoint)])
     app.router.redirect_slashes = False
+    app.add_middleware(InFlightLimit, limit=METRICS_IN_FLIGHT)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, listener="metrics")
+    app.add_middleware(AccessLog, enabled=access_log)
     return app
 
 
@@ -369,43 +395,64 @@ class _Sidecar(uvicorn.Server):
         return contextlib.nullcontext()
 
 
-def _config(app: Any, settings: Settings, **limits: Any) -> uvicorn.Config:
+def connection_budget(wanted: int, reserved: int) -> int:
+    """`wanted` connections, or fewer where the process's descriptor limit (RLIMIT_NOFILE)
+    would run out first: an accept that fails for want of a descriptor stalls every client."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    budget = soft - reserved - FD_RESERVE if soft != resource.RLIM_INFINITY else wanted
+    if budget < wanted:
+        say(f"GITML_MAX_CONNECTIONS={wanted} lowered to {budget}: the descriptor limit is {soft}",
+            "warning")  # fmt: skip
+    return max(1, min(wanted, budget))
+
+
+def _config(
+    app: Any, settings: Settings, metrics: ServerMetrics, listener: str, connections: int
+) -> uvicorn.Config:
+    events = RefusalLog(metrics, listener, settings.access_log)
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        log_config=LOG_CONFIG,
         log_level="warning",
         access_log=False,  # AccessLog writes one JSON line instead
         server_header=False,  # what runs here is nobody's business
         http=guarded_protocol(
-            settings.max_header_bytes,
-            settings.read_timeout_s,
-            refusal_logger() if settings.access_log else None,
+            settings.max_header_bytes, settings.read_timeout_s, connections, events
         ),
+        ws="none",  # no websocket route: an Upgrade is ignored (gitml.serving.protocol)
         timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]
-        **limits,
     )
 
 
 async def serve(settings: Settings, app: FastAPI) -> None:
     """Serve `app`, and its metrics on the metrics port when there is one, until a signal."""
-    api = uvicorn.Server(_config(app, settings, limit_concurrency=settings.limit_concurrency))
+    metrics = app.state.metrics
+    with_metrics = settings.metrics_fd is not None or bool(settings.metrics_port)
+    reserved = METRICS_CONNECTIONS if with_metrics else 0
+    budget = connection_budget(settings.max_connections, reserved)
+    api = uvicorn.Server(_config(app, settings, metrics, "api", budget))
     sockets = [listener(settings.fd, settings.host, settings.port)]
-    if settings.metrics_fd is None and not settings.metrics_port:
+    if not with_metrics:
         return await api.serve(sockets=sockets)
     scraped = listener(settings.metrics_fd, settings.host, settings.metrics_port)
-    sidecar = _Sidecar(_config(metrics_app(app.state.metrics), settings, limit_concurrency=16))
-    side = asyncio.create_task(sidecar.serve(sockets=[scraped]))
+    side = metrics_app(metrics, settings.access_log)
+    sidecar = _Sidecar(_config(side, settings, metrics, "metrics", METRICS_CONNECTIONS))
+    side_task = asyncio.create_task(sidecar.serve(sockets=[scraped]))
     try:
         await api.serve(sockets=sockets)
     finally:
         sidecar.should_exit = True
-        await side
+        await side_task
 
 
 def main(settings: Settings | None = None) -> None:
     """Serve in this process (gitml.serving.workers starts several of these)."""
     settings = settings or Settings()
+    # from the start, every library's log record and warning is a JSON line too
+    logging.config.dictConfig(LOG_CONFIG)
+    logging.captureWarnings(True)
     app = create_app(settings)
     # What start-up made (~230k objects: FastAPI, MLEM, pandas, scikit-learn, the model) lives
     # as long as the process: out of the collector's sight, or every full collection walks it,

@@ -29,8 +29,13 @@ class Settings(BaseSettings):
     max_header_bytes: int = 16 * 1024  # request line and headers (uvicorn's h11 default)
     read_timeout_s: float = 10.0  # a request's head and body must arrive within this
     keep_alive_timeout_s: float = 5.0  # an idle connection is closed after this
-    # Connections and requests in progress; more get a 503. Bounds memory: each may hold a body.
-    limit_concurrency: int = 128
+    # Requests in progress in a process (the health check aside); more get a 503 at once.
+    # Bounds memory: each may hold a body of up to max_body_bytes.
+    limit_concurrency: PositiveInt = 128
+    # Open connections per process. Past it, those holding no request (silent, or idle between
+    # requests) are closed, idlest first; with none idle, a new connection gets a 503. Lowered
+    # to fit the process's descriptor limit (ulimit -n).
+    max_connections: PositiveInt = 1024
     access_log: bool = True  # one JSON line per request on stdout
     docs: bool = False  # /docs, /redoc (browser pages loading CDN assets) and /interface.json
     # The shared secret that marks a request synthetic (smoke checks, whose rows the monitor

@@ -15,6 +15,7 @@ import sys
 import tempfile
 from typing import Any
 
+from gitml.serving.jsonlog import say
 from gitml.serving.settings import Settings
 
 # prometheus-client's multiprocess mode (gitml.serving.metrics): read once, when imported
@@ -76,7 +77,7 @@ def supervise(settings: Settings) -> int:
                 continue
             if not stopping:  # a worker stopped on its own: a failure whatever its status
                 status = os.waitstatus_to_exitcode(code)  # killed by a signal: negative
-                print(f"serve: worker {pid} exited ({status}); stopping", file=sys.stderr)
+                say(f"serve: worker {pid} exited ({status}); stopping", "error")
                 status = max(status, 1)
                 stop()
     finally:
