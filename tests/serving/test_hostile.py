@@ -20,7 +20,9 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
+from gitml.config import PROJ_ROOT
 from gitml.schema import EVENT_TIME, EXAMPLE_ROW, FEATURES
 from gitml.serving.predlog import read_predictions
 from tests.conftest import Served, running_server
@@ -31,6 +33,19 @@ MAX_HEAD = 16 * 1024  # its GITML_MAX_HEADER_BYTES (the default)
 HEADER_SENT = 100 << 20  # the header a client tries to send
 IN_FLIGHT = 64  # its GITML_LIMIT_CONCURRENCY: requests in progress (more than the slow cases)
 MAX_CONNECTIONS = 150  # its GITML_MAX_CONNECTIONS: open connections (more than they open)
+
+
+def readiness_timeout() -> float:
+    """Seconds the Deployment's readiness probe waits for /healthz: slower, and Kubernetes takes
+    the pod out of its Service. What "health keeps answering" means under abuse (a bound from
+    the manifest, not a speed target: those live in `make bench-serving`)."""
+    manifest = yaml.safe_load((PROJ_ROOT / "deploy/k8s/base/deployment.yaml").read_text())
+    (container,) = [c for c in manifest["spec"]["template"]["spec"]["containers"]
+                    if "readinessProbe" in c]  # fmt: skip
+    return float(container["readinessProbe"]["timeoutSeconds"])
+
+
+HEALTH_DEADLINE = readiness_timeout()
 
 
 @dataclass
@@ -550,7 +565,8 @@ def test_slow_bodies_are_cut_off_and_their_memory_reused(hostile: Hostile) -> No
     second = rss(served.pid)
     assert all(a.startswith(b"HTTP/1.1 408") for a in answers), {a[:40] for a in answers}
     assert b"request body not received within" in answers[0]
-    assert max(probe.latencies + again.latencies) < 1.0, max(probe.latencies + again.latencies)
+    slowest = max(probe.latencies + again.latencies)
+    assert slowest < HEALTH_DEADLINE, slowest
     # a few copies of each body at most while they are held, and no growth after
     assert max(probe.peak, again.peak) - before < count * 3 * MAX_BODY, (before, probe.peak)
     assert second - first < 10 * MAX_BODY, (before, first, second)
@@ -570,7 +586,7 @@ def test_slow_heads_are_cut_off_while_health_answers(hostile: Hostile) -> None:
     assert time.perf_counter() - started < READ_TIMEOUT + 3
     assert all(a.startswith(b"HTTP/1.1 408") for a in answers), {a[:40] for a in answers}
     assert b"request head not received within" in answers[0]
-    assert max(probe.latencies) < 1.0
+    assert max(probe.latencies) < HEALTH_DEADLINE, max(probe.latencies)
     assert_healthy(served)
 
 
@@ -605,7 +621,7 @@ def test_a_100_mb_header_is_refused_early_and_costs_no_memory(hostile: Hostile) 
     assert sent < min(MAX_HEAD + socket_buffers_max(), HEADER_SENT), sent
     assert received.startswith(b"HTTP/1.1 431") or received == b"", received[:100]
     assert probe.peak - before < 16 << 20
-    assert max(probe.latencies) < 1.0
+    assert max(probe.latencies) < HEALTH_DEADLINE, max(probe.latencies)
     assert_healthy(served)
 
 
@@ -627,7 +643,7 @@ def test_validation_floods_leave_health_answering(hostile: Hostile) -> None:
         for thread in threads:
             thread.join()
     assert statuses == [422] * 40
-    assert sorted(probe.latencies)[int(len(probe.latencies) * 0.95)] < 0.5
+    assert max(probe.latencies) < HEALTH_DEADLINE, max(probe.latencies)
     assert_healthy(served)
 
 
