@@ -116,6 +116,20 @@ test: data lint k8s-tools monitor-tools cluster-tools
 	  echo "--- workflow harness ($$log) ---"; cat $$log; done; fi; \
 	exit $$status
 
+# What a pull request waits for (pr.yml): lint and the fast suite, unless the change touches
+# what the heavy suites exercise (gitml.pull_requests.suites lists those paths); then all of
+# `make test`. PR_BASE is what the change is judged against: pr.yml passes the merge commit's
+# first parent; locally, BASE (main).
+PR_BASE ?= $(BASE)
+
+.PHONY: test-pr
+## The pull request's check: lint and the fast suite, or all of `make test` if the change needs it.
+test-pr: data
+	@if [ "$$(PYTHONPATH=src $(STDLIB_PYTHON) -m gitml suites --base '$(PR_BASE)')" = all ]; then \
+	  $(MAKE) --no-print-directory test; \
+	else $(MAKE) --no-print-directory lint k8s-tools monitor-tools \
+	  && pytest -m "not slow" $(PYTEST_ARGS); fi
+
 .PHONY: test-fast
 ## Only the fast unit tests (installs kubectl and promtool, which some of them run).
 test-fast: setup k8s-tools monitor-tools

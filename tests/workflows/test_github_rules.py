@@ -107,8 +107,11 @@ def move_production_tag(team: Fork, ghcr: str, run_id: int, variables: dict[str,
            "GIT_COMMITTER_NAME": "Dana", "GIT_COMMITTER_EMAIL": "dana@example.com"}  # fmt: skip
     gto = str(Path(sys.executable).with_name("gto"))
     before = set(run("git", "tag", cwd=person).split())
+    # staging never ran here (no STAGING_URL for the releases): the person says why, as
+    # production's promotion check asks, so the deploy job's own checks are reached
     run(gto, "assign", "bike-demand", "--stage", "production", "--version", "v0.0.1", "--force",
-        cwd=person, env=env)  # fmt: skip
+        "--message", "Staging-Override: the URL scenarios have no staging", cwd=person,
+        env=env)  # fmt: skip
     (tag,) = set(run("git", "tag", cwd=person).split()) - before
     run("git", "push", "-q", "origin", f"refs/tags/{tag}", cwd=person)
     team.git("fetch", "-q", "origin", "--tags")
