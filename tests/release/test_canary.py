@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from gitml.config import load_params
 from gitml.dataset import TARGET
@@ -393,3 +394,25 @@ def test_a_good_candidate_completes(
         for v in verdicts[weight]
         if v.check == "p99-latency-seconds"
     ), "the candidate's latency was measured"
+
+
+def test_the_commands_the_job_and_a_person_run_give_the_verdicts(
+    versions: dict[str, Version], prometheus: str, primed: list[Doc], packaged_model: Path,
+    settings: dict[str, Any],
+) -> None:  # fmt: skip
+    """`canary compare` as the analysis Job runs it (its exit code is the verdict), and `canary
+    check` reading the committed template, on the servers and traffic of the tests above."""
+    golden = str(packaged_model.parent / GOLDEN_FILE)
+    (container,) = canary.model_template(settings)["spec"]["metrics"][0]["provider"]["job"][
+        "spec"]["template"]["spec"]["containers"]  # fmt: skip
+    limits = container["command"][-4:]  # the thresholds the Job is given
+    assert limits[0] == "--max-mean-shift", container["command"]
+    stable = versions["stable"].served.url
+    for name, code in (("good", 0), ("broken", 1)):
+        argv = ["compare", "--stable", stable, "--candidate", versions[name].served.url,
+                "--golden", golden, *limits]  # fmt: skip
+        result = CliRunner().invoke(canary.app, argv)
+        assert result.exit_code == code, (name, result.output)
+    check = ["check", "--prometheus", prometheus, "--namespace", NAMESPACE, "--window", "60s"]
+    result = CliRunner().invoke(canary.app, [*check, "--canary-hash", versions["broken"].hash])
+    assert result.exit_code == 1 and "FAIL error-share" in result.output, result.output
