@@ -7,7 +7,9 @@ into a real MLEM package, so the server imports this module (`tests` is importab
 project root, where the tests start the servers).
 """
 
+import itertools
 import os
+import time
 from typing import Any
 
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -37,4 +39,25 @@ class Shifted(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         return self
 
     def predict(self, X: Any) -> Any:
+        return self.model.predict(X) + self.shift
+
+
+_CALLS = itertools.count(1)  # per server process, never pickled
+
+
+class Broken(RegressorMixin, BaseEstimator):  # type: ignore[misc]
+    """A canary candidate wrong in every way the canary analysis judges: predictions off by
+    `shift`, every call `delay_s` long, and every second call after the first (the server's
+    warm-up) raising, which the server answers with a 500."""
+
+    def __init__(self, model: Any = None, shift: float = 0.0, delay_s: float = 0.0) -> None:
+        self.model, self.shift, self.delay_s = model, shift, delay_s
+
+    def fit(self, X: Any, y: Any) -> "Broken":
+        return self
+
+    def predict(self, X: Any) -> Any:
+        time.sleep(self.delay_s)
+        if next(_CALLS) % 2 == 0:
+            raise RuntimeError("a broken candidate")
         return self.model.predict(X) + self.shift

@@ -41,6 +41,7 @@ COMMANDS: dict[str, dict[str, tuple[str, str]]] = {
         "cluster": ("gitml.release.cluster.cli", "a local registry and cluster (podman)"),
         "preflight": ("gitml.release.preflight", "the settings a deploy job lacks"),
         "promotion": ("gitml.release.promotion", "production takes what passed staging"),
+        "canary": ("gitml.release.canary", "Argo Rollouts canary: render, check, compare"),
     },
     "monitoring": {
         "replay": ("gitml.monitoring.replay", "send held-out rows to a server as traffic"),
