@@ -94,11 +94,12 @@ format: setup
 # The workflow harness (tests/workflows: the real workflows run with act) and the loop demo run
 # beside the rest of the suite (marker `beside`), in two processes: they mostly wait on their
 # jobs' installs, servers and image builds, and each works on clones of its own. HARNESS_FIRST
-# holds the longest module (the release) and two short ones, the second process the rest, so
-# both end near the suite's end. WORKFLOW_TESTS= leaves them all out.
+# holds the longest module (the release, ~13 min alone on 2 cores) and the loop demo (~4) and
+# two short ones, the second process the rest (~21 min together), so both end near each other.
+# WORKFLOW_TESTS= leaves them all out.
 WORKFLOW_TESTS ?= -m beside
-HARNESS_FIRST ?= tests/workflows/test_release.py tests/workflows/test_retrain_workflow.py \
-  tests/workflows/test_cloud_remote.py
+HARNESS_FIRST ?= tests/workflows/test_release.py tests/e2e/test_loop_demo.py \
+  tests/workflows/test_retrain_workflow.py tests/workflows/test_cloud_remote.py
 
 .PHONY: test
 ## Install, pull the data, and run the whole suite: lint, unit, slow end-to-end, workflow harness.
