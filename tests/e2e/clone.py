@@ -27,8 +27,10 @@ def clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     venv_bin = str(PROJ_ROOT / ".venv" / "bin")
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != venv_bin)
-    uv = shutil.which("uv") or str(PROJ_ROOT / ".tools" / "bin" / "uv")
-    env["UV"] = uv  # reuse this checkout's uv (and its cache) instead of bootstrapping another
+    # reuse the uv this checkout's make uses (and its cache) instead of bootstrapping another:
+    # the one UV names (make's own setting), else uv on PATH, else the one make bootstrapped
+    uv = os.environ.get("UV") or shutil.which("uv") or str(PROJ_ROOT / ".tools" / "bin" / "uv")
+    env["UV"] = uv
     return env
 
 
