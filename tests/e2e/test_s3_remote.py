@@ -3,9 +3,7 @@ remote behaves, end to end, without a cloud account."""
 
 import os
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,33 +11,16 @@ import pytest
 
 from gitml.config import PROJ_ROOT
 from gitml.pipeline.validate import RAW_DATA
-from gitml.ports import free_port
 from tests.e2e.clone import run
+from tests.e2e.moto import moto_s3
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def s3_endpoint() -> Iterator[str]:
-    port = free_port()
-    server = subprocess.Popen(
-        [str(PROJ_ROOT / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("moto_server did not start")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with moto_s3() as endpoint:
+        yield endpoint
 
 
 def test_push_then_pull_through_s3(s3_endpoint: str, tmp_path: Path) -> None:

@@ -5,17 +5,14 @@ secret (GitHub's rule, which the harness applies) and goes green too, saying wha
 and why, instead of failing on a `dvc pull` it could never do."""
 
 import os
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
 from gitml.config import PROJ_ROOT
-from gitml.ports import free_port
 from tests.e2e.clone import run
+from tests.e2e.moto import moto_s3
 from tests.workflows import events
 from tests.workflows.conftest import REPOSITORY, Fork
 from tests.workflows.harness import Result
@@ -35,29 +32,12 @@ PR, FORK_PR, FORK_REPO = 11, 12, "someone/Bike-Demand"
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[str]:
-    port = free_port()
-    server = subprocess.Popen(
-        [str(PROJ_ROOT / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("moto_server did not start")
+    with moto_s3() as endpoint:
         import boto3  # moto's dependency: the bucket a team would already have
 
-        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                      **{k.lower(): v for k, v in KEYS.items()}).create_bucket(Bucket=BUCKET)  # fmt: skip
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+        yield endpoint
 
 
 @pytest.fixture(scope="module")

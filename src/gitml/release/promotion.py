@@ -8,7 +8,6 @@ tag for its version, or if the tag's own message gives a reason, a line `Staging
 made the deploy. A person's staging tag is a request, not a pass: its pass comes after its checks.
 """
 
-import json
 import os
 import re
 import subprocess
@@ -16,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from gitml.release.registry import RegistryError, record, stage_assignment
+from gitml.release.registry import RegistryError, checked_stage_tag, record
 
 PASSED = "checks passed in {stage}: "
 OVERRIDE = "Staging-Override"
@@ -71,12 +70,10 @@ def check_command(
 ) -> None:
     """Refuse (exit 1) a production tag whose version never passed staging, unless its message
     gives a reason."""
-    found = subprocess.run(["gto", "check-ref", tag, "--json"], capture_output=True, text=True,
-                           check=False)  # fmt: skip
     try:
-        stage, version = stage_assignment(json.loads(found.stdout or "{}"))
-    except (ValueError, json.JSONDecodeError) as err:
-        typer.echo(f"promotion: {err} {found.stderr.strip()}", err=True)
+        stage, version = checked_stage_tag(tag)
+    except ValueError as err:
+        typer.echo(f"promotion: {err}", err=True)
         raise typer.Exit(1) from None
     listed = subprocess.run(["git", "tag", "--list", f"{name}#staging#*"], capture_output=True,
                             text=True, check=False)  # fmt: skip

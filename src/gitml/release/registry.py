@@ -141,6 +141,16 @@ def stage_assignment(check_ref: dict[str, Any]) -> tuple[str, str]:
     return str(check_ref["stage"]), str(check_ref["version"])
 
 
+def checked_stage_tag(tag: str) -> tuple[str, str]:
+    """(stage, version) of a pushed stage tag, as GTO reads it; ValueError says why not."""
+    check = subprocess.run(["gto", "check-ref", tag, "--json"], capture_output=True, text=True,
+                           check=False)  # fmt: skip
+    try:
+        return stage_assignment(json.loads(check.stdout or "{}"))
+    except (ValueError, json.JSONDecodeError) as err:
+        raise ValueError(f"{err} {check.stderr.strip()}") from None
+
+
 def image_digest(image: str, version: str) -> str:
     """The digest the registry holds for IMAGE:VERSION (the image the release pushed)."""
     inspected = subprocess.run(
@@ -236,12 +246,10 @@ def from_tag(
         typer.echo(f"registry: {tag!r} is not a stage tag of the model {name!r} "
                    "(dvc.yaml artifacts)", err=True)  # fmt: skip
         raise typer.Exit(1)
-    check = subprocess.run(["gto", "check-ref", tag, "--json"], capture_output=True, text=True,
-                           check=False)  # fmt: skip
     try:
-        stage, version = stage_assignment(json.loads(check.stdout or "{}"))
-    except (ValueError, json.JSONDecodeError) as err:
-        typer.echo(f"registry: {err} {check.stderr.strip()}", err=True)
+        stage, version = checked_stage_tag(tag)
+    except ValueError as err:
+        typer.echo(f"registry: {err}", err=True)
         raise typer.Exit(1) from None
     version_tag = f"{tag.split('#')[0]}@{version}"
     commit = run(["git", "rev-list", "-n", "1", version_tag], os.environ)

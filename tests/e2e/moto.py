@@ -1,0 +1,36 @@
+"""moto's S3 server on a spare loopback port: a real S3 protocol endpoint, no cloud account."""
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from gitml.config import PROJ_ROOT
+from gitml.ports import free_port
+
+
+@contextmanager
+def moto_s3() -> Iterator[str]:
+    """The server's endpoint URL while it runs; stopped after."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(PROJ_ROOT / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("moto_server did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
