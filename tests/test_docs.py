@@ -8,7 +8,6 @@ import io
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import yaml
 from gitml.__main__ import MODULES
 from gitml.config import PARAMS_FILE, PROJ_ROOT
 from gitml.serving.settings import Settings
+from tests.e2e.clone import project_uv
 
 PAGES = sorted(
     [PROJ_ROOT / "README.md", PROJ_ROOT / "CONTRIBUTING.md", *(PROJ_ROOT / "docs").rglob("*.md")]
@@ -186,8 +186,7 @@ def test_every_gto_and_uv_command_shown_parses() -> None:
             except click.ClickException as err:
                 pytest.fail(f"{page}: {' '.join(words)}: {err}")
         elif words[0] == "uv":
-            uv = shutil.which("uv") or str(PROJ_ROOT / ".tools" / "bin" / "uv")
-            done = subprocess.run([uv, words[1], "--help"], capture_output=True, text=True,
+            done = subprocess.run([project_uv(), words[1], "--help"], capture_output=True, text=True,
                                   check=False)  # fmt: skip
             assert done.returncode == 0, f"{page}: uv {words[1]}"
             assert not [o for o in options(words[2:]) if o not in done.stdout], words

@@ -22,15 +22,18 @@ def run(*cmd: str, cwd: Path, env: dict[str, str] | None = None) -> str:
     return result.stdout + result.stderr
 
 
+def project_uv() -> str:
+    """The uv this checkout's make uses: the one UV names (make's own setting), else uv on
+    PATH, else the one make bootstrapped into .tools/."""
+    return os.environ.get("UV") or shutil.which("uv") or str(PROJ_ROOT / ".tools" / "bin" / "uv")
+
+
 def clean_env() -> dict[str, str]:
     """The caller's environment without this checkout's venv, so the clone builds its own."""
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     venv_bin = str(PROJ_ROOT / ".venv" / "bin")
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != venv_bin)
-    # reuse the uv this checkout's make uses (and its cache) instead of bootstrapping another:
-    # the one UV names (make's own setting), else uv on PATH, else the one make bootstrapped
-    uv = os.environ.get("UV") or shutil.which("uv") or str(PROJ_ROOT / ".tools" / "bin" / "uv")
-    env["UV"] = uv
+    env["UV"] = project_uv()  # reuse it (and its cache) instead of bootstrapping another
     return env
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from gitml.config import PROJ_ROOT
-from tests.e2e.clone import run
+from tests.e2e.clone import project_uv, run
 from tests.workflows.github import FakeGitHub
 
 HERE = Path(__file__).resolve().parent
@@ -141,7 +141,7 @@ class Runner:
         version = uv_version()
         target = self.home / ".cache" / "act" / "tool_cache" / "uv" / version / "x86_64"
         target.mkdir(parents=True)
-        uv = Path(shutil.which("uv") or PROJ_ROOT / ".tools" / "bin" / "uv")
+        uv = Path(project_uv())
         for name in ("uv", "uvx"):
             shutil.copy2(uv.with_name(name), target / name)
         (target.parent / "x86_64.complete").touch()
