@@ -8,8 +8,6 @@ import pytest
 from gitml.pull_requests.suites import choose, heavy, main
 
 ROOT = Path(__file__).resolve().parents[2]
-TRACKED = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout.split()  # fmt: skip
 
 
 def test_what_the_heavy_suites_build_and_run_is_heavy() -> None:
@@ -17,7 +15,9 @@ def test_what_the_heavy_suites_build_and_run_is_heavy() -> None:
     every file of the repository under them."""
     roots = (".github/", "deploy/", "src/gitml/release/", "src/gitml/serving/", "tests/workflows/",
              "tests/e2e/")  # fmt: skip
-    under = [path for path in TRACKED if path.startswith(roots)]
+    # the files on disk (mutation testing runs in a copy that is not a git checkout)
+    under = [path.relative_to(ROOT).as_posix() for root in roots for path in (ROOT / root).rglob("*")
+             if path.is_file() and "__pycache__" not in path.parts]  # fmt: skip
     assert len(under) > 50
     assert [path for path in under if not heavy(path)] == []
     for path in ("Makefile", "Dockerfile", "dvc.yaml", "uv.lock", "pyproject.toml", ".ci/run"):
@@ -100,3 +100,47 @@ def test_no_diff_to_be_had_runs_everything(repo: Path, capsys: pytest.CaptureFix
     out, err = capsys.readouterr()
     assert out == "all\n"
     assert "cannot be listed" in err and "HEAD~5" in err
+
+
+def test_no_change_at_all_is_fast_and_says_so() -> None:
+    assert choose([]) == ("fast", "no file changed")
+
+
+def test_many_heavy_inputs_are_named_five_then_counted() -> None:
+    heavy_files = [f"src/gitml/serving/m{i}.py" for i in range(7)]
+    assert choose(heavy_files) == ("all", "the heavy suites' inputs changed: " + ", ".join(
+        heavy_files[:5]) + " and 2 more")  # fmt: skip
+    assert choose(heavy_files[:5])[1].endswith(heavy_files[4])  # five: all named, no count
+    assert choose(heavy_files[:6])[1].endswith(f"{heavy_files[4]} and 1 more")
+
+
+def test_an_ignored_file_is_no_change(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (repo / ".gitignore").write_text(".github/\n")
+    git(repo, "add", ".gitignore")
+    git(repo, "commit", "-qm", "ignore")
+    (repo / ".github").mkdir()
+    (repo / ".github" / "scratch.yml").write_text("on: push\n")
+    main(["--base", "main"])
+    out, err = capsys.readouterr()
+    assert out == "fast\n" and "1 changed files" in err  # .gitignore itself, not the scratch
+
+
+def test_gits_own_refusal_is_quoted(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["--base", "nope"])
+    err = capsys.readouterr().err
+    assert "(git merge-base nope HEAD: fatal: Not a valid object name nope)" in err
+
+
+def test_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([])
+    assert exited.value.code == 2 and "--base" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    usage = capsys.readouterr().out
+    assert usage.startswith("usage: python -m gitml suites [-h] --base BASE\n")
+    # the module's first paragraph, as written (its line breaks kept)
+    assert "Which tests does a change need? Standard library only: `make test-pr` asks before " \
+        "it runs\npytest." in usage  # fmt: skip
+    assert "the commit the change is judged against (pr.yml: the merge commit's first" in " ".join(
+        usage.split())  # fmt: skip

@@ -20,7 +20,6 @@ import argparse
 import subprocess
 import sys
 from collections.abc import Iterable
-from pathlib import Path
 
 # Paths (a file, or a folder ending in /) whose change needs the heavy suites ...
 HEAVY_INPUTS = (
@@ -57,21 +56,21 @@ def choose(changed: Iterable[str]) -> tuple[str, str]:
     return "fast", f"{len(changed)} changed files, none an input of the heavy suites"
 
 
-def git(*args: str, cwd: Path) -> list[str]:
-    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise DiffError(f"git {' '.join(args)}: {done.stderr.strip() or done.returncode}")
+def git(*args: str) -> list[str]:
+    """git's output lines, in the current directory (the checkout)."""
+    try:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, check=True)
+    except subprocess.CalledProcessError as err:
+        raise DiffError(f"git {' '.join(args)}: {err.stderr.strip() or err.returncode}") from None
     return [line for line in done.stdout.splitlines() if line]
 
 
-def changed_files(base: str, cwd: Path) -> list[str]:
+def changed_files(base: str) -> list[str]:
     """Files changed since `base` (its merge base with HEAD), committed or not, both names of a
     rename, and new untracked files."""
-    (fork_point,) = git("merge-base", base, "HEAD", cwd=cwd) or [""]
-    if not fork_point:
-        raise DiffError(f"no common commit of {base} and HEAD")
-    return [*git("diff", "--name-only", "--no-renames", fork_point, cwd=cwd),
-            *git("ls-files", "--others", "--exclude-standard", cwd=cwd)]  # fmt: skip
+    (fork_point,) = git("merge-base", base, "HEAD")  # no common commit: git fails, DiffError
+    return [*git("diff", "--name-only", "--no-renames", fork_point),
+            *git("ls-files", "--others", "--exclude-standard")]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                              "commit's first parent, HEAD^1; locally: main)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        suites, why = choose(changed_files(args.base, Path.cwd()))
+        suites, why = choose(changed_files(args.base))
     except DiffError as err:
         suites, why = "all", f"the changed files cannot be listed ({err})"
     print(f"suites: {suites}: {why}", file=sys.stderr)
