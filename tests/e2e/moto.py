@@ -13,9 +13,9 @@ from gitml.ports import free_port
 
 
 @contextmanager
-def moto_s3() -> Iterator[str]:
-    """The server's endpoint URL while it runs; stopped after."""
-    port = free_port()
+def moto_s3(port: int = 0) -> Iterator[str]:
+    """The server's endpoint URL while it runs (on `port`, or a spare one); stopped after."""
+    port = port or free_port()
     server = subprocess.Popen(
         [str(PROJ_ROOT / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

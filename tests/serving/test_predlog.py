@@ -1,5 +1,6 @@
-"""The prediction log: append-only, one file per day and instance, nothing lost on restart,
-read back with clear errors for malformed or empty logs."""
+"""The prediction log: append-only, files per day and instance that roll and close for shipping,
+bounded while unshipped, nothing lost on restart, read back with clear errors for malformed or
+empty logs."""
 
 import json
 import os
@@ -9,16 +10,19 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
 from gitml.schema import EVENT_TIME, EXAMPLE_ROW, FEATURES
+from gitml.serving import predlog
 from gitml.serving.predlog import (
     EVENT_SENT,
     SYNTHETIC,
     LogError,
     PredictionLog,
+    SpoolFull,
     read_actuals,
     read_predictions,
     write_actuals,
@@ -211,12 +215,74 @@ def test_log_files_are_named_by_instance_and_start_time_and_readable_by_all(
 ) -> None:
     old_umask = os.umask(0o022)
     try:
-        PredictionLog(tmp_path, "v1", instance="pod-7").append("a", [row()], [1.0], now=NOON)
+        log = PredictionLog(tmp_path, "v1", instance="pod-7")
+        log.append("a", [row()], [1.0], now=NOON)
     finally:
         os.umask(old_umask)
     (path,) = tmp_path.rglob("*.jsonl")
-    assert re.fullmatch(r"pod-7\.\d{8}T\d{12}\.jsonl", path.name), path.name
+    assert re.fullmatch(r"pod-7\.\d{8}T\d{12}\.open\.jsonl", path.name), path.name
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    log.close()  # closed: the name loses `.open`, the bytes stay
+    (closed,) = tmp_path.rglob("*.jsonl")
+    assert closed.name == path.name.replace(".open.jsonl", ".jsonl")
+    assert read_predictions(tmp_path)["request_id"].tolist() == ["a"]
+
+
+def test_files_roll_after_rotate_s_with_or_without_traffic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(predlog.time, "monotonic", lambda: clock[0])
+    log = PredictionLog(tmp_path, "v1", instance="pod", rotate_s=60)
+    log.append("a", [row()], [1.0], now=NOON)
+    clock[0] += 59
+    log.close_expired()  # not yet
+    log.append("b", [row()], [1.0], now=NOON)
+    assert [p.name.endswith(".open.jsonl") for p in tmp_path.rglob("*.jsonl")] == [True]
+    clock[0] += 1
+    log.append("c", [row()], [1.0], now=NOON)  # a write past rotate_s goes to a new file
+    clock[0] += 60
+    log.close_expired()  # and with no traffic at all, the thread's call closes it
+    files = sorted(tmp_path.rglob("*.jsonl"))
+    assert [p.name.endswith(".open.jsonl") for p in files] == [False, False]
+    assert [len(p.read_text().splitlines()) for p in files] == [2, 1]
+    assert sorted(read_predictions(tmp_path)["request_id"]) == ["a", "b", "c"]
+
+
+def test_two_files_opened_at_the_same_instant_never_share_a_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frozen = datetime(2026, 11, 23, 12, tzinfo=UTC)
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
+            return frozen
+
+    monkeypatch.setattr(predlog, "datetime", Frozen)
+    log = PredictionLog(tmp_path, "v1", instance="pod")
+    for request_id in ("a", "b", "c"):
+        log.append(request_id, [row()], [1.0], now=NOON)
+        log.close()
+    assert len(list(tmp_path.rglob("*.jsonl"))) == 3
+    assert sorted(read_predictions(tmp_path)["request_id"]) == ["a", "b", "c"]
+
+
+def test_past_the_spool_bound_rows_are_refused_until_shipping_frees_room(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, "v1", instance="pod", spool_max_bytes=10_000)
+    sent = 0
+    with pytest.raises(SpoolFull, match="GITML_PREDICTION_LOG_SPOOL_MAX_BYTES=10000"):
+        while sent < 1000:
+            log.append(f"r{sent}", [row()], [1.0], now=NOON)
+            sent += 1
+    written = sum(p.stat().st_size for p in tmp_path.rglob("*.jsonl"))
+    assert 0 < sent < 1000 and 10_000 - written < written / sent  # full: no row fits any more
+    log.close()
+    for path in tmp_path.rglob("*.jsonl"):
+        path.unlink()  # what the shipper does once the store holds a file
+    time.sleep(predlog.SPOOL_SCAN_S)  # the log measures the spool again, now empty
+    log.append("after", [row()], [1.0], now=NOON)
+    assert read_predictions(tmp_path)["request_id"].tolist() == ["after"]
 
 
 def test_a_prediction_that_is_not_a_number_or_a_missing_one_is_refused(tmp_path: Path) -> None:

@@ -1,22 +1,26 @@
 """The prediction log: every served row, its prediction, the model version and the time.
 
-Append-only JSON lines, one file per UTC day and server process:
-`<dir>/<YYYY-MM-DD>/<instance>.<start time>.jsonl` (instance: the pod or host name). Each
-request is written with one `write(2)` on a file opened with O_APPEND before its response
-leaves, so a crash or restart loses nothing that was answered, and a restarted server starts a
-new file. A final line without its newline is a write cut short by a crash, whose request was
-never answered: it is skipped. Actuals (the true outcome, known later) are JSON lines too,
-keyed by the same `request_id` and `row`; `read_predictions` joins them in.
+Append-only JSON lines, a file per UTC day and server process, or more where the files roll:
+`<dir>/<YYYY-MM-DD>/<instance>.<opened>.jsonl` (instance: the pod or host name). A file being
+written is named `….open.jsonl` and renamed when closed (at the day's end, every `rotate_s`,
+at shutdown): gitml.serving.shipping ships the closed ones. Each request is written with one
+`write(2)` on a file opened with O_APPEND before its response leaves, so a crash or restart
+loses nothing that was answered, and a restarted server starts a new file. A final line without
+its newline is a write cut short by a crash, whose request was never answered: it is skipped.
+Actuals (the true outcome, known later) are JSON lines too, keyed by the same `request_id` and
+`row`; `read_predictions` joins them in.
 
 monitoring/monitor.py reads both back; a malformed line is an error naming file and line.
 """
 
+import errno
 import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +37,8 @@ PREDICTION = "prediction"
 SYNTHETIC = "synthetic"
 ACTUAL = "actual"
 EVENT_SENT = "event_time_sent"  # read back: did the request carry the row's event time?
+OPEN = ".open"  # before ".jsonl": a file still being written
+SPOOL_SCAN_S = 1.0  # how stale the spool's size may be when a write checks it against its bound
 
 
 class LogError(ValueError):
@@ -44,17 +50,46 @@ def default_instance() -> str:
     return socket.gethostname()
 
 
-class PredictionLog:
-    """Appends one JSON line per predicted row; thread-safe within one process."""
+class SpoolFull(OSError):
+    """The unshipped log has reached its bound: the row is not logged (counted and alerted)."""
 
-    def __init__(self, directory: Path, model_version: str, instance: str = "") -> None:
+
+def spool_bytes(directory: Path) -> int:
+    """Bytes of log files in `directory` (its day folders): what is not shipped yet."""
+    total = 0
+    with os.scandir(directory) as days:
+        for day in days:
+            if day.is_dir(follow_symlinks=False):
+                with os.scandir(day.path) as files:
+                    total += sum(f.stat().st_size for f in files if f.name.endswith(".jsonl"))
+    return total
+
+
+class PredictionLog:
+    """Appends one JSON line per predicted row; thread-safe within one process.
+
+    `rotate_s`: a file is closed after this long, traffic or not (`close_expired`), so that it
+    can be shipped; 0: a file per day. `spool_max_bytes`: past this many bytes in the directory
+    (written, not shipped yet), appends fail with SpoolFull; 0: no bound.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        model_version: str,
+        instance: str = "",
+        rotate_s: float = 0,
+        spool_max_bytes: int = 0,
+    ) -> None:
         self.directory, self.model_version = directory, model_version
-        # the start time makes each process's files its own, even after a restart in place
-        started = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        self.file_name = f"{instance or default_instance()}.{started}.jsonl"
+        self.instance = instance or default_instance()
+        self.rotate_s, self.spool_max_bytes = rotate_s, spool_max_bytes
         self._lock = threading.Lock()
         self._day = ""
         self._fd: int | None = None
+        self._path: Path | None = None
+        self._opened = 0.0  # time.monotonic() of the open
+        self._spool = (0, -SPOOL_SCAN_S)  # (bytes, when measured): see _check_spool
 
     def append(
         self,
@@ -76,24 +111,96 @@ class PredictionLog:
             for i, (row, pred) in enumerate(zip(rows, predictions, strict=True))
         ).encode()
         with self._lock:
-            fd = self._file(now.strftime("%Y-%m-%d"))
+            self._check_spool(len(payload))
+            fd = self._file(now)
             written = 0
             while written < len(payload):
                 written += os.write(fd, payload[written:])
+            self._spool = (self._spool[0] + written, self._spool[1])
 
-    def _file(self, day: str) -> int:
-        if day != self._day or self._fd is None:
-            self.close()
+    def _check_spool(self, adding: int) -> None:
+        if not self.spool_max_bytes:
+            return
+        measured, when = self._spool
+        if time.monotonic() - when >= SPOOL_SCAN_S:  # the shipper removes files meanwhile
+            self.directory.mkdir(parents=True, exist_ok=True)
+            measured, when = spool_bytes(self.directory), time.monotonic()
+            self._spool = (measured, when)
+        if measured + adding > self.spool_max_bytes:
+            raise SpoolFull(errno.ENOSPC, f"{self.directory}: {measured} bytes not shipped yet, "
+                            f"the bound is GITML_PREDICTION_LOG_SPOOL_MAX_BYTES="
+                            f"{self.spool_max_bytes}: rows are not logged until the shipper "
+                            "catches up")  # fmt: skip
+
+    def _file(self, now: datetime) -> int:
+        day = now.strftime("%Y-%m-%d")
+        if day != self._day or self._expired():
+            self._close()
+        if self._fd is None:
             folder = self.directory / day
             folder.mkdir(parents=True, exist_ok=True)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-            self._fd, self._day = os.open(folder / self.file_name, flags, 0o644), day
+            self._fd, self._path = self._create(folder)
+            self._day, self._opened = day, time.monotonic()
         return self._fd
 
-    def close(self) -> None:
-        if self._fd is not None:
+    def _create(self, folder: Path) -> tuple[int, Path]:
+        """A new file named by this instance and the time it is opened (the clock's, not the
+        rows'): never one that exists, open or closed, so no file is appended to twice."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+        opened = datetime.now(UTC)
+        while True:
+            path = folder / f"{self.instance}.{opened:%Y%m%dT%H%M%S%f}{OPEN}.jsonl"
+            if not closed_name(path).exists():
+                try:
+                    return os.open(path, flags, 0o644), path
+                except FileExistsError:
+                    pass
+            opened += timedelta(microseconds=1)
+
+    def _expired(self) -> bool:
+        return bool(self.rotate_s) and time.monotonic() - self._opened >= self.rotate_s
+
+    def _close(self) -> None:
+        if self._fd is not None and self._path is not None:
             os.close(self._fd)
             self._fd = None
+            self._path.rename(closed_name(self._path))
+
+    def close_expired(self) -> None:
+        """Close the open file if it is older than `rotate_s` (the rotation thread's call)."""
+        with self._lock:
+            if self._expired():
+                self._close()
+
+    def close(self) -> None:
+        """Close the open file (renamed: closed), if any; the next append opens a new one."""
+        with self._lock:
+            self._close()
+
+    def rotate_in_background(self) -> threading.Thread:
+        """Close files every `rotate_s` even when no request comes to do it."""
+        if not self.rotate_s:
+            raise ValueError("rotate_in_background needs rotate_s > 0")
+
+        def run() -> None:
+            while True:
+                time.sleep(min(self.rotate_s, 1.0))
+                self.close_expired()
+
+        thread = threading.Thread(target=run, name="prediction-log-rotation", daemon=True)
+        thread.start()
+        return thread
+
+
+def closed_name(path: Path) -> Path:
+    """`x.open.jsonl` -> `x.jsonl` (the name a file has once closed, here and where shipped)."""
+    if not is_open(path):
+        return path
+    return path.with_name(path.name.removesuffix(f"{OPEN}.jsonl") + ".jsonl")
+
+
+def is_open(path: Path) -> bool:
+    return path.name.endswith(f"{OPEN}.jsonl")
 
 
 def _read_jsonl(

@@ -302,6 +302,19 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
     return error_response(exc.status_code, safe_text(detail, 300), getattr(exc, "headers", None))
 
 
+def prediction_log(settings: Settings, version: str) -> PredictionLog:
+    """The log this process appends to; where it is shipped (gitml.serving.shipping), its
+    files roll every GITML_PREDICTION_LOG_ROTATE_S and what waits unshipped is bounded."""
+    assert settings.prediction_log_dir is not None
+    if not settings.prediction_log_url:  # the files stay here: a file per day, no bound
+        return PredictionLog(settings.prediction_log_dir, version, settings.instance)
+    log = PredictionLog(settings.prediction_log_dir, version, settings.instance,
+                        settings.prediction_log_rotate_s,
+                        settings.prediction_log_spool_max_bytes)  # fmt: skip
+    log.rotate_in_background()
+    return log
+
+
 def prediction_hook(log: PredictionLog | None, metrics: ServerMetrics) -> PredictHook:
     """Count every predicted row and log it under the request's id (AccessLog gives every
     request one), marked synthetic where AccessLog found the shared secret; a failed log write
@@ -336,7 +349,7 @@ def create_app(settings: Settings) -> FastAPI:
     metrics = ServerMetrics(version)
     log = None
     if settings.prediction_log_dir is not None:
-        log = PredictionLog(settings.prediction_log_dir, version, settings.instance)
+        log = prediction_log(settings, version)
     model = request_model(settings.max_rows, settings.max_errors)
     hook = prediction_hook(log, metrics)
     app, _ = build_app(settings.model_path, model, hook, settings.batch_rows, settings.compiled)
@@ -368,6 +381,9 @@ def create_app(settings: Settings) -> FastAPI:
                 415: {"description": "Request body is not JSON"},
                 503: {"description": "Too many requests in progress: retry (Retry-After)"},
             })  # fmt: skip
+
+    if log is not None:  # after the last request: the open file is closed, ready to ship
+        app.add_event_handler("shutdown", log.close)
 
     @app.get(HEALTH, tags=["health"])
     def healthz() -> dict[str, str]:

@@ -5,7 +5,7 @@ import, so that gitml.serving.workers reads them without loading FastAPI, MLEM o
 from pathlib import Path
 from typing import Optional
 
-from pydantic import BaseSettings, PositiveInt, SecretStr
+from pydantic import BaseSettings, PositiveFloat, PositiveInt, SecretStr
 
 from gitml.config import MLEM_MODEL
 
@@ -44,6 +44,17 @@ class Settings(BaseSettings):
     # Where every answered row is appended (gitml.serving.predlog); unset: no prediction log.
     prediction_log_dir: Optional[Path] = None  # noqa: UP045 (pydantic 1 reads it at runtime)
     instance: str = ""  # the log files' name prefix; default the host (a pod's) name
+    # Where the log's closed files are shipped (gitml.serving.shipping), then removed here:
+    # s3://bucket/prefix (gs:// and az:// with gcsfs or adlfs installed) or a folder; unset:
+    # they stay in prediction_log_dir. With it, files roll every prediction_log_rotate_s, and
+    # at most prediction_log_spool_max_bytes wait here unshipped (past it, rows go unlogged,
+    # counted in gitml_prediction_log_errors_total). On SIGTERM, after the workers have
+    # finished, what is left is shipped for at most prediction_log_flush_timeout_s.
+    prediction_log_url: str = ""
+    prediction_log_rotate_s: PositiveFloat = 60.0
+    prediction_log_ship_interval_s: PositiveFloat = 5.0
+    prediction_log_spool_max_bytes: PositiveInt = 256 << 20
+    prediction_log_flush_timeout_s: PositiveFloat = 15.0
     # Server processes sharing the listening sockets (the kernel hands each new connection to
     # one of them). A predict holds the GIL for most of its time, so one process uses one core
     # at most: set it to the cores the server may use (the Deployment's cpu request), which

@@ -1,5 +1,6 @@
 """`python -m gitml serve`: the prediction server (gitml.serving.serve) in this process, or
-with GITML_WORKERS > 1 in that many worker processes sharing the listening sockets.
+with GITML_WORKERS > 1 in that many worker processes sharing the listening sockets (also with
+one worker where the prediction log is shipped: this process ships it).
 
 This module imports no more than the settings: the supervisor holds no model, no FastAPI app
 and little memory (25 MB against a worker's 240 to 270 MB).
@@ -37,7 +38,9 @@ def supervise(settings: Settings) -> int:
     GITML_METRICS_FD, its own prediction-log file (GITML_INSTANCE `<instance>-w<n>`) and the
     shared metrics directory. A SIGTERM or SIGINT is passed on to every worker; when one worker
     stops, the others are stopped too and the exit status is that worker's: the container
-    restarts as a whole rather than serve on with fewer workers than it was given.
+    restarts as a whole rather than serve on with fewer workers than it was given. With
+    GITML_PREDICTION_LOG_URL, this process ships the prediction log (gitml.serving.shipping),
+    and last, once every worker has exited, what they left.
     """
     api = listener(settings.fd, settings.host, settings.port)
     env = {**os.environ, "GITML_WORKERS": "1", "GITML_FD": str(api.fileno())}
@@ -48,7 +51,12 @@ def supervise(settings: Settings) -> int:
         fds.append(scraped.fileno())
     # a fresh directory each start: values left by an earlier run must not be counted again
     shared = tempfile.mkdtemp(prefix="gitml-metrics-")
-    env[MULTIPROC_ENV] = shared
+    env[MULTIPROC_ENV] = os.environ[MULTIPROC_ENV] = shared  # the shipper's metrics too
+    try:
+        shipper = start_shipper(settings)
+    except SystemExit:
+        shutil.rmtree(shared, ignore_errors=True)
+        raise
     instance = settings.instance or socket.gethostname()  # predlog.default_instance
     command = [sys.executable, "-m", "gitml.serving.serve"]
     workers: list[subprocess.Popen[bytes]] = []
@@ -81,13 +89,33 @@ def supervise(settings: Settings) -> int:
                 status = max(status, 1)
                 stop()
     finally:
+        if shipper is not None and not shipper.flush(settings.prediction_log_flush_timeout_s):
+            status = status or 1
         shutil.rmtree(shared, ignore_errors=True)
     return status
 
 
+def start_shipper(settings: Settings) -> Any:
+    """The prediction log's shipper, where the log is written and GITML_PREDICTION_LOG_URL set;
+    a URL naming no store this image can write to stops the start, loudly."""
+    if not settings.prediction_log_url:
+        return None
+    if settings.prediction_log_dir is None:
+        sys.exit("serve: GITML_PREDICTION_LOG_URL is set but GITML_PREDICTION_LOG_DIR is not: "
+                 "there is no log to ship")  # fmt: skip
+    from gitml.serving import shipping  # fsspec and prometheus-client: only where they ship
+
+    try:
+        return shipping.start(settings.prediction_log_dir, settings.prediction_log_url,
+                              settings.prediction_log_ship_interval_s,
+                              settings.prediction_log_spool_max_bytes)  # fmt: skip
+    except shipping.StoreError as err:
+        sys.exit(f"serve: {err}")
+
+
 def main() -> None:
     settings = Settings()
-    if settings.workers == 1:
+    if settings.workers == 1 and not settings.prediction_log_url:
         from gitml.serving import serve  # FastAPI, MLEM and the model: only where they serve
 
         serve.main(settings)
