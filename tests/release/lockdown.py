@@ -27,24 +27,27 @@ class Container:
     podman: Podman
 
 
-def deployment_pod(claim_dir: Path) -> tuple[Pod, dict[str, Any]]:
-    """The production Deployment's pod, its claims on `claim_dir`, and its one container."""
+LOG_VOLUME = "predictions"  # the Deployment's volume for the prediction log (test_k8s checks it)
+
+
+def deployment_pod(log_dir: Path) -> tuple[Pod, dict[str, Any]]:
+    """The production Deployment's pod, its prediction-log volume on `log_dir`, and its one
+    container."""
     deployment = k8s.the(k8s.render("production"), "Deployment")
     template = deployment["spec"]["template"]
     meta = template["metadata"]
-    claims = {v["persistentVolumeClaim"]["claimName"]: claim_dir
-              for v in template["spec"]["volumes"] if "persistentVolumeClaim" in v}  # fmt: skip
     pod = Pod(f"gitml-test-{os.getpid()}-{time.monotonic_ns() % 10**6}", "tests",
-              meta["labels"], meta.get("annotations", {}), template["spec"], claims, {})  # fmt: skip
+              meta["labels"], meta.get("annotations", {}), template["spec"], {}, {},
+              {LOG_VOLUME: log_dir})  # fmt: skip
     return pod, template["spec"]["containers"][0]
 
 
 @contextmanager
 def locked_down(
-    image: str, claim_dir: Path, env: dict[str, str], command: list[str] | None = None
+    image: str, log_dir: Path, env: dict[str, str], command: list[str] | None = None
 ) -> Iterator[Container]:
     """Run `image` (its entrypoint, or `command`) locked down; stopped when the block ends."""
-    pod, container = deployment_pod(claim_dir)
+    pod, container = deployment_pod(log_dir)
     args = run_args(pod, {**container, "env": []}, image_user="")
     args += [a for key, value in env.items() for a in ("--env", f"{key}={value}")]
     if command:

@@ -45,8 +45,8 @@ def pairs(args: list[str], flag: str) -> list[str]:
     return [args[i + 1] for i, arg in enumerate(args) if arg == flag]
 
 
-def test_the_pod_runs_with_the_deployments_lockdown(rendered: list[Doc], tmp_path: Path) -> None:
-    pod = pod_of(rendered, {"gitml-predictions": tmp_path})
+def test_the_pod_runs_with_the_deployments_lockdown(rendered: list[Doc]) -> None:
+    pod = pod_of(rendered, {})
     container = pod.spec["containers"][0]
     context = {**pod.spec["securityContext"], **container["securityContext"]}
     args = run_args(pod, container, image_user="10001:10001")
@@ -57,12 +57,12 @@ def test_the_pod_runs_with_the_deployments_lockdown(rendered: list[Doc], tmp_pat
     assert "--cap-add" not in args and "--privileged" not in args
     assert pairs(args, "--security-opt") == ["no-new-privileges"]
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    size = int(quantity(next(v for v in pod.spec["volumes"] if v["name"] == "tmp")["emptyDir"]
-                        ["sizeLimit"]))  # fmt: skip
+    sizes = {v["name"]: int(quantity(v["emptyDir"]["sizeLimit"])) for v in pod.spec["volumes"]}
     assert pairs(args, "--tmpfs") == [
-        f"{mounts['tmp']}:rw,exec,nosuid,nodev,mode=1777,size={size}"
+        f"{mounts[name]}:rw,exec,nosuid,nodev,mode=1777,size={sizes[name]}"
+        for name in ("tmp", "predictions")
     ]
-    assert pairs(args, "--volume") == [f"{tmp_path}:{mounts['predictions']}:rw"]
+    assert pairs(args, "--volume") == []
     limits = container["resources"]["limits"]
     assert pairs(args, "--memory") == [str(int(quantity(limits["memory"])))]
     assert pairs(args, "--cpus") == [f"{quantity(limits['cpu']):g}"]
@@ -70,10 +70,8 @@ def test_the_pod_runs_with_the_deployments_lockdown(rendered: list[Doc], tmp_pat
                                         container["ports"]]  # fmt: skip
 
 
-def test_env_takes_values_the_downward_api_and_optional_secrets(
-    rendered: list[Doc], tmp_path: Path
-) -> None:
-    claims = {"gitml-predictions": tmp_path}
+def test_env_takes_values_the_downward_api_and_optional_secrets(rendered: list[Doc]) -> None:
+    claims: dict[str, Path] = {}
     env = dict(e.split("=", 1) for e in pairs(run_args(pod_of(rendered, claims),
                pod_of(rendered, claims).spec["containers"][0], "10001"), "--env"))  # fmt: skip
     assert env["GITML_MODEL_VERSION"] == "v1.2.3"  # the annotation k8s.pin set
@@ -87,7 +85,7 @@ def test_env_takes_values_the_downward_api_and_optional_secrets(
 
 
 def with_container(docs: list[Doc], **changes: Any) -> tuple[Pod, Doc]:
-    pod = pod_of(docs, {"gitml-predictions": Path("/tmp")})
+    pod = pod_of(docs, {})
     container = {**pod.spec["containers"][0], **changes}
     return pod, container
 
@@ -118,9 +116,15 @@ def test_what_it_cannot_run_as_written_is_refused_by_name(
 
 
 def test_a_claim_that_was_never_applied_leaves_the_pod_unrunnable(rendered: list[Doc]) -> None:
-    pod = pod_of(rendered, claims={})
-    with pytest.raises(PodSpecError, match='persistentvolumeclaim "gitml-predictions" not found'):
-        run_args(pod, pod.spec["containers"][0], "10001")
+    pod, container = with_container(rendered, volumeMounts=[{"name": "data", "mountPath": "/d"}])
+    volumes = [{"name": "data", "persistentVolumeClaim": {"claimName": "gitml-data"}}]
+    pod = Pod(pod.name, pod.namespace, pod.labels, pod.annotations,
+              {**pod.spec, "volumes": volumes}, {}, pod.secrets)  # fmt: skip
+    with pytest.raises(PodSpecError, match='persistentvolumeclaim "gitml-data" not found'):
+        run_args(pod, container, "10001")
+    pod = Pod(pod.name, pod.namespace, pod.labels, pod.annotations, pod.spec,
+              {"gitml-data": Path("/srv/data")}, pod.secrets)  # fmt: skip
+    assert pairs(run_args(pod, container, "10001"), "--volume") == ["/srv/data:/d:rw"]
 
 
 # --- the API: what it refuses, and revisions ---------------------------------------------------
@@ -181,6 +185,42 @@ def test_apply_refuses_what_the_api_server_refuses(cluster: Cluster, rendered: l
     assert code == 1 and "does not run kind 'Ingress'" in said
     code, said = call(cluster, "get", "deployments", "-n", "gitml-staging", "-o", "json")
     assert json.loads(said)["items"] == []  # a refused apply stores nothing
+
+
+def test_a_secret_applied_in_the_namespace_reaches_the_pods_it_names(
+    cluster: Cluster, rendered: list[Doc]
+) -> None:
+    import base64
+
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+              "metadata": {"name": "gitml-prediction-log", "namespace": "gitml-staging"},
+              "data": {"url": base64.b64encode(b"s3://b/old").decode(),
+                       "AWS_ACCESS_KEY_ID": base64.b64encode(b"AKIA-key").decode()},
+              "stringData": {"url": "s3://b/predictions"}}  # fmt: skip
+    code, said = call(cluster, "apply", "-f", "-", stdin=yaml_of([secret]))
+    assert code == 0 and said == "secret/gitml-prediction-log created\n"
+    assert call(cluster, "apply", "-f", "-", stdin=yaml_of([secret]))[1].endswith("unchanged\n")
+    elsewhere = copy.deepcopy(secret)
+    elsewhere["metadata"]["namespace"] = "default"
+    elsewhere["stringData"] = {"url": "s3://other/namespace"}
+    assert call(cluster, "apply", "-f", "-", stdin=yaml_of([elsewhere]))[0] == 0
+    assert call(cluster, "apply", "-f", "-", stdin=yaml_of(rendered))[0] == 0
+    with cluster.lock:  # the pod the Deployment asks for (none runs: at most 0 replicas)
+        deployment = next(d for (k, _, _), d in cluster.objects.items() if k == "Deployment")
+        cluster.max_replicas = None
+        state = cluster._start_pod(deployment, "abc")
+        cluster._delete(state)
+        cluster.max_replicas = 0
+    env = dict(e.split("=", 1) for e in pairs(
+        run_args(state.pod, state.pod.spec["containers"][0], "10001"), "--env"))  # fmt: skip
+    assert env["GITML_PREDICTION_LOG_URL"] == "s3://b/predictions"  # stringData wins
+    assert env["AWS_ACCESS_KEY_ID"] == "AKIA-key"
+    assert "AWS_SECRET_ACCESS_KEY" not in env  # optional, and not in the Secret
+
+
+def test_deleting_a_pod_that_does_not_run_is_not_found(cluster: Cluster) -> None:
+    code, said = call(cluster, "delete", "pod", "gitml-serving-x", "-n", "gitml-staging")
+    assert code == 1 and 'pods "gitml-serving-x" not found' in said
 
 
 def test_a_deployments_selector_never_changes(cluster: Cluster, rendered: list[Doc]) -> None:

@@ -17,8 +17,8 @@ from tests.release.lockdown import locked_down
 pytestmark = pytest.mark.slow
 
 
-def run(image: str, claim_dir: Path, command: list[str]) -> str:
-    with locked_down(image, claim_dir, {}, command) as container:
+def run(image: str, log_dir: Path, command: list[str]) -> str:
+    with locked_down(image, log_dir, {}, command) as container:
         output, _ = container.process.communicate(timeout=120)
     assert container.process.returncode == 0, output
     return output

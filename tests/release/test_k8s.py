@@ -28,6 +28,7 @@ from gitml.release.cluster.api import ApiServer, kubeconfig
 from gitml.release.cluster.cli import Running, running
 from gitml.release.cluster.runtime import Podman
 from gitml.release.cluster.workloads import Cluster
+from tests.release.lockdown import LOG_VOLUME
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -38,9 +39,7 @@ KINDS = {
     "Service",
     "HorizontalPodAutoscaler",
     "PodDisruptionBudget",
-    "PersistentVolumeClaim",
 }
-PREDICTIONS_CLAIM = "gitml-predictions"
 UID = 10001
 PORT = 8080
 PINNED_IMAGE = re.compile(r"ghcr\.io/[a-z0-9._-]+/[a-z0-9._/-]+@sha256:[0-9a-f]{64}")
@@ -174,8 +173,7 @@ def test_overlay_renders_valid_objects(rendered: Rendered) -> None:
     assert sorted(kinds) == sorted(KINDS), kinds
     assert_schema_valid(rendered.docs)
     for doc in rendered.docs:
-        expected = PREDICTIONS_CLAIM if doc["kind"] == "PersistentVolumeClaim" else "gitml-serving"
-        assert doc["metadata"]["name"] == expected, doc["kind"]
+        assert doc["metadata"]["name"] == "gitml-serving", doc["kind"]
 
 
 def test_rollout_never_drops_capacity(rendered: Rendered) -> None:
@@ -337,7 +335,10 @@ def test_model_version_and_scrape_annotations(rendered: Rendered) -> None:
     assert dockerfile_env("GITML_METRICS_PORT") == env["GITML_METRICS_PORT"]["value"]
 
 
-def test_prediction_log_is_mounted_from_the_shared_claim(rendered: Rendered) -> None:
+def test_prediction_log_is_spooled_in_the_pod_and_shipped_from_there(rendered: Rendered) -> None:
+    """No shared storage: each pod's log waits on a volume of its own, bounded below the
+    volume's size (past which the kubelet would evict the pod), and is shipped where the
+    namespace's Secret says; the flush at SIGTERM fits in the grace period."""
     log_dir = dockerfile_env("GITML_PREDICTION_LOG_DIR")
     assert log_dir.startswith("/"), log_dir
     env = {var["name"]: var for var in rendered.container["env"]}
@@ -345,16 +346,20 @@ def test_prediction_log_is_mounted_from_the_shared_claim(rendered: Rendered) -> 
         assert env["GITML_PREDICTION_LOG_DIR"].get("value") == log_dir
     [mount] = [m for m in rendered.container["volumeMounts"] if m["mountPath"] == log_dir]
     assert not mount.get("readOnly", False)
-    assert "subPath" not in mount  # every pod sees the whole tree; GITML_INSTANCE separates
+    assert mount["name"] == LOG_VOLUME  # where the image tests mount their log directory
     [volume] = [v for v in rendered.pod["spec"]["volumes"] if v["name"] == mount["name"]]
-    assert volume["persistentVolumeClaim"]["claimName"] == PREDICTIONS_CLAIM
-    claim = rendered.one("PersistentVolumeClaim")
-    assert claim["metadata"]["name"] == PREDICTIONS_CLAIM
-    spec = claim["spec"]
-    assert spec["accessModes"] == ["ReadWriteMany"]  # all replicas, on any node
-    assert 0 < quantity(spec["resources"]["requests"]["storage"]) <= quantity("50Gi")
-    # commonLabels must not become a claim selector: a selector blocks dynamic provisioning.
-    assert "selector" not in spec
+    size = quantity(volume["emptyDir"]["sizeLimit"])
+    assert 0 < int(env["GITML_PREDICTION_LOG_SPOOL_MAX_BYTES"]["value"]) < size
+    assert env["GITML_PREDICTION_LOG_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "gitml-prediction-log",
+        "key": "url",
+        "optional": True,
+    }
+    pod = rendered.pod["spec"]
+    pre_stop = rendered.container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    flush = float(env["GITML_PREDICTION_LOG_FLUSH_TIMEOUT_S"]["value"])
+    assert float(pre_stop[1]) + flush < pod["terminationGracePeriodSeconds"]
 
 
 def test_each_pod_writes_its_own_log_file(rendered: Rendered) -> None:

@@ -486,7 +486,11 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._disarm()
         self._abandon(list(self._unanswered))
         self.flow.resume_reading()
-        self.transport.write_eof()
+        try:
+            self.transport.write_eof()
+        except OSError:  # the peer is gone already (ENOTCONN): nothing left to linger for
+            self.transport.close()
+            return
         self._timer = self.loop.call_later(LINGER_S, self.transport.close)
 
     def timeout_keep_alive_handler(self) -> None:

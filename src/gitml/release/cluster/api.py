@@ -23,6 +23,7 @@ SUPPORTED = [
     "scale deployment/NAME --replicas=N",
     "get KIND [NAME] [-l KEY=VALUE,...] -o json",
     "port-forward service/NAME [LOCAL:]PORT",
+    "delete pod NAME",
 ]
 KINDS = {
     "Deployment": ("deployment", "deployments", "deploy", "deployments.apps"),
@@ -32,6 +33,7 @@ KINDS = {
     "PersistentVolumeClaim": ("persistentvolumeclaim", "persistentvolumeclaims", "pvc"),
     "HorizontalPodAutoscaler": ("horizontalpodautoscaler", "horizontalpodautoscalers", "hpa"),
     "PodDisruptionBudget": ("poddisruptionbudget", "poddisruptionbudgets", "pdb"),
+    "Secret": ("secret", "secrets"),
 }
 OPTIONS = {"-n": "namespace", "--namespace": "namespace", "-o": "output", "--output": "output",
            "-l": "selector", "--selector": "selector", "-f": "filename", "--filename": "filename",
@@ -145,6 +147,8 @@ def _execute(cluster: Cluster, argv: list[str], stdin: str) -> Answer:
                         if "=" in pair)  # fmt: skip
         found = cluster.get(kind_of(kind), namespace, name or None, selector)
         return Answer(0, json.dumps(found, indent=4) + "\n")
+    if verb == ["delete"] and len(words) == 3 and kind_of(words[1]) == "Pod":
+        return Answer(0, cluster.delete_pod(namespace, words[2]) + "\n")
     if verb == ["port-forward"] and len(words) == 3:
         return Answer(0, forward=forward(cluster, namespace, resource(words[1], "Service"),
                                          words[2]))  # fmt: skip

@@ -1,6 +1,7 @@
 """A pod's container under podman, as a kubelet would run it: the image pulled by digest, the
 securityContext (user, read-only root, capabilities, no privilege escalation, seccomp), env
-(values, the downward API, optional secrets), volumes (emptyDir as a tmpfs of its sizeLimit, a
+(values, the downward API, optional secrets), volumes (emptyDir as the pod's own directory on the
+node, made 0777 as the kubelet makes it, or a tmpfs of its sizeLimit where the pod has none; a
 claim as a directory of the cluster), resource limits, and each container port published on a
 spare loopback port. Anything else in a pod spec is refused by name, never silently dropped.
 
@@ -12,7 +13,7 @@ import json
 import os
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,9 @@ class Pod:
     spec: Doc
     claims: dict[str, Path]  # persistentVolumeClaim name -> host directory
     secrets: dict[str, dict[str, str]]  # Secret name -> its data
+    # emptyDir volume name -> the pod's directory for it on this host (it outlives a container
+    # restart, not the pod); a volume not named here is a tmpfs
+    empty_dirs: dict[str, Path] = field(default_factory=dict)
 
 
 def security(pod: Pod, container: Doc) -> dict[str, Any]:
@@ -151,7 +155,9 @@ def volume_args(pod: Pod, container: Doc) -> list[str]:
         if set(mount) - {"name", "mountPath", "readOnly"}:
             raise PodSpecError(f"volumeMount {mount['name']}: only mountPath and readOnly")
         mode = "ro" if mount.get("readOnly") else "rw"
-        if "emptyDir" in volume:
+        if "emptyDir" in volume and mount["name"] in pod.empty_dirs:
+            args += ["--volume", f"{pod.empty_dirs[mount['name']]}:{path}:{mode}"]
+        elif "emptyDir" in volume:
             size = (volume["emptyDir"] or {}).get("sizeLimit")
             limit = f",size={int(quantity(size))}" if size else ""
             args += ["--tmpfs", f"{path}:{mode},exec,nosuid,nodev,mode=1777{limit}"]

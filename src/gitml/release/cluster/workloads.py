@@ -10,10 +10,12 @@ takes the next number, and so does an undo; a rolling update keeps `maxUnavailab
 rollout fails at its `progressDeadlineSeconds`. The HPA and PDB are checked and stored, not run.
 """
 
+import base64
 import hashlib
 import json
 import math
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +34,7 @@ KINDS = {  # kind -> (apiVersion, plural as kubectl prints it)
     "PersistentVolumeClaim": ("v1", "persistentvolumeclaim"),
     "HorizontalPodAutoscaler": ("autoscaling/v2", "horizontalpodautoscaler.autoscaling"),
     "PodDisruptionBudget": ("policy/v1", "poddisruptionbudget.policy"),
+    "Secret": ("v1", "secret"),
 }
 REVISION = "deployment.kubernetes.io/revision"
 ADDRESS = "gitml.local/address"  # a Service's loopback address, on the objects `get` returns
@@ -51,6 +54,20 @@ class ReplicaSet:
 
 def template_hash(template: Doc) -> str:
     return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def content(doc: Doc) -> Doc:
+    """An object without its metadata: what an apply that changes nothing leaves as it was."""
+    return {key: value for key, value in doc.items() if key != "metadata"}
+
+
+def secret_data(doc: Doc) -> dict[str, str]:
+    """A Secret's values: `data` base64-decoded, `stringData` as written (it wins, as the API
+    server merges it into `data`)."""
+    values = {
+        key: base64.b64decode(value).decode() for key, value in (doc.get("data") or {}).items()
+    }
+    return {**values, **(doc.get("stringData") or {})}
 
 
 def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -111,7 +128,7 @@ class Cluster:
                 stored = json.loads(json.dumps(doc))
                 if kind == "Deployment":
                     verb = self._store_deployment(stored, before) or verb
-                elif before is not None and before["spec"] == stored.get("spec"):
+                elif before is not None and content(before) == content(stored):
                     verb = "unchanged"
                 if verb != "unchanged":
                     self.objects[(kind, namespace, name)] = stored
@@ -210,6 +227,17 @@ class Cluster:
                     if port in state.ports:
                         addresses.append(("127.0.0.1", state.ports[port]))
             return addresses
+
+    def delete_pod(self, namespace: str, name: str) -> str:
+        """The pod stops as the kubelet stops one (preStop, SIGTERM, SIGKILL after the grace
+        period), out of every Service at once; its Deployment starts another."""
+        with self.lock:
+            state = self.pods.get((namespace, name))
+            if state is None or state.deleting.is_set():
+                raise ApiError(f'Error from server (NotFound): pods "{name}" not found')
+            self._delete(state)
+            self._reconcile_all()
+        return f'pod "{name}" deleted'
 
     def get(self, kind: str, namespace: str, name: str | None, selector: dict[str, str]) -> Doc:
         with self.lock:
@@ -339,8 +367,9 @@ class Cluster:
             if kind == "Deployment":
                 self._reconcile(namespace, name)
         for key, state in list(self.pods.items()):
-            if state.reason == "Terminated":
+            if state.reason == "Terminated":  # its volumes go with it
                 del self.pods[key]
+                shutil.rmtree(self._pod_dir(*key), ignore_errors=True)
 
     def _desired(self, deployment: Doc) -> int:
         wanted = int(deployment["spec"].get("replicas", 1))
@@ -409,14 +438,32 @@ class Cluster:
         meta = template.get("metadata") or {}
         claims = {n: self._claim_dir(ns, n) for (k, ns, n) in self.objects
                   if k == "PersistentVolumeClaim" and ns == namespace}  # fmt: skip
+        keys = {n: secret_data(doc) for (k, ns, n), doc in self.objects.items()
+                 if k == "Secret" and ns == namespace}  # fmt: skip
         pod = Pod(name, namespace, {**meta.get("labels", {}), "pod-template-hash": current},
-                  dict(meta.get("annotations") or {}), template["spec"], claims, {})  # fmt: skip
+                  dict(meta.get("annotations") or {}), template["spec"], claims, keys,
+                  self._empty_dirs(namespace, name, template["spec"]))  # fmt: skip
         state = PodState(pod, (namespace, deployment["metadata"]["name"]), current,
                          f"gitml-{self.podman.cluster_id}-{namespace}-{name}")  # fmt: skip
         self.pods[(namespace, name)] = state
         self.started_pods = True
         self.kubelet.start(state)
         return state
+
+    def _empty_dirs(self, namespace: str, pod: str, spec: Doc) -> dict[str, Path]:
+        """The pod's emptyDir volumes as directories of its own (a `medium: Memory` one stays a
+        tmpfs), world-writable as the kubelet makes them: any pod user may write there."""
+        made = {}
+        for volume in spec.get("volumes") or []:
+            if "emptyDir" in volume and (volume["emptyDir"] or {}).get("medium") != "Memory":
+                folder = self._pod_dir(namespace, pod) / volume["name"]
+                folder.mkdir(parents=True, exist_ok=True)
+                folder.chmod(0o777)
+                made[volume["name"]] = folder
+        return made
+
+    def _pod_dir(self, namespace: str, pod: str) -> Path:
+        return self.directory / "pods" / namespace / pod
 
     def _delete(self, state: PodState) -> None:
         state.deleting.set()  # out of every Service's endpoints from now on
