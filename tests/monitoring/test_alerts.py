@@ -52,6 +52,7 @@ def test_there_are_alerts() -> None:
         "GitmlHighErrorRate",
         "GitmlHighLatencyP99",
         "GitmlPredictionLogFailing",
+        "GitmlPredictionLogBacklog",
         "GitmlDriftDetected",
         "GitmlMonitorStale",
     }
