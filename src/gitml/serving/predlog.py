@@ -13,6 +13,7 @@ Actuals (the true outcome, known later) are JSON lines too, keyed by the same `r
 monitoring/monitor.py reads both back; a malformed line is an error naming file and line.
 """
 
+import contextlib
 import errno
 import json
 import os
@@ -55,13 +56,18 @@ class SpoolFull(OSError):
 
 
 def spool_bytes(directory: Path) -> int:
-    """Bytes of log files in `directory` (its day folders): what is not shipped yet."""
+    """Bytes of log files in `directory` (its day folders): what is not shipped yet. A file
+    renamed or shipped while it is counted is left out (a moment's undercount, never an error)."""
     total = 0
     with os.scandir(directory) as days:
         for day in days:
-            if day.is_dir(follow_symlinks=False):
-                with os.scandir(day.path) as files:
-                    total += sum(f.stat().st_size for f in files if f.name.endswith(".jsonl"))
+            if not day.is_dir(follow_symlinks=False):
+                continue
+            with os.scandir(day.path) as files:
+                for entry in files:
+                    if entry.name.endswith(".jsonl"):
+                        with contextlib.suppress(FileNotFoundError):
+                            total += entry.stat().st_size
     return total
 
 

@@ -52,11 +52,15 @@ def store(url: str) -> tuple[Any, str]:
 def ready_files(directory: Path, started: float) -> list[Path]:
     """The log files to ship now, oldest first: every closed one, and every open one whose
     writer died before `started` (its last write is older than this process)."""
-    if not directory.is_dir():
-        return []
-    found = [p for p in directory.glob("*/*.jsonl")
-             if not is_open(p) or p.stat().st_mtime < started]  # fmt: skip
-    return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
+    found = []
+    for path in directory.glob("*/*.jsonl") if directory.is_dir() else []:
+        try:  # a writer may rename its file meanwhile: it is found under the new name next time
+            modified = path.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if not is_open(path) or modified < started:
+            found.append((modified, path.name, path))
+    return [path for *_, path in sorted(found)]
 
 
 def ship_file(fs: Any, root: str, directory: Path, path: Path) -> int:
@@ -91,9 +95,11 @@ def spool(directory: Path, started: float, now: float) -> Spool:
     """Bytes of every file here (open ones too: the bound of predlog counts them), and the
     ready files with the age of the oldest."""
     files = ready_files(directory, started)
-    oldest = now - files[0].stat().st_mtime if files else 0.0
+    oldest = 0.0
+    with contextlib.suppress(FileNotFoundError, IndexError):
+        oldest = max(now - files[0].stat().st_mtime, 0.0)
     total = spool_bytes(directory) if directory.is_dir() else 0
-    return Spool(total, len(files), max(oldest, 0.0))
+    return Spool(total, len(files), oldest)
 
 
 class ShipperMetrics:
@@ -172,7 +178,12 @@ class Shipper:
     def run(self) -> None:
         pause = self.interval
         while not self._stop.wait(pause):
-            pause = self.interval if self.ship_once() else min(pause * 2, MAX_PAUSE_S)
+            try:
+                shipped = self.ship_once()
+            except Exception as err:  # the thread must outlive any one try
+                say(f"prediction log: shipping failed: {type(err).__name__}: {err}", "error")
+                shipped = False
+            pause = self.interval if shipped else min(pause * 2, MAX_PAUSE_S)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="prediction-log-shipper",
