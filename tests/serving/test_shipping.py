@@ -70,6 +70,18 @@ def test_a_file_being_written_waits_and_one_left_by_a_dead_process_is_shipped(
     assert list(pod.rglob("*.jsonl")) == [live]
 
 
+def test_a_file_renamed_while_it_is_listed_is_left_for_the_next_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pod = tmp_path / "pod"
+    logged(pod, "pod-a", ["r1"])
+    real = list(pod.rglob("*.jsonl"))
+    renamed = real[0].with_name("pod-b.20261123T120000000000.open.jsonl")  # listed, then gone
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: iter([renamed, *real]))
+    assert shipping.ready_files(pod, time.time()) == real
+    assert shipping.spool(pod, time.time(), time.time()).files == 1
+
+
 def test_an_empty_closed_file_is_removed_not_shipped(tmp_path: Path) -> None:
     (pod := tmp_path / "pod" / "2026-11-23").mkdir(parents=True)
     (pod / "idle.20261123T120000000000.jsonl").write_text("")
