@@ -193,10 +193,10 @@ class Shipper:
     def flush(self, timeout: float) -> bool:
         """Stop the thread, then ship every file left, open ones included (their writers have
         exited), trying again until `timeout`; True if nothing is left."""
+        deadline = time.monotonic() + timeout  # a try in progress counts against it too
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        deadline = time.monotonic() + timeout
         while True:
             left = sorted(self.directory.glob("*/*.jsonl")) if self.directory.is_dir() else []
             if self.ship_once(left):
