@@ -2,13 +2,14 @@
 
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
-from gitml.config import PROJ_ROOT
 from gitml.ports import free_port
 
 
@@ -18,7 +19,7 @@ def moto_s3(port: int = 0, host: str = "127.0.0.1") -> Iterator[str]:
     `host`: the address it listens on (loopback, unless containers must reach it)."""
     port = port or free_port()
     server = subprocess.Popen(
-        [str(PROJ_ROOT / ".venv" / "bin" / "moto_server"), "-H", host, "-p", str(port)],
+        [str(Path(sys.executable).with_name("moto_server")), "-H", host, "-p", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
