@@ -40,7 +40,9 @@ def store(url: str) -> tuple[Any, str]:
     import fsspec  # here: the supervisor imports fsspec only where it ships
 
     try:
-        fs, root = fsspec.core.url_to_fs(url)
+        # a filesystem of its own: fsspec's shared instances are keyed by their arguments, not
+        # by the environment (AWS_*) that configures them
+        fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True)
     except ImportError as err:
         raise StoreError(f"GITML_PREDICTION_LOG_URL={url}: {err} (add that package to the "
                          "project's dependencies: the image installs them)") from None  # fmt: skip
