@@ -326,6 +326,15 @@ EQUIVALENT: list[Equivalent] = [
         "- result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)",
         "+ result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, )",
     ),
+    *(
+        Equivalent(
+            "gitml.release.registry.checked_stage_tag",
+            _CHECK_DEFAULT,
+            "- check=False) # fmt: skip",
+            f"+ {check}) # fmt: skip",
+        )
+        for check in ("check=None", "")
+    ),
     Equivalent(
         "gitml.pull_requests.report.runner_section",
         _UNKNOWN_KIND,
