@@ -490,7 +490,7 @@ clean:
 
 .PHONY: mutation
 ## Mutation testing (mutmut) of the core modules with the fast tests: score per module, survivors.
-mutation: data
+mutation: data k8s-tools
 	rm -rf mutants
 	python -m benchmarks.mutation
 

@@ -83,7 +83,7 @@ def header_case(function: str, line: str, header: str) -> list[Equivalent]:
 
 
 _RUNNER_HEADERS = (
-    'headers={"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json"},'
+    'url, headers={"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json"}'
 )
 
 # Each reviewed with `mutmut show NAME` (or the diff this script prints).
@@ -102,11 +102,35 @@ _UNIT_ALIAS = "pandas reads 'd' as 'D' and 'H' as 'h' (a deprecated alias): the 
 _PUBLISH_DEFAULT = "CML_PUBLISH unset: any default but 'false' (None, 'XXtrueXX') publishes"
 _GET_DEFAULT = "urllib sends GET when a request has no method and no body"
 _NO_RUN_URL = "RUN_URL unset: '' and None both fall back to 'see the pr workflow run'"
+_RUN_STATUS = (
+    'with_run_status(report, env.get("RUN_CONCLUSION", "success"), env.get("RUN_URL", ""))'
+)
 _SAME_FIT = "the encoder's columns and its lookups come from one fit: always as many"
 _SPEED_ONLY = "changes how fast, not what: the same predictions"
 _FALSY = "None is as falsy as False where it is read"
+_YAML_WIDTH = (
+    "PyYAML folds a plain scalar only at a space past `width` columns: the manifests have no "
+    "space between columns 54 and 176 (the long queries' words are longer, the settings are "
+    "numbers and durations), so 80 (the default), 100 and 101 write the same text"
+)
 _UNSET_FALSE = "an unset variable: '' and None are both false to all(), the same empty URL"
+_MANIFESTS = "return {name: HEADER + yaml.safe_dump(doc, sort_keys=False, width=100)"
 EQUIVALENT: list[Equivalent] = [
+    Equivalent(
+        "gitml.release.canary.manifests",
+        "PyYAML sorts a mapping's keys only when sort_keys is true: None keeps their order",
+        f"- {_MANIFESTS}",
+        "+ " + _MANIFESTS.replace("sort_keys=False", "sort_keys=None"),
+    ),
+    *(
+        Equivalent(
+            "gitml.release.canary.manifests",
+            _YAML_WIDTH,
+            f"- {_MANIFESTS}",
+            "+ " + _MANIFESTS.replace("width=100", width),
+        )
+        for width in ("width=None", "", "width=101")
+    ),
     *(
         Equivalent(
             "gitml.monitoring.notify.run_url",
@@ -129,8 +153,8 @@ EQUIVALENT: list[Equivalent] = [
         )
         for default in ("None", "", '"XXXX"')
     ),
-    *header_case("gitml.pull_requests.runner.online_runners", _RUNNER_HEADERS, "Authorization"),
-    *header_case("gitml.pull_requests.runner.online_runners", _RUNNER_HEADERS, "Accept"),
+    *header_case("gitml.pull_requests.runner.get", _RUNNER_HEADERS, "Authorization"),
+    *header_case("gitml.pull_requests.runner.get", _RUNNER_HEADERS, "Accept"),
     Equivalent(
         "gitml.serving.batching.Batcher.__init__",
         _FALSY,
@@ -187,10 +211,10 @@ EQUIVALENT: list[Equivalent] = [
         "+ matrix = matrix.astype(np.float32).astype(None)",
     ),
     Equivalent(
-        "gitml.serving.compiled.compile_regressor",
+        "gitml.serving.compiled._tree_walker",
         _SPEED_ONLY,
-        "- return treelite.gtil.predict(trees, matrix, nthread=1).reshape(len(matrix))",
-        "+ return treelite.gtil.predict(trees, matrix, ).reshape(len(matrix))",
+        "- return lambda matrix: treelite.gtil.predict(trees, matrix, nthread=1)",
+        "+ return lambda matrix: treelite.gtil.predict(trees, matrix, )",
     ),
     Equivalent(
         "gitml.dataset.clean",
@@ -222,17 +246,14 @@ EQUIVALENT: list[Equivalent] = [
         '- publish = same_repo and env.get("CML_PUBLISH", "true") != "false"',
         '+ publish = same_repo and env.get("CML_PUBLISH", "XXtrueXX") != "false"',
     ),
-    Equivalent(
-        "gitml.pull_requests.comment.main",
-        _NO_RUN_URL,
-        '- env.get("RUN_URL", ""),',
-        '+ env.get("RUN_URL", None),',
-    ),
-    Equivalent(
-        "gitml.pull_requests.comment.main",
-        _NO_RUN_URL,
-        '- env.get("RUN_URL", ""),',
-        '+ env.get("RUN_URL", ),',
+    *(
+        Equivalent(
+            "gitml.pull_requests.comment.main",
+            _NO_RUN_URL,
+            f"- {_RUN_STATUS}",
+            "+ " + _RUN_STATUS.replace('env.get("RUN_URL", "")', f'env.get("RUN_URL", {default})'),
+        )
+        for default in ("None", "")
     ),
     Equivalent(
         "gitml.pull_requests.comment.main",
@@ -304,6 +325,15 @@ EQUIVALENT: list[Equivalent] = [
         _CHECK_DEFAULT,
         "- result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)",
         "+ result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, )",
+    ),
+    *(
+        Equivalent(
+            "gitml.release.registry.checked_stage_tag",
+            _CHECK_DEFAULT,
+            "- check=False) # fmt: skip",
+            f"+ {check}) # fmt: skip",
+        )
+        for check in ("check=None", "")
     ),
     Equivalent(
         "gitml.pull_requests.report.runner_section",

@@ -327,6 +327,16 @@ def test_the_categories_are_params_and_the_spec_s() -> None:
     assert chosen == [name for name in SPEC if name in {*by_spec, *numeric[:1]}]
 
 
+def test_text_and_bool_features_are_judged_as_categories(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dataset spec of its own may hold text and bool features (the input schema takes them):
+    their values are labels, not numbers."""
+    from gitml.columns import Column
+
+    spec = {"note": Column("text"), "temp": Column("float"), "flag": Column("bool")}
+    monkeypatch.setattr(calibrate, "FEATURES", spec)
+    assert calibrate.categorical_features({"categorical": []}) == ["note", "flag"]
+
+
 def test_the_project_s_dataset_is_the_spec_refitted_as_train_fits(
     splits: dict[str, pd.DataFrame],
 ) -> None:

@@ -17,13 +17,17 @@ from gitml.config import PROJ_ROOT
 from gitml.monitoring.retrain import (
     ACTIONS_PR_SETTING,
     APP_TOKEN,
+    NOT_PERMITTED,
     TOKEN_SECRET,
     PullToken,
     RetrainError,
     body,
     branch_name,
+    push_advice,
+    refusal_advice,
     title,
     token_for_pull,
+    with_token,
 )
 from tests.workflows.github import FakeGitHub
 from tests.workflows.harness import PERSON_TOKEN, person_git_options
@@ -112,6 +116,61 @@ def test_the_body_in_full(new: pd.DataFrame) -> None:
     )
     with_run = body("production", new, 3, True, "https://github.com/a/b/actions/runs/7")
     assert with_run.endswith("`make gate`).\n\nOpened by https://github.com/a/b/actions/runs/7\n")
+
+
+# --- what a refusal advises, for each token (the checks below meet each refusal for real) ------
+
+APP = token_for_pull({APP_TOKEN: "app"})
+PAT = token_for_pull({TOKEN_SECRET: "pat"})
+JOB = token_for_pull({"GITHUB_TOKEN": "job"})
+APP_SOURCE = (
+    "the GitHub App's token (the variable RETRAIN_APP_CLIENT_ID and the secret "
+    "RETRAIN_APP_PRIVATE_KEY)"
+)
+
+
+def test_a_refused_pull_request_names_what_to_change_for_its_token() -> None:
+    actions_off = f"... {NOT_PERMITTED} ..."  # GitHub's words while the setting is off
+    assert refusal_advice(JOB, 403, actions_off) == (
+        "GitHub refuses pull requests opened with the job's GITHUB_TOKEN while the repository "
+        f"setting {ACTIONS_PR_SETTING} is off: turn it on, or give the workflow a token of its "
+        "own (the variable RETRAIN_APP_CLIENT_ID and the secret RETRAIN_APP_PRIVATE_KEY, or the "
+        "RETRAIN_TOKEN secret), which that setting does not govern"
+    )
+    # that setting governs only the job's token: a token of its own lacks a permission
+    assert refusal_advice(PAT, 403, actions_off) == (
+        "the RETRAIN_TOKEN secret may not open pull requests here: give it Pull requests: read "
+        "and write"
+    )
+    assert refusal_advice(JOB, 403, "Resource not accessible by integration") == (
+        "the job's GITHUB_TOKEN may not open pull requests: the job needs `permissions: "
+        "pull-requests: write`"
+    )
+
+
+@pytest.mark.parametrize("token", [APP, JOB])
+def test_an_invalid_token_is_named_with_how_to_renew_it(token: PullToken) -> None:
+    assert refusal_advice(token, 401, "Bad credentials") == (
+        f"{token.source} was refused as invalid (401): expired or revoked? A GitHub App token "
+        "expires within the hour, so set the variable RETRAIN_APP_CLIENT_ID and the secret "
+        "RETRAIN_APP_PRIVATE_KEY and the workflow mints one per run; a PAT must be renewed "
+        "before it expires"
+    )
+
+
+def test_a_refused_push_names_the_permission_for_its_token() -> None:
+    assert push_advice(APP) == (
+        f"{APP_SOURCE} may not push to origin: give it Contents: read and write"
+    )
+    assert push_advice(JOB) == (
+        "the job's GITHUB_TOKEN may not push: the job needs `permissions: contents: write`"
+    )
+
+
+def test_git_and_the_api_see_the_chosen_token_as_github_token() -> None:
+    environ = {"GITHUB_TOKEN": "job", APP_TOKEN: "app", "HOME": "/home/runner"}
+    assert with_token(environ, APP) == {**environ, "GITHUB_TOKEN": "app"}
+    assert environ["GITHUB_TOKEN"] == "job"  # the caller's environment is left as it was
 
 
 # --- before anything is pushed: will GitHub take the branch and the pull request? -------------

@@ -143,6 +143,8 @@ def test_links_to_the_reports_own_files_and_the_web_are_kept(
         ("[x](/etc/passwd)", "/etc/passwd"),
         ("![x](figures/escape.png)", "figures/escape.png"),  # a symlink out of the folder
         ("![x](figures/missing.png)", "figures/missing.png"),
+        # a file inside, but by a path that is not plain: only plain paths are judged
+        ("![x](figures/./mae.png)", "figures/./mae.png"),
         ("![x](< ../secret.txt >)", "../secret.txt"),
         ("![x](&#46;&#46;/secret.txt)", "&#46;&#46;/secret.txt"),  # remark decodes entities
         ("![x](..%2Fsecret.txt)", "..%2Fsecret.txt"),

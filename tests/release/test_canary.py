@@ -10,15 +10,19 @@ candidate aborts at the first step, a good one completes.
 
 import copy
 import json
+import math
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import jsonschema
@@ -32,11 +36,13 @@ from gitml.config import load_params
 from gitml.dataset import TARGET
 from gitml.ports import free_port
 from gitml.release import canary
+from gitml.release.smoke import SYNTHETIC_TOKEN_ENV
 from gitml.schema import as_model_input
 from gitml.serving.golden import GOLDEN_FILE
 from tests.conftest import Served, running_server
 from tests.faulty_model import Broken
 from tests.release.test_k8s import assert_schema_valid, dockerfile_env, kustomize
+from tests.release.test_smoke import StandIn
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = Path(__file__).parent / "argo_rollouts"
@@ -210,8 +216,322 @@ def test_behaviour_fails_a_shift_and_passes_the_same(settings: dict[str, Any]) -
 
 def test_fill_names_a_missing_argument() -> None:
     assert canary.fill("{{args.a}}/{{ args.b-c }}", {"a": "1", "b-c": "2"}) == "1/2"
-    with pytest.raises(KeyError, match="'window'"):
+    with pytest.raises(KeyError, match=r"^\"no value for the analysis argument 'window'\"$"):
         canary.fill("[{{args.window}}]", {})
+
+
+def test_no_step_is_a_completed_rollout_at_weight_zero() -> None:
+    def judge(weight: int) -> list[canary.Verdict]:
+        raise AssertionError(f"no step to judge, yet weight {weight} was")
+
+    assert canary.run_steps([], judge) == (0, True)
+
+
+def test_one_failed_check_of_several_fails_the_step() -> None:
+    verdicts = [canary.Verdict("a", 0.1, 0.5, True), canary.Verdict("b", 0.9, 0.5, False)]
+    assert canary.run_steps([10, 100], lambda weight: verdicts) == (10, False)
+
+
+def test_behaviour_at_its_limits_passes() -> None:
+    """stable [0, 2]: std 1; candidate [0.5, 2.5]: mean difference 0.5, so a shift of 0.5;
+    their empirical distributions are 0.5 apart at most (between 0 and 0.5, and 2 and 2.5)."""
+    settings = {"max_mean_shift": 0.5, "max_ks": 0.5}
+    verdicts = canary.behaviour_verdicts(np.array([0.0, 2.0]), np.array([0.5, 2.5]), settings)
+    assert verdicts == [canary.Verdict("mean-shift", 0.5, 0.5, True),
+                        canary.Verdict("ks", 0.5, 0.5, True)]  # fmt: skip
+
+
+def test_behaviour_fails_a_shift_down_as_one_up(settings: dict[str, Any]) -> None:
+    stable = np.linspace(0, 100, 50)
+    shift = settings["max_mean_shift"] * 1.5
+    lower = stable - float(np.std(stable)) * shift
+    (mean_shift, _) = canary.behaviour_verdicts(stable, lower, settings)
+    assert mean_shift.check == "mean-shift" and not mean_shift.passed
+    assert mean_shift.value == pytest.approx(shift)
+
+
+def test_behaviour_of_constant_predictions(settings: dict[str, Any]) -> None:
+    """The stable version predicting one value: no spread to measure a shift in; the same
+    value is no shift, another an infinite one."""
+    stable = np.full(20, 3.0)
+    same = canary.behaviour_verdicts(stable, stable.copy(), settings)
+    assert [(v.check, v.value, v.passed) for v in same] == [("mean-shift", 0.0, True),
+                                                            ("ks", 0.0, True)]  # fmt: skip
+    moved = canary.behaviour_verdicts(stable, stable + 1, settings)
+    assert [(v.check, v.value, v.passed) for v in moved] == [("mean-shift", math.inf, False),
+                                                             ("ks", 1.0, False)]  # fmt: skip
+
+
+def test_behaviour_fails_another_distribution_with_the_same_mean(settings: dict[str, Any]) -> None:
+    """[0, 1, 2, 3] against four times 1.5: the same mean, and half the mass on either side."""
+    stable, candidate = np.array([0.0, 1.0, 2.0, 3.0]), np.full(4, 1.5)
+    verdicts = canary.behaviour_verdicts(stable, candidate, settings)
+    assert verdicts == [
+        canary.Verdict("mean-shift", 0.0, settings["max_mean_shift"], True),
+        canary.Verdict("ks", 0.5, settings["max_ks"], False),
+    ]
+
+
+def answering(values: dict[str, list[float]], asked: list[tuple[str, str]]) -> Any:
+    """A query function for server_verdicts: the values of the first metric name (as it
+    appears in its PromQL) that `promql` mentions; each (address, promql) noted in `asked`."""
+
+    def query(address: str, promql: str) -> list[float]:
+        asked.append((address, promql))
+        return next(value for name, value in values.items() if name in promql)
+
+    return query
+
+
+ERRORS, LATENCY = "gitml_requests_total", "gitml_request_duration_seconds_bucket"
+
+
+def test_server_verdicts_fill_each_query_and_judge_its_answer(settings: dict[str, Any]) -> None:
+    template = canary.server_template(settings)
+    asked: list[tuple[str, str]] = []
+    args = {"namespace": "ns", "canary-hash": "abc", "prometheus": "http://prom:9090"}
+    verdicts = canary.server_verdicts(template, args, answering({ERRORS: [0.02], LATENCY: [0.1]},
+                                                                asked))  # fmt: skip
+    assert verdicts == [
+        canary.Verdict("error-share", 0.02, settings["max_error_share"], False),
+        canary.Verdict("p99-latency-seconds", 0.1, settings["max_p99_latency_ms"] / 1000, True),
+    ]
+    assert [address for address, _ in asked] == ["http://prom:9090"] * 2
+    for _, promql in asked:
+        assert "{{" not in promql and f"[{settings['window']}]" in promql, promql
+        assert 'namespace="ns",rollouts_pod_template_hash="abc"' in promql, promql
+    # an argument given overrides the template's default
+    asked.clear()
+    canary.server_verdicts(template, args | {"window": "60s", "prometheus": "http://other"},
+                           answering({ERRORS: [0.0], LATENCY: [0.0]}, asked))  # fmt: skip
+    assert all(address == "http://other" and "[60s]" in q for address, q in asked), asked
+
+
+def test_server_verdicts_without_one_answer_fail_with_no_value(settings: dict[str, Any]) -> None:
+    template = canary.server_template(settings)
+    args = {"namespace": "ns", "canary-hash": "abc"}
+    verdicts = canary.server_verdicts(template, args, answering({ERRORS: [], LATENCY: [0.0, 0.0]},
+                                                                []))  # fmt: skip
+    assert [(v.check, v.value, v.passed) for v in verdicts] == [
+        ("error-share", None, False),
+        ("p99-latency-seconds", None, False),
+    ]
+
+
+def test_server_verdicts_of_a_template_without_arguments(settings: dict[str, Any]) -> None:
+    template = canary.server_template(settings)
+    del template["spec"]["args"]
+    with pytest.raises(KeyError, match="'window'"):
+        canary.server_verdicts(template, {"namespace": "n", "canary-hash": "h",
+                                          "prometheus": "p"}, answering({}, []))  # fmt: skip
+    args = {"namespace": "n", "canary-hash": "h", "prometheus": "p", "window": "1m"}
+    verdicts = canary.server_verdicts(template, args, answering({ERRORS: [0.0], LATENCY: [0.0]},
+                                                                []))  # fmt: skip
+    assert all(v.passed for v in verdicts)
+
+
+def test_server_verdicts_refuse_a_condition_they_cannot_read(settings: dict[str, Any]) -> None:
+    template = canary.server_template(settings)
+    template["spec"]["metrics"][1]["successCondition"] = "result[0] <= 0.25"
+    with pytest.raises(ValueError, match=r"^p99-latency-seconds: unexpected successCondition$"):
+        canary.server_verdicts(template, {"namespace": "n", "canary-hash": "h"},
+                               answering({ERRORS: [0.0], LATENCY: [0.0]}, []))  # fmt: skip
+
+
+# --- the analysis against stand-in servers in this process ---
+
+
+class StandInPrometheus:
+    """Prometheus' query API on loopback: for each instant query, `answer(promql)` gives the
+    status and the JSON body; the queries asked are noted."""
+
+    def __init__(self, answer: Any) -> None:
+        self.queries: list[str] = []
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                assert url.path == "/api/v1/query", url.path
+                (promql,) = parse_qs(url.query)["query"]
+                stand_in.queries.append(promql)
+                status, body = answer(promql)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def vector(*values: float) -> tuple[int, Doc]:
+    """Prometheus' answer to an instant query: one sample per series, its value a string."""
+    samples = [{"metric": {}, "value": [1700000000.0, str(v)]} for v in values]
+    return 200, {"status": "success", "data": {"resultType": "vector", "result": samples}}
+
+
+@contextmanager
+def stand_in_prometheus(answer: Any) -> Iterator[StandInPrometheus]:
+    server = StandInPrometheus(answer)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_prometheus_query_reads_one_value_per_series() -> None:
+    promql = 'sum(rate(x{a="b"}[5m])) / 2'
+    with stand_in_prometheus(lambda q: vector(0.5, 2)) as prometheus:
+        assert canary.prometheus_query(prometheus.url, promql) == [0.5, 2.0]
+    assert prometheus.queries == [promql]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [(200, {"status": "error", "errorType": "bad_data", "error": "parse error"}),
+     (200, {"status": "success", "data": {"resultType": "matrix", "result": []}})],
+)  # fmt: skip
+def test_prometheus_query_refuses_an_error_or_another_kind_of_result(answer: Any) -> None:
+    with (
+        stand_in_prometheus(lambda q: answer) as prometheus,
+        pytest.raises(ValueError, match=r"^Prometheus answered .* to up$"),
+    ):
+        canary.prometheus_query(prometheus.url, "up")
+
+
+def test_prometheus_query_raises_on_an_http_error() -> None:
+    with (
+        stand_in_prometheus(lambda q: (503, {"status": "error"})) as prometheus,
+        pytest.raises(httpx.HTTPStatusError),
+    ):
+        canary.prometheus_query(prometheus.url, "up")
+
+
+def test_check_judges_the_committed_template_on_prometheus(settings: dict[str, Any]) -> None:
+    """`canary check`: the committed server template's queries, each line a verdict, exit 1 on
+    a failed one."""
+    values = {ERRORS: 0.5, LATENCY: 0.1}
+    with stand_in_prometheus(
+        lambda q: vector(next(v for name, v in values.items() if name in q))
+    ) as prometheus:
+        argv = ["check", "--prometheus", prometheus.url, "--namespace", "ns", "--canary-hash", "h"]
+        failed = CliRunner().invoke(canary.app, argv)
+        values[ERRORS] = 0.0
+        passed = CliRunner().invoke(canary.app, [*argv, "--window", "60s"])
+    error_limit, latency_limit = settings["max_error_share"], settings["max_p99_latency_ms"] / 1000
+    assert (failed.exit_code, failed.output.splitlines()) == (1, [
+        f"FAIL error-share: 0.5 (limit {error_limit})",
+        f"ok   p99-latency-seconds: 0.1 (limit {latency_limit})",
+    ])  # fmt: skip
+    assert (passed.exit_code, passed.output.splitlines()) == (0, [
+        f"ok   error-share: 0.0 (limit {error_limit})",
+        f"ok   p99-latency-seconds: 0.1 (limit {latency_limit})",
+    ])  # fmt: skip
+    windows = [f"[{settings['window']}]"] * 2 + ["[60s]"] * 2
+    assert all(window in q for window, q in zip(windows, prometheus.queries, strict=True))
+
+
+@pytest.fixture
+def stand_ins() -> Iterator[tuple[StandIn, StandIn]]:
+    """A stable and a candidate version's /predict, each answering [1.0, 2.0] until told."""
+    servers = (StandIn(), StandIn())
+    yield servers
+    for server in servers:
+        server.server.shutdown()
+        server.server.server_close()
+
+
+ROWS = [{"hr": 1}, {"hr": 2}]
+
+
+def test_compare_versions_sends_the_rows_to_both_and_judges_the_answers(
+    stand_ins: tuple[StandIn, StandIn], settings: dict[str, Any]
+) -> None:  # fmt: skip
+    stable, candidate = stand_ins
+    ids = iter(range(10))
+    verdicts = canary.compare_versions(stable.url, candidate.url, ROWS, settings,
+                                       lambda: {"X-Request-ID": f"id-{next(ids)}"})  # fmt: skip
+    assert [(v.check, v.value, v.passed) for v in verdicts] == [("mean-shift", 0.0, True),
+                                                                ("ks", 0.0, True)]  # fmt: skip
+    body = {"data": {"values": ROWS}}
+    assert (stable.bodies, candidate.bodies) == ([("id-0", None, body)], [("id-1", None, body)])
+    candidate.predictions = (200, [11, 12])  # far off: ints, read as floats
+    shifted = canary.compare_versions(stable.url, candidate.url, ROWS, settings, dict)
+    assert [(v.check, v.passed) for v in shifted] == [("mean-shift", False), ("ks", False)]
+    assert shifted[0].value == pytest.approx(10 / float(np.std([1.0, 2.0])))
+
+
+def test_predictions_are_floats(stand_ins: tuple[StandIn, StandIn]) -> None:
+    stable, _ = stand_ins
+    stable.predictions = (200, [1, 2])
+    answer = canary.predictions(stable.url, ROWS, {})
+    assert answer.dtype == np.float64 and answer.tolist() == [1.0, 2.0]
+
+
+def test_a_version_that_does_not_answer_fails_the_model_check(
+    stand_ins: tuple[StandIn, StandIn], settings: dict[str, Any]
+) -> None:  # fmt: skip
+    stable, candidate = stand_ins
+    candidate.predictions = (500, {"detail": "boom"})
+    (verdict,) = canary.compare_versions(stable.url, candidate.url, ROWS, settings, dict)
+    assert verdict.check.startswith(f"answers from {candidate.url}: Server error '500")
+    assert (verdict.value, verdict.limit, verdict.passed) == (None, 0.0, False)
+    # an unreachable stable version: the candidate is not asked
+    candidate.bodies.clear()
+    gone = f"http://127.0.0.1:{free_port()}"
+    (verdict,) = canary.compare_versions(gone, candidate.url, ROWS, settings, dict)
+    assert verdict.check.startswith(f"answers from {gone}: ") and not verdict.passed
+    assert candidate.bodies == []
+
+
+def test_compare_marks_its_requests_synthetic_and_exits_on_the_verdict(
+    stand_ins: tuple[StandIn, StandIn], settings: dict[str, Any], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """`canary compare` as the analysis Job runs it: the golden rows to both versions, each
+    request with an id of its own and, when the smoke checks' token is set, marked synthetic."""
+    stable, candidate = stand_ins
+    golden = tmp_path / GOLDEN_FILE
+    golden.write_text(json.dumps({"rows": ROWS}))
+    argv = ["compare", "--stable", stable.url, "--candidate", candidate.url, "--golden",
+            str(golden), "--max-mean-shift", str(settings["max_mean_shift"]),
+            "--max-ks", str(settings["max_ks"])]  # fmt: skip
+    monkeypatch.setenv(SYNTHETIC_TOKEN_ENV, "secret")
+    same = CliRunner().invoke(canary.app, argv)
+    assert (same.exit_code, same.output.splitlines()) == (0, [
+        f"ok   mean-shift: 0.0 (limit {settings['max_mean_shift']})",
+        f"ok   ks: 0.0 (limit {settings['max_ks']})",
+    ])  # fmt: skip
+    sent = stable.bodies + candidate.bodies
+    assert [(synthetic, body) for _, synthetic, body in sent] == [
+        ("secret", {"data": {"values": ROWS}})
+    ] * 2
+    ids = [request_id for request_id, _, _ in sent]
+    assert len(set(ids)) == 2 and all(i and i.startswith("smoke-") for i in ids), ids
+    monkeypatch.delenv(SYNTHETIC_TOKEN_ENV)
+    candidate.predictions = (200, [11.0, 12.0])
+    shifted = CliRunner().invoke(canary.app, argv)
+    assert shifted.exit_code == 1 and "FAIL mean-shift: " in shifted.output, shifted.output
+    assert [synthetic for _, synthetic, _ in stable.bodies[1:]] == [None]
+
+
+def test_render_writes_what_params_render(tmp_path: Path, settings: dict[str, Any]) -> None:
+    result = CliRunner().invoke(canary.app, ["render", "--out", str(tmp_path)])
+    expected = canary.manifests(settings)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [f"canary: wrote {tmp_path / name}" for name in expected]
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == expected
 
 
 # --- the analysis against a real Prometheus scraping real servers ---

@@ -422,15 +422,21 @@ def test_from_tag_prints_stage_version_and_the_pushed_digest(
     ]
 
 
+@pytest.mark.parametrize(
+    ("said", "code"),
+    [("gto: not a tag", 0),
+     ("Unexpected error: . is not a git repository", 1)],  # gto outside a checkout
+)  # fmt: skip
 def test_from_tag_refuses_a_tag_that_is_not_a_stage_assignment(
-    stand_ins: Path, tmp_path: Path
+    stand_ins: Path, tmp_path: Path, said: str, code: int
 ) -> None:
-    (tmp_path / "bin" / "gto").write_text('#!/bin/sh\necho "gto: not a tag" >&2\n')
+    (tmp_path / "bin" / "gto").write_text(f'#!/bin/sh\necho "{said}" >&2\nexit {code}\n')
     result = CliRunner(mix_stderr=False).invoke(
         app, ["from-tag", "--tag", "v1", "--name", "v1", "--image", "x"]
     )
     assert result.exit_code == 1
-    assert "does not assign one of" in result.stderr and "gto: not a tag" in result.stderr
+    # gto printed no JSON: no tag, no assignment
+    assert result.stderr == f"registry: None does not assign one of {registry.STAGES} {said}\n"
     assert not stand_ins.exists()  # no digest asked (the stand-in gto records nothing)
 
 
@@ -478,6 +484,18 @@ def test_register_says_the_tag_it_made(job: Path, origin: Path, push: bool, said
     result = CliRunner(mix_stderr=False).invoke(app, args)
     assert (result.exit_code, result.stdout, result.stderr) == (0, said, "")
     assert git("tag", "--list", cwd=origin) == ("model@v0.0.1" if push else "")
+
+
+@pytest.mark.parametrize("push", [True, False])
+def test_assign_says_the_stage_tag_it_made(job: Path, origin: Path, push: bool) -> None:
+    registered = CliRunner(mix_stderr=False).invoke(app, ["register", "--name", "model", "--push"])
+    assert registered.exit_code == 0, registered.stderr
+    args = ["assign", "--name", "model", "--stage", "production", "--version", "v0.0.1"]
+    result = CliRunner(mix_stderr=False).invoke(app, [*args, *(["--push"] if push else [])])
+    said = "registry: model#production#1" + (" (pushed to origin)" if push else "")
+    assert (result.exit_code, result.stdout, result.stderr) == (0, f"{said}\n", "")
+    assert git("tag", "--list", "model#*", cwd=job) == "model#production#1"
+    assert git("tag", "--list", "model#*", cwd=origin) == ("model#production#1" if push else "")
 
 
 def test_assign_fails_with_the_reason_on_stderr(job: Path) -> None:
