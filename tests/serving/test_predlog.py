@@ -264,7 +264,10 @@ def test_two_files_opened_at_the_same_instant_never_share_a_name(
     for request_id in ("a", "b", "c"):
         log.append(request_id, [row()], [1.0], now=NOON)
         log.close()
-    assert len(list(tmp_path.rglob("*.jsonl"))) == 3
+    # the clock's time, then the next free microsecond
+    assert sorted(p.name for p in tmp_path.rglob("*.jsonl")) == [
+        f"pod.20261123T12000000000{n}.jsonl" for n in range(3)
+    ]
     assert sorted(read_predictions(tmp_path)["request_id"]) == ["a", "b", "c"]
 
 
@@ -440,3 +443,120 @@ def test_the_served_time_is_utc_whatever_the_machines_zone(
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def test_the_spool_is_every_log_file_in_the_day_folders_and_a_vanished_one_is_no_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for day, name, size in [("2026-11-23", "a.jsonl", 10), ("2026-11-23", "b.open.jsonl", 7),
+                            ("2026-11-24", "c.jsonl", 5)]:  # fmt: skip
+        (tmp_path / day).mkdir(exist_ok=True)
+        (tmp_path / day / name).write_bytes(b"x" * size)
+    (tmp_path / "2026-11-24" / "notes.txt").write_bytes(b"x" * 100)  # not a log file
+    (tmp_path / "stray.jsonl").write_bytes(b"x" * 100)  # not in a day folder
+    assert predlog.spool_bytes(tmp_path) == 22
+    listed = list(tmp_path.glob("*/*.jsonl"))
+    vanished = tmp_path / "2026-11-24" / "shipped-meanwhile.jsonl"
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: iter([vanished, *listed]))
+    assert predlog.spool_bytes(tmp_path) == 22
+
+
+def test_by_default_a_log_is_named_by_the_host_and_never_rolls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    clock = [1000.0]
+    monkeypatch.setattr(predlog.time, "monotonic", lambda: clock[0])
+    log = PredictionLog(tmp_path, "v1")
+    log.append("a", [row()], [1.0], now=NOON)
+    clock[0] += 10**6
+    log.close_expired()
+    log.append("b", [row()], [1.0], now=NOON)
+    (path,) = tmp_path.rglob("*.jsonl")
+    assert path.name.startswith(f"{socket.gethostname()}.") and predlog.is_open(path)
+
+
+def one_row_bytes(tmp_path: Path) -> int:
+    PredictionLog(tmp_path / "measure", "v1", instance="pod").append("r0", [row()], [1.0],
+                                                                     now=NOON)  # fmt: skip
+    return sum(p.stat().st_size for p in (tmp_path / "measure").rglob("*.jsonl"))
+
+
+def test_the_spool_bound_admits_rows_up_to_it_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    size = one_row_bytes(tmp_path)
+    clock = [1000.0]
+    monkeypatch.setattr(predlog.time, "monotonic", lambda: clock[0])
+    log = PredictionLog(tmp_path / "pod", "v1", instance="pod", spool_max_bytes=2 * size)
+    log.append("r1", [row()], [1.0], now=NOON)
+    log.append("r2", [row()], [1.0], now=NOON)  # exactly at the bound: still logged
+    with pytest.raises(SpoolFull) as refused:
+        log.append("r3", [row()], [1.0], now=NOON)
+    assert refused.value.errno == errno.ENOSPC
+    assert str(refused.value).endswith(
+        f"{tmp_path / 'pod'}: {2 * size} bytes not shipped yet, the bound is "
+        f"GITML_PREDICTION_LOG_SPOOL_MAX_BYTES={2 * size}: rows are not logged until the "
+        "shipper catches up"
+    )
+    log.close()
+    for path in (tmp_path / "pod").rglob("*.jsonl"):
+        path.unlink()  # shipped
+    clock[0] += predlog.SPOOL_SCAN_S / 2  # the size measured last still holds...
+    with pytest.raises(SpoolFull):
+        log.append("r4", [row()], [1.0], now=NOON)
+    clock[0] += predlog.SPOOL_SCAN_S / 2  # ...until SPOOL_SCAN_S have passed: measured again
+    log.append("r5", [row()], [1.0], now=NOON)
+    assert read_predictions(tmp_path / "pod")["request_id"].tolist() == ["r5"]
+
+
+def test_a_log_file_is_appended_to_and_not_inherited_by_child_processes(tmp_path: Path) -> None:
+    import fcntl
+
+    log = PredictionLog(tmp_path, "v1", instance="pod")
+    log.append("a", [row()], [1.0], now=NOON)
+    assert log._open is not None
+    assert fcntl.fcntl(log._open.fd, fcntl.F_GETFL) & os.O_APPEND
+    assert not os.get_inheritable(log._open.fd)
+
+
+def test_a_short_write_is_an_error_not_a_silent_loss(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = PredictionLog(tmp_path, "v1", instance="pod")
+    monkeypatch.setattr(predlog.os, "write", lambda fd, data: len(data) - 1)
+    with pytest.raises(OSError, match="a short write to the log"):
+        log.append("a", [row()], [1.0], now=NOON)
+
+
+def test_files_are_named_by_the_utc_time_whatever_the_local_zone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        before = datetime.now(UTC)
+        PredictionLog(tmp_path, "v1", instance="pod").append("a", [row()], [1.0], now=NOON)
+        after = datetime.now(UTC)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    (path,) = tmp_path.rglob("*.jsonl")
+    opened = datetime.strptime(path.name.split(".")[1], "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC)
+    assert before - timedelta(seconds=1) <= opened <= after
+
+
+def test_rotation_in_background_closes_an_idle_file_and_needs_a_period(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="rotate_in_background needs rotate_s > 0"):
+        PredictionLog(tmp_path, "v1", instance="pod").rotate_in_background()
+    log = PredictionLog(tmp_path, "v1", instance="pod", rotate_s=0.2)
+    log.append("a", [row()], [1.0], now=NOON)
+    thread = log.rotate_in_background()
+    deadline = time.monotonic() + 10
+    while any(predlog.is_open(p) for p in tmp_path.rglob("*.jsonl")):
+        assert time.monotonic() < deadline, "the idle file was never closed"
+        time.sleep(0.05)
+    assert thread.is_alive() and thread.daemon

@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -59,16 +60,18 @@ def spool_bytes(directory: Path) -> int:
     """Bytes of log files in `directory` (its day folders): what is not shipped yet. A file
     renamed or shipped while it is counted is left out (a moment's undercount, never an error)."""
     total = 0
-    with os.scandir(directory) as days:
-        for day in days:
-            if not day.is_dir(follow_symlinks=False):
-                continue
-            with os.scandir(day.path) as files:
-                for entry in files:
-                    if entry.name.endswith(".jsonl"):
-                        with contextlib.suppress(FileNotFoundError):
-                            total += entry.stat().st_size
+    for path in directory.glob("*/*.jsonl"):
+        with contextlib.suppress(FileNotFoundError):
+            total += path.stat().st_size
     return total
+
+
+@dataclass(frozen=True)
+class _OpenFile:
+    fd: int
+    path: Path
+    day: str
+    since: float  # time.monotonic() at the open
 
 
 class PredictionLog:
@@ -91,11 +94,10 @@ class PredictionLog:
         self.instance = instance or default_instance()
         self.rotate_s, self.spool_max_bytes = rotate_s, spool_max_bytes
         self._lock = threading.Lock()
-        self._day = ""
-        self._fd: int | None = None
-        self._path: Path | None = None
-        self._opened = 0.0  # time.monotonic() of the open
-        self._spool = (0, -SPOOL_SCAN_S)  # (bytes, when measured): see _check_spool
+        self._open: _OpenFile | None = None
+        # the spool's size as last measured, and when (time.monotonic()); counted up as rows
+        # are written, measured again every SPOOL_SCAN_S (the shipper removes files meanwhile)
+        self._spool: tuple[int, float] | None = None
 
     def append(
         self,
@@ -117,41 +119,39 @@ class PredictionLog:
             for i, (row, pred) in enumerate(zip(rows, predictions, strict=True))
         ).encode()
         with self._lock:
-            self._check_spool(len(payload))
-            fd = self._file(now)
-            written = 0
-            while written < len(payload):
-                written += os.write(fd, payload[written:])
-            self._spool = (self._spool[0] + written, self._spool[1])
+            measured, when = self._measured_spool()
+            if self.spool_max_bytes and measured + len(payload) > self.spool_max_bytes:
+                raise SpoolFull(errno.ENOSPC, f"{self.directory}: {measured} bytes not shipped "
+                                f"yet, the bound is GITML_PREDICTION_LOG_SPOOL_MAX_BYTES="
+                                f"{self.spool_max_bytes}: rows are not logged until the "
+                                "shipper catches up")  # fmt: skip
+            fd = self._file(now.strftime("%Y-%m-%d"))
+            # O_APPEND on a regular file: the whole payload in one write, or an error
+            if os.write(fd, payload) != len(payload):
+                raise OSError(errno.EIO, f"{self.directory}: a short write to the log")
+            self._spool = (measured + len(payload), when)
 
-    def _check_spool(self, adding: int) -> None:
+    def _measured_spool(self) -> tuple[int, float]:
         if not self.spool_max_bytes:
-            return
-        measured, when = self._spool
-        if time.monotonic() - when >= SPOOL_SCAN_S:  # the shipper removes files meanwhile
-            self.directory.mkdir(parents=True, exist_ok=True)
-            measured, when = spool_bytes(self.directory), time.monotonic()
-            self._spool = (measured, when)
-        if measured + adding > self.spool_max_bytes:
-            raise SpoolFull(errno.ENOSPC, f"{self.directory}: {measured} bytes not shipped yet, "
-                            f"the bound is GITML_PREDICTION_LOG_SPOOL_MAX_BYTES="
-                            f"{self.spool_max_bytes}: rows are not logged until the shipper "
-                            "catches up")  # fmt: skip
+            return 0, 0.0
+        if self._spool is None or time.monotonic() - self._spool[1] >= SPOOL_SCAN_S:
+            self._spool = (spool_bytes(self.directory), time.monotonic())
+        return self._spool
 
-    def _file(self, now: datetime) -> int:
-        day = now.strftime("%Y-%m-%d")
-        if day != self._day or self._expired():
+    def _file(self, day: str) -> int:
+        if self._open is not None and (self._open.day != day or self._expired(self._open)):
             self._close()
-        if self._fd is None:
+        if self._open is None:
             folder = self.directory / day
             folder.mkdir(parents=True, exist_ok=True)
-            self._fd, self._path = self._create(folder)
-            self._day, self._opened = day, time.monotonic()
-        return self._fd
+            fd, path = self._create(folder)
+            self._open = _OpenFile(fd, path, day, time.monotonic())
+        return self._open.fd
 
     def _create(self, folder: Path) -> tuple[int, Path]:
-        """A new file named by this instance and the time it is opened (the clock's, not the
-        rows'): never one that exists, open or closed, so no file is appended to twice."""
+        """A new file named by this instance and the UTC time it is opened (the clock's, not
+        the rows'), or the next free microsecond: never one that exists, open or closed, so no
+        file is appended to twice."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
         opened = datetime.now(UTC)
         while True:
@@ -163,19 +163,19 @@ class PredictionLog:
                     pass
             opened += timedelta(microseconds=1)
 
-    def _expired(self) -> bool:
-        return bool(self.rotate_s) and time.monotonic() - self._opened >= self.rotate_s
+    def _expired(self, open_file: _OpenFile) -> bool:
+        return bool(self.rotate_s) and time.monotonic() - open_file.since >= self.rotate_s
 
     def _close(self) -> None:
-        if self._fd is not None and self._path is not None:
-            os.close(self._fd)
-            self._fd = None
-            self._path.rename(closed_name(self._path))
+        if self._open is not None:
+            os.close(self._open.fd)
+            self._open.path.rename(closed_name(self._open.path))
+            self._open = None
 
     def close_expired(self) -> None:
         """Close the open file if it is older than `rotate_s` (the rotation thread's call)."""
         with self._lock:
-            if self._expired():
+            if self._open is not None and self._expired(self._open):
                 self._close()
 
     def close(self) -> None:
