@@ -521,18 +521,6 @@ EQUIVALENT: list[Equivalent] = [
         '+ token = env.get("RUNNER_CHECK_TOKEN", )',
     ),
     Equivalent(
-        "gitml.serving.predlog.PredictionLog.__init__",
-        "_day is compared only once _fd is set, which sets _day too",
-        '- self._day = ""',
-        "+ self._day = None",
-    ),
-    Equivalent(
-        "gitml.serving.predlog.PredictionLog.__init__",
-        "_day is compared only once _fd is set, which sets _day too",
-        '- self._day = ""',
-        '+ self._day = "XXXX"',
-    ),
-    Equivalent(
         "gitml.serving.predlog._read_jsonl",
         "codec names are case-insensitive",
         '- with open(path, encoding="utf-8") as handle:',

@@ -527,9 +527,12 @@ def test_a_short_write_is_an_error_not_a_silent_loss(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = PredictionLog(tmp_path, "v1", instance="pod")
+    import errno
+
     monkeypatch.setattr(predlog.os, "write", lambda fd, data: len(data) - 1)
-    with pytest.raises(OSError, match="a short write to the log"):
+    with pytest.raises(OSError, match="a short write to the log") as failed:
         log.append("a", [row()], [1.0], now=NOON)
+    assert failed.value.errno == errno.EIO
 
 
 def test_files_are_named_by_the_utc_time_whatever_the_local_zone(
@@ -550,7 +553,7 @@ def test_files_are_named_by_the_utc_time_whatever_the_local_zone(
 
 
 def test_rotation_in_background_closes_an_idle_file_and_needs_a_period(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="rotate_in_background needs rotate_s > 0"):
+    with pytest.raises(ValueError, match=r"^rotate_in_background needs rotate_s > 0$"):
         PredictionLog(tmp_path, "v1", instance="pod").rotate_in_background()
     log = PredictionLog(tmp_path, "v1", instance="pod", rotate_s=0.2)
     log.append("a", [row()], [1.0], now=NOON)
@@ -560,3 +563,4 @@ def test_rotation_in_background_closes_an_idle_file_and_needs_a_period(tmp_path:
         assert time.monotonic() < deadline, "the idle file was never closed"
         time.sleep(0.05)
     assert thread.is_alive() and thread.daemon
+    assert thread.name == "prediction-log-rotation"  # what a thread dump shows
