@@ -25,6 +25,16 @@ from cryptography.x509.oid import NameOID
 HOST = "api.github.com"
 
 
+def reply_json(handler: Any, status: int, body: object) -> None:
+    """Answer a stand-in's request with `body` as JSON (None: an empty body), sized."""
+    data = b"" if body is None else json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 def _certificate(subject: str, key: Any, issuer_key: Any, issuer: str, ca: bool) -> Any:
     now = datetime.datetime.now(datetime.UTC)
     builder = (
@@ -120,12 +130,7 @@ def serve(directory: Path) -> Iterator[FakeGitHub]:
             github.accepted.append(self.headers.get("Accept", ""))
             route = self.path if self.command == "GET" else f"{self.command} {self.path}"
             status, body = github.routes.get(route, (404, {"message": "Not Found"}))
-            data = b"" if body is None else json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            reply_json(self, status, body)
 
         do_DELETE = do_GET
 

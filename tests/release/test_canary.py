@@ -40,6 +40,7 @@ from gitml.release.smoke import SYNTHETIC_TOKEN_ENV
 from gitml.schema import as_model_input
 from gitml.serving.golden import GOLDEN_FILE
 from tests.conftest import Served, running_server
+from tests.fake_github import reply_json
 from tests.faulty_model import Broken
 from tests.release.test_k8s import assert_schema_valid, dockerfile_env, kustomize
 from tests.release.test_smoke import StandIn
@@ -355,13 +356,7 @@ class StandInPrometheus:
                 assert url.path == "/api/v1/query", url.path
                 (promql,) = parse_qs(url.query)["query"]
                 stand_in.queries.append(promql)
-                status, body = answer(promql)
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                reply_json(self, *answer(promql))
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

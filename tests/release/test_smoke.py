@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from gitml.config import load_params
 from gitml.release.smoke import app, passed, run_checks
 from tests.conftest import Served
+from tests.fake_github import reply_json
 
 
 def golden_of(served: Served) -> dict[str, Any]:
@@ -74,12 +75,7 @@ class StandIn:
             wbufsize = 1 << 16  # one write per answer: no Nagle delay between header and body
 
             def answer(self, status: int, body: object) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                reply_json(self, status, body)
 
             def do_GET(self) -> None:
                 self.answer(*stand_in.health)
