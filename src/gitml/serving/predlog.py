@@ -56,11 +56,16 @@ class SpoolFull(OSError):
     """The unshipped log has reached its bound: the row is not logged (counted and alerted)."""
 
 
+def day_files(directory: Path) -> list[Path]:
+    """The log files in `directory`'s day folders, open or closed (none: no directory yet)."""
+    return list(directory.glob("*/*.jsonl"))
+
+
 def spool_bytes(directory: Path) -> int:
     """Bytes of log files in `directory` (its day folders): what is not shipped yet. A file
     renamed or shipped while it is counted is left out (a moment's undercount, never an error)."""
     total = 0
-    for path in directory.glob("*/*.jsonl"):
+    for path in day_files(directory):
         with contextlib.suppress(FileNotFoundError):
             total += path.stat().st_size
     return total

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gitml.serving.jsonlog import say
-from gitml.serving.predlog import closed_name, is_open, spool_bytes
+from gitml.serving.predlog import closed_name, day_files, is_open, spool_bytes
 
 MAX_PAUSE_S = 300.0  # the longest wait between tries while the store is down
 
@@ -55,7 +55,7 @@ def ready_files(directory: Path, started: float) -> list[Path]:
     """The log files to ship now, oldest first: every closed one, and every open one whose
     writer died before `started` (its last write is older than this process)."""
     found = []
-    for path in directory.glob("*/*.jsonl") if directory.is_dir() else []:
+    for path in day_files(directory):
         try:  # a writer may rename its file meanwhile: it is found under the new name next time
             modified = path.stat().st_mtime
         except FileNotFoundError:
@@ -100,7 +100,7 @@ def spool(directory: Path, started: float, now: float) -> Spool:
     oldest = 0.0
     with contextlib.suppress(FileNotFoundError, IndexError):
         oldest = max(now - files[0].stat().st_mtime, 0.0)
-    total = spool_bytes(directory) if directory.is_dir() else 0
+    total = spool_bytes(directory)
     return Spool(total, len(files), oldest)
 
 
@@ -200,7 +200,7 @@ class Shipper:
         if self._thread is not None:
             self._thread.join(timeout)
         while True:
-            left = sorted(self.directory.glob("*/*.jsonl")) if self.directory.is_dir() else []
+            left = sorted(day_files(self.directory))
             if self.ship_once(left):
                 return True
             if time.monotonic() + self.interval > deadline:
