@@ -4,6 +4,8 @@ and a server told to stop ships what its workers logged before it exits (real S3
 moto's server on loopback; real server processes)."""
 
 import os
+import re
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -13,10 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
+from gitml.config import PROJ_ROOT
 from gitml.ports import free_port
 from gitml.schema import EXAMPLE_ROW
 from gitml.serving import shipping
-from gitml.serving.predlog import PredictionLog, read_predictions
+from gitml.serving.predlog import PredictionLog, is_open, read_predictions, spool_bytes
 from tests.e2e.moto import moto_s3
 
 NOON = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -63,7 +66,7 @@ def test_a_file_being_written_waits_and_one_left_by_a_dead_process_is_shipped(
     started = time.time() + 1  # this shipper's process started after that file's last write
     logged(pod, "live", ["now"], close=False)  # a live writer's open file
     (live,) = pod.rglob("live.*.open.jsonl")
-    os.utime(live, (started + 1, started + 1))
+    os.utime(live, (started, started))  # written as this process started: its writer may live
     assert shipper(pod, str(store), started).ship_once()
     assert read_predictions(store)["request_id"].tolist() == ["before", "before"]
     assert not list(store.rglob("*.open.jsonl"))  # shipped under the name it has once closed
@@ -89,6 +92,76 @@ def test_an_empty_closed_file_is_removed_not_shipped(tmp_path: Path) -> None:
     assert not list(tmp_path.rglob("*.jsonl"))
 
 
+def test_the_spool_counts_every_byte_and_ages_the_oldest_ready_file(tmp_path: Path) -> None:
+    pod = tmp_path / "pod"
+    logged(pod, "older", ["r1"])
+    logged(pod, "newer", ["r2", "r3"])
+    logged(pod, "live", ["r4"], close=False)  # its writer lives: counted in bytes, not ready
+    sizes = {p.name.split(".")[0]: p.stat().st_size for p in pod.rglob("*.jsonl")}
+    for name, modified in [("older", 1_000.0), ("newer", 1_030.0), ("live", 1_050.0)]:
+        (path,) = pod.rglob(f"{name}.*")
+        os.utime(path, (modified, modified))
+    assert [is_open(p) for p in pod.rglob("live.*")] == [True]
+    assert shipping.spool(pod, started=900.0, now=1_060.0) == shipping.Spool(
+        bytes=sum(sizes.values()), files=2, oldest_s=60.0
+    )
+    assert shipping.spool(pod, started=900.0, now=990.0).oldest_s == 0.0  # a clock behind
+    assert shipping.spool(tmp_path / "none", 0.0, 5.0) == shipping.Spool(0, 0, 0.0)
+
+
+def exposed(metrics: shipping.ShipperMetrics) -> dict[str, str]:
+    """Metric name: HELP text, as GET /metrics writes them (the multiprocess collector of the
+    server writes no `_created` series: this single-process registry's are left out)."""
+    from prometheus_client import generate_latest
+
+    text = generate_latest(metrics.registry).decode()
+    return {name: doc for name, doc in re.findall(r"^# HELP (\S+) (.*)$", text, re.MULTILINE)
+            if not name.endswith("_created")}  # fmt: skip
+
+
+def test_the_metrics_are_the_ones_the_docs_and_the_alert_rules_name() -> None:
+    """The serving guide's table gives each metric's name and HELP line; the alert rules (and
+    their promtool cases) query these names."""
+    table = re.findall(r"^\| `(gitml_prediction_log_\w+)` \| (.+?) \|$",
+                       (PROJ_ROOT / "docs/guide/serving.md").read_text(), re.MULTILINE)  # fmt: skip
+    metrics = shipping.ShipperMetrics(4096)
+    assert exposed(metrics) == dict(table) and len(table) == 6
+    queried = set(re.findall(r"gitml_prediction_log_sp\w+|gitml_prediction_log_ship\w+",
+                             (PROJ_ROOT / "deploy/prometheus/alerts.yml").read_text()))  # fmt: skip
+    assert queried and queried <= set(exposed(metrics))
+    assert metrics.registry.get_sample_value("gitml_prediction_log_spool_limit_bytes") == 4096
+
+
+def test_start_reports_the_spool_at_once_and_ships_in_a_background_thread(
+    tmp_path: Path,
+) -> None:
+    pod, store = tmp_path / "pod", tmp_path / "store"
+    logged(pod, "pod-a", ["r1", "r2"])
+    waiting = spool_bytes(pod)
+    slow = shipping.start(pod, str(store), 3_600.0, 1 << 16)  # its first try is an hour away
+    sample = slow.metrics.registry.get_sample_value
+    assert [sample(f"gitml_prediction_log_spool_{name}") for name in
+            ("bytes", "files", "limit_bytes")] == [waiting, 1, 1 << 16]  # fmt: skip
+    (thread,) = [t for t in threading.enumerate() if t.name == "prediction-log-shipper"]
+    assert thread.is_alive() and thread.daemon  # a server that dies is not held up by it
+    assert not store.exists()
+    assert slow.flush(timeout=10)
+    assert not thread.is_alive()
+    assert sorted(read_predictions(store)["request_id"]) == ["r1", "r1", "r2", "r2"]
+
+    logged(pod, "pod-b", ["r3"])
+    quick = shipping.start(pod, str(store), 0.05, 1 << 16)
+    deadline = time.monotonic() + 30
+    while list(pod.rglob("*.jsonl")):  # shipped by the thread, with no flush
+        assert time.monotonic() < deadline, "the thread never shipped"
+        time.sleep(0.05)
+    assert "r3" in set(read_predictions(store)["request_id"])
+    assert quick.metrics.registry.get_sample_value(
+        "gitml_prediction_log_shipped_bytes_total"
+    ) == sum(p.stat().st_size for p in store.rglob("pod-b.*"))
+    assert quick.flush(timeout=10)
+
+
 @pytest.mark.parametrize(
     ("url", "named"),
     [("nosuch://bucket/logs", "nosuch"), ("gs://bucket/logs", "gcsfs")],
@@ -102,8 +175,41 @@ def test_a_url_no_installed_backend_can_write_is_named(url: str, named: str) -> 
     else:
         if named == "gcsfs":
             pytest.fail("gcsfs is installed: pick a scheme whose backend is not")
-    with pytest.raises(shipping.StoreError, match=f"GITML_PREDICTION_LOG_URL={url}.*{named}"):
+    with pytest.raises(
+        shipping.StoreError, match=f"GITML_PREDICTION_LOG_URL={url}.*{named}"
+    ) as err:
         shipping.store(url)
+    if named == "gcsfs":  # a package that is missing: the message says what to do
+        assert str(err.value).endswith(
+            "(add that package to the project's dependencies: the image installs them)"
+        )
+
+
+def test_the_stores_root_is_the_urls_path_without_a_trailing_slash(tmp_path: Path) -> None:
+    for url in (f"{tmp_path}/store", f"{tmp_path}/store/", f"file://{tmp_path}/store/"):
+        fs, root = shipping.store(url)
+        assert "file" in fs.protocol and root == f"{tmp_path}/store"
+    assert shipping.store("s3://bucket/staging/")[1] == "bucket/staging"
+
+
+def test_each_store_is_a_filesystem_of_its_own() -> None:
+    """fsspec shares instances made with the same arguments, whatever AWS_* said when each was
+    made: a shipper must not write with another one's endpoint or keys."""
+    assert shipping.store("s3://bucket/a")[0] is not shipping.store("s3://bucket/a")[0]
+
+
+def test_a_store_that_keeps_less_than_was_sent_keeps_the_file_here(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pod = tmp_path / "pod"
+    logged(pod, "pod-a", ["r1"])
+    (path,) = pod.rglob("*.jsonl")
+    size = path.stat().st_size
+    ship = shipper(pod, str(tmp_path / "store"))
+    ship.fs.size = lambda target: size - 1  # a store that dropped the last byte
+    assert not ship.ship_once()
+    assert list(pod.rglob("*.jsonl")) == [path]
+    assert f"the store holds {size - 1} bytes of {size}" in capsys.readouterr().err
 
 
 @pytest.fixture

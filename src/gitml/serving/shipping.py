@@ -48,7 +48,7 @@ def store(url: str) -> tuple[Any, str]:
                          "project's dependencies: the image installs them)") from None  # fmt: skip
     except ValueError as err:
         raise StoreError(f"GITML_PREDICTION_LOG_URL={url}: {err}") from None
-    return fs, str(root).rstrip("/")
+    return fs, root  # fsspec strips a trailing slash: objects land at <root>/<day>/<file>
 
 
 def ready_files(directory: Path, started: float) -> list[Path]:
