@@ -6,6 +6,7 @@ isort; keeping every MLEM call here means replacing it later touches one file.
 metadata records the input schema (columns and dtypes) the server decodes requests with.
 """
 
+import functools
 import json
 import math
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import joblib
+import mlem.utils.module
 import numpy as np
 import pandas as pd
 import typer
@@ -41,6 +43,14 @@ from gitml.serving.batching import Batcher
 from gitml.serving.compiled import Columns, Predictor, compile_verified
 from gitml.serving.golden import GOLDEN_FILE, golden_cases, golden_rows
 from gitml.serving.jsonlog import say
+
+# MLEM asks importlib_metadata which distribution provides each of a model's modules by listing
+# every installed file of every distribution (~1 s on the 2-core machine), twice per load or
+# save. What is installed does not change while a process runs: asked once per process, a
+# server starts a second sooner.
+mlem.utils.module.packages_distributions = functools.cache(
+    mlem.utils.module.packages_distributions
+)
 
 SAMPLE_ROWS = 50
 # Requests of up to this many rows are predicted by the compiled predictor on the event loop
