@@ -16,7 +16,7 @@ from gitml.ports import free_port
 from tests.e2e.clone import clean_env, run
 from tests.example_data import example_only
 
-pytestmark = [pytest.mark.slow, pytest.mark.beside]
+pytestmark = pytest.mark.slow
 
 
 def dvc(clone: Path, *args: str) -> str:

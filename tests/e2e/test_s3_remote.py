@@ -14,7 +14,7 @@ from gitml.pipeline.validate import RAW_DATA
 from tests.e2e.clone import run
 from tests.e2e.moto import moto_s3
 
-pytestmark = [pytest.mark.slow, pytest.mark.beside]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
