@@ -103,12 +103,6 @@ WORKFLOW_TESTS ?= -m beside
 HARNESS_FIRST ?= tests/workflows/test_release.py tests/e2e/test_loop_demo.py \
   tests/workflows/test_retrain_workflow.py tests/workflows/test_cloud_remote.py
 
-# Three pytest processes share the cores, each with its servers, trainings and workflow jobs:
-# one OpenMP thread per process. A second thread saves this model's fit under 10 % on a quiet
-# 2-core machine and costs 2.7 times the CPU on a busy one, its threads spinning while they
-# wait (measured 2026-12-05). Set OMP_NUM_THREADS to override.
-test: export OMP_NUM_THREADS ?= 1
-
 .PHONY: test
 ## Install, pull the data, and run the whole suite: lint, unit, slow end-to-end, workflow harness.
 test: data lint k8s-tools monitor-tools cluster-tools

@@ -166,10 +166,7 @@ class Runner:
                      "NODE_EXTRA_CA_CERTS", "GIT_SSL_CAINFO", "AWS_CA_BUNDLE"):  # fmt: skip
             env[name] = str(self.ca_bundle)
         for name, value in os.environ.items():
-            # the machine's settings: its package index, its proxy, its OpenMP threads (`make
-            # test` runs jobs side by side on its cores)
-            if name.startswith(("PIP_", "UV_INDEX", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
-                                "OMP_NUM_THREADS")):  # fmt: skip
+            if name.startswith(("PIP_", "UV_INDEX", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")):
                 env[name] = value
         env["GIT_TERMINAL_PROMPT"] = "0"  # no terminal on a runner: git fails, never prompts
         return env
