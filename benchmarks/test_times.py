@@ -20,15 +20,21 @@ from tests.e2e.clone import clean_env, make_clone, run
 from gitml.config import PROJ_ROOT
 
 
-def timed(*cmd: str, cwd: Path, env: dict[str, str]) -> float:
-    """Wall seconds of a command that must succeed; its output's tail is printed either way."""
+def timed(*cmd: str, cwd: Path, env: dict[str, str], log: Path) -> float:
+    """Wall seconds of a command that must succeed; its output's tail is printed either way,
+    and the whole of it kept in `log` (the scratch clone is removed after)."""
     started = time.perf_counter()
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, check=False)  # fmt: skip
     elapsed = time.perf_counter() - started
-    tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(done.stdout)
+    tail = done.stdout.strip().splitlines()[-3:]
     print("\n".join(f"    | {line}" for line in tail))
     if done.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}) after {elapsed:.0f} s")
+        raise SystemExit(
+            f"{' '.join(cmd)} failed ({done.returncode}) after {elapsed:.0f} s; its output: {log}"
+        )
     return elapsed
 
 
@@ -58,10 +64,12 @@ def main() -> None:
             if name == "pr":
                 experiment(clone)
                 print("make test-pr (an experiment's change: params.yaml), fresh clone:")
-                seconds = timed("make", "test-pr", "PR_BASE=main", cwd=clone, env=env)
+                seconds = timed("make", "test-pr", "PR_BASE=main", cwd=clone, env=env,
+                                log=PROJ_ROOT / "build" / "bench-tests-pr.log")  # fmt: skip
             else:
                 print("make test, fresh clone:")
-                seconds = timed("make", "test", cwd=clone, env=env)
+                seconds = timed("make", "test", cwd=clone, env=env,
+                                log=PROJ_ROOT / "build" / "bench-tests-all.log")  # fmt: skip
             figures.append((name, seconds))
     for name, seconds in figures:
         label = "pull request check (make test-pr)" if name == "pr" else "make test"
