@@ -569,7 +569,9 @@ def test_slow_bodies_are_cut_off_and_their_memory_reused(hostile: Hostile) -> No
     assert slowest < HEALTH_DEADLINE, slowest
     # a few copies of each body at most while they are held, and no growth after
     assert max(probe.peak, again.peak) - before < count * 3 * MAX_BODY, (before, probe.peak)
-    assert second - first < 10 * MAX_BODY, (before, first, second)
+    # a second wave that kept its bodies would add count * MAX_BODY (60 MiB); the allocator's
+    # arenas alone have grown by up to 14 MiB between waves on a loaded 2-core machine
+    assert second - first < count * MAX_BODY // 2, (before, first, second)
     assert_healthy(served)
 
 
