@@ -35,7 +35,7 @@ import typer
 from threadpoolctl import threadpool_limits
 
 from gitml.config import ARTIFACTS_DIR, MODEL_FILE, SPLITS_DIR, load_params, split_path
-from gitml.files import write_atomic, write_json
+from gitml.files import read_parquet, write_atomic, write_json
 from gitml.monitoring import checks
 from gitml.pipeline.evaluate import seasonal_baseline
 from gitml.schema import FEATURES
@@ -359,7 +359,7 @@ def main(
 ) -> None:  # pragma: no mutate block
     """Calibrate the monitor's thresholds on windows the model did not train on."""
     settings, data = load_params("monitor"), project_dataset()
-    train, test = (pd.read_parquet(split_path(name, splits_dir)) for name in ("train", "test"))
+    train, test = (read_parquet(split_path(name, splits_dir)) for name in ("train", "test"))
     try:
         record, errors = calibrate(train, test, joblib.load(model_path), data, settings,
                                    list(load_params("evaluate")["baseline_keys"]))  # fmt: skip

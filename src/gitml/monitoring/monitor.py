@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_t
 
 from gitml.config import MODEL_FILE, REPORTS_DIR, SPLITS_DIR, load_params, split_path
 from gitml.dataset import TARGET, TIME
-from gitml.files import write_atomic, write_json
+from gitml.files import read_parquet, write_atomic, write_json
 from gitml.monitoring import checks
 from gitml.monitoring.calibrate import (
     CALIBRATION_DIR,
@@ -370,7 +370,7 @@ def run(
             f"monitor.min_rows={params_monitor['min_rows']}: too few to judge"
         )
     calibration, errors = load_calibration(calibration_dir, model_path, params_monitor)
-    model, train = joblib.load(model_path), pd.read_parquet(split_path("train", splits_dir))
+    model, train = joblib.load(model_path), read_parquet(split_path("train", splits_dir))
     categorical = categorical_features(params_features)
     reference = checks.as_logged(model, train, list(FEATURES), TARGET, TIME)
     found = checks.measure(reference, current, checks.expected_error(errors, current),

@@ -18,6 +18,7 @@ import typer
 
 from gitml.config import SPLITS_DIR, split_path
 from gitml.dataset import TARGET, TIME
+from gitml.files import read_parquet
 from gitml.schema import EVENT_TIME, as_model_input
 from gitml.serving.guards import REQUEST_ID_HEADER
 from gitml.serving.predlog import write_actuals
@@ -76,7 +77,7 @@ def main(
     concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 4,
 ) -> None:
     """Replay a split's rows against URL, then deliver their actuals."""
-    split = pd.read_parquet(split_path(split_name, splits_dir))
+    split = read_parquet(split_path(split_name, splits_dir))
     if split.empty:
         typer.echo(
             f"replay: the {split_name} split is empty (split.production_from: null?)", err=True

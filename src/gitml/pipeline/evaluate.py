@@ -18,7 +18,7 @@ from sklearn.pipeline import Pipeline
 
 from gitml.config import METRICS_FILE, MODEL_FILE, PLOTS_DIR, SPLITS_DIR, load_params, split_path
 from gitml.dataset import ERRORS_BY, TARGET, TIME
-from gitml.files import write_json, write_table
+from gitml.files import read_parquet, write_json, write_table
 from gitml.pipeline.features import split_xy
 
 
@@ -105,8 +105,8 @@ def main(
     """Evaluate the trained model on the test split."""
     metrics, plots = evaluate(
         joblib.load(model_path),
-        pd.read_parquet(split_path("train", splits_dir)),
-        pd.read_parquet(split_path("test", splits_dir)),
+        read_parquet(split_path("train", splits_dir)),
+        read_parquet(split_path("test", splits_dir)),
         load_params("features"),
         load_params("evaluate"),
     )

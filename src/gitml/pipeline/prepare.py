@@ -21,7 +21,7 @@ import typer
 
 from gitml.config import CLEAN_DATA, SPLITS_DIR, load_params, split_path
 from gitml.dataset import TIME
-from gitml.files import write_table
+from gitml.files import read_parquet, write_table
 
 DAYS_BACK = re.compile(r"-(\d+)d")
 
@@ -100,7 +100,7 @@ def main(
         if missing:
             raise ValueError(f"params.yaml sets no {' or '.join(missing)}")
         splits = split_by_time(
-            pd.read_parquet(clean_path), params["test_from"], params["production_from"]
+            read_parquet(clean_path), params["test_from"], params["production_from"]
         )
     except ValueError as err:
         typer.echo(f"prepare: {err}", err=True)

@@ -22,7 +22,7 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
 
 from gitml.config import MODEL_FILE, SPLITS_DIR, TRAINING_FILE, load_params, split_path
-from gitml.files import write_atomic, write_json
+from gitml.files import read_parquet, write_atomic, write_json
 from gitml.pipeline.features import build_preprocessor, split_xy
 
 DEVICES = ("cpu", "cuda", "auto")
@@ -155,7 +155,7 @@ def main(
     """Train on the train split and save the fitted pipeline."""
     try:
         pipeline, record = fit(
-            pd.read_parquet(split_path("train", splits_dir)),
+            read_parquet(split_path("train", splits_dir)),
             load_params("features"),
             load_params("train"),
         )

@@ -22,7 +22,7 @@ import typer
 from gitml import dataset
 from gitml.columns import BadRows, Column
 from gitml.config import CLEAN_DATA, DATA_DIR, load_params
-from gitml.files import write_table
+from gitml.files import read_parquet, write_table
 from gitml.schema import INPUT_SCHEMA, input_schema
 
 RAW_DATA = DATA_DIR / dataset.RAW_FILE
@@ -150,7 +150,7 @@ def validate_feedback(rows: pd.DataFrame, source: str) -> pd.DataFrame:
 def read_feedback(directory: Path) -> pd.DataFrame:
     """Every feedback file, validated; none (or no directory): an empty table."""
     files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
-    frames = [validate_feedback(pd.read_parquet(path), str(path)) for path in files]
+    frames = [validate_feedback(read_parquet(path), str(path)) for path in files]
     columns = [dataset.TIME, *dataset.FEATURES, dataset.TARGET]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 

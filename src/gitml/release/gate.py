@@ -31,7 +31,7 @@ import typer
 
 from gitml.config import MODEL_FILE, PROJ_ROOT, REPORTS_DIR, SPLITS_DIR, load_params, split_path
 from gitml.dataset import TARGET, TIME
-from gitml.files import write_json
+from gitml.files import read_parquet, write_json
 from gitml.github import step_outputs
 from gitml.pull_requests.bootstrap import mae, paired_difference_ci
 from gitml.release.registry import stage_assignment
@@ -233,7 +233,7 @@ def main(
         result: dict[str, Any] = {"passed": True, "note": note}
         typer.echo(f"gate: {note}")
     else:
-        window = pd.read_parquet(window_path or split_path("test", SPLITS_DIR))
+        window = read_parquet(window_path or split_path("test", SPLITS_DIR))
         if window.empty:
             typer.echo("gate: the window has no labelled rows", err=True)
             raise typer.Exit(1)

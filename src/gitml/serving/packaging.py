@@ -37,7 +37,7 @@ from pydantic.fields import ModelField
 from starlette.routing import Route
 
 from gitml.config import MLEM_MODEL, MODEL_FILE, SPLITS_DIR, split_path
-from gitml.files import write_json
+from gitml.files import read_parquet, write_json
 from gitml.schema import EXAMPLE_ROW, FEATURES, as_model_input
 from gitml.serving.batching import Batcher
 from gitml.serving.compiled import Columns, Predictor, compile_verified
@@ -315,10 +315,10 @@ def main(
     out: Annotated[Path, typer.Option(help="MLEM model path to write.")] = MLEM_MODEL,
 ) -> None:
     """Package the trained pipeline with MLEM, recording its input schema from sample rows."""
-    sample = as_model_input(pd.read_parquet(split_path("train", splits_dir)).head(SAMPLE_ROWS))
+    sample = as_model_input(read_parquet(split_path("train", splits_dir)).head(SAMPLE_ROWS))
     model = joblib.load(model_path)
     save_model(model, sample, out)
-    golden = golden_rows(pd.read_parquet(split_path("test", splits_dir)))
+    golden = golden_rows(read_parquet(split_path("test", splits_dir)))
     write_json(out.parent / GOLDEN_FILE, golden_cases(model, golden))
     typer.echo(f"package: {out} (+ .mlem, {GOLDEN_FILE}), model hash {model_hash(out)}")
 
