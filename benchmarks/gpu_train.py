@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 
 from gitml.config import load_params, split_path
+from gitml.files import read_parquet
 from gitml.pipeline.features import split_xy
 from gitml.pipeline.train import fit, gpu_name
 
 
 def main() -> None:
     features, train = load_params("features"), load_params("train")
-    train_split, test = pd.read_parquet(split_path("train")), pd.read_parquet(split_path("test"))
+    train_split, test = read_parquet(split_path("train")), read_parquet(split_path("test"))
     inputs, actual = split_xy(test, features)
     print(f"GPU: {gpu_name()}")
     for copies in (1, 50):

@@ -42,6 +42,7 @@ from tests.e2e.clone import make_clone
 
 from gitml import dataset
 from gitml.config import PROJ_ROOT, load_params, model_name
+from gitml.files import read_parquet
 from gitml.ports import free_port
 from gitml.pull_requests.bootstrap import mae, paired_difference_ci
 from gitml.release.gate import judge
@@ -208,7 +209,7 @@ def run(work: Path) -> dict[str, Any]:
         gated = gitml("gate", "--name", MODEL_NAME, cwd=repo, env=env, ok=(0, 1))
         figures["gate"] = json.loads((repo / "reports" / "gate.json").read_text())
         figures["gate"]["exit_code"] = 0 if "passes" in gated else 1
-        window = pd.read_parquet(repo / "artifacts" / "data" / "test.parquet")
+        window = read_parquet(repo / "artifacts" / "data" / "test.parquet")
         figures["gate_window"] = both_models(window, champion, challenger, load_params("gate"))
 
         branch = sh("git", "branch", "--show-current", cwd=repo, env=env).strip()
@@ -229,7 +230,7 @@ def run(work: Path) -> dict[str, Any]:
         figures["promoted"] = bool(figures["gate"]["passed"])
         replay(repo, env, stream_dir, "second")
         figures["after"] = monitor(repo, env, "build/monitor-after")
-        second = pd.read_parquet(stream_dir / "second" / "production.parquet")
+        second = read_parquet(stream_dir / "second" / "production.parquet")
         figures["second_half"] = both_models(second, champion, challenger, load_params("gate"))
     finally:
         for environment in ("staging", "production"):

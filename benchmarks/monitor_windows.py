@@ -39,6 +39,7 @@ from sklearn.inspection import permutation_importance
 from threadpoolctl import threadpool_limits
 
 from gitml.config import MODEL_FILE, SPLITS, load_params, split_path
+from gitml.files import read_parquet
 from gitml.monitoring import calibrate, checks
 from gitml.pipeline.train import build_pipeline
 from gitml.serving.predlog import ACTUAL
@@ -76,7 +77,7 @@ def example_case(splits: dict[str, pd.DataFrame] | None = None, model: Any = Non
     from gitml.dataset import OTHER_COLUMNS, TARGET
 
     if splits is None:
-        splits = {name: pd.read_parquet(split_path(name)) for name in SPLITS}
+        splits = {name: read_parquet(split_path(name)) for name in SPLITS}
     # a target the spec lets go below zero is taken for a log of the demand (as NYSE's)
     low = OTHER_COLUMNS[TARGET].low if TARGET in OTHER_COLUMNS else None
     case = Case("example", splits, calibrate.project_dataset(), load_params("monitor"),

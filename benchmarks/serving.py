@@ -52,6 +52,7 @@ import pandas as pd
 from pydantic import BaseSettings
 
 from gitml.config import MLEM_MODEL, PROJ_ROOT, split_path
+from gitml.files import read_parquet
 from gitml.ports import free_port
 from gitml.schema import FEATURES, as_model_input
 from gitml.serving.packaging import fast_predictor, load_model
@@ -82,7 +83,7 @@ MAX_BODY = 1 << 20  # GITML_MAX_BODY_BYTES, the default
 
 
 def rows(size: int) -> list[dict[str, Any]]:
-    frame = as_model_input(pd.read_parquet(split_path("test")).head(size))
+    frame = as_model_input(read_parquet(split_path("test")).head(size))
     return json.loads(frame.to_json(orient="records"))  # type: ignore[no-any-return]
 
 
@@ -523,7 +524,7 @@ def batch_cli(src: Path | None, size: int, directory: Path) -> dict[str, float]:
     """`python -m gitml predict` on `size` rows of CSV: rows/s and its peak RSS (MB)."""
     source = directory / "rows.csv"
     if not source.exists():
-        test = pd.read_parquet(split_path("test"))[list(FEATURES)]
+        test = read_parquet(split_path("test"))[list(FEATURES)]
         repeated = pd.concat([test] * (size // len(test) + 1), ignore_index=True).head(size)
         repeated.to_csv(source, index=False)
     output = directory / "predictions.csv"
