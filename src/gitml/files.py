@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 
 @contextmanager
@@ -67,4 +66,6 @@ def read_parquet(path: Path) -> pd.DataFrame:
     ("terminate called without an active exception", apache/arrow#34314). A command that exits
     soon after reading, as the CLIs do, hit that in a fifth of runs on a loaded 2-core machine.
     """
+    import pyarrow.parquet as pq  # here: the serving image imports this module and has no pyarrow
+
     return pq.read_table(path).to_pandas()
