@@ -16,7 +16,7 @@ from gitml.pipeline.data import download_wheel
 from gitml.ports import free_port
 from tests.e2e.clone import clean_env, make_clone, run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.beside]  # a clone of its own: beside the suite
 
 MAX_WRITTEN_LINES = 30
 NYSE_MEMBER = "ISLP/data/NYSE.csv"
