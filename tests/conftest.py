@@ -129,9 +129,10 @@ def packaged_model(
     trained_model: Any, splits: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """That pipeline saved with MLEM, as the package stage does."""
+    from gitml.config import GOLDEN_FILE
     from gitml.files import write_json
     from gitml.schema import as_model_input
-    from gitml.serving.golden import GOLDEN_FILE, golden_cases, golden_rows
+    from gitml.serving.golden import golden_cases, golden_rows
     from gitml.serving.packaging import save_model
 
     path = tmp_path_factory.mktemp("mlem") / "model"

@@ -18,6 +18,7 @@ CLEAN_DATA = ARTIFACTS_DIR / "data" / "clean.parquet"
 SPLITS_DIR = ARTIFACTS_DIR / "data"
 MODEL_FILE = ARTIFACTS_DIR / "model" / "model.joblib"
 MLEM_MODEL = ARTIFACTS_DIR / "mlem" / "model"  # MLEM writes `model` and `model.mlem`
+GOLDEN_FILE = "golden.json"  # beside the model: requests and the predictions they must get
 REPORTS_DIR = PROJ_ROOT / "reports"
 METRICS_FILE = REPORTS_DIR / "metrics.json"
 TRAINING_FILE = REPORTS_DIR / "training.json"

@@ -32,13 +32,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from gitml.config import load_params
+from gitml.config import GOLDEN_FILE, load_params
 from gitml.dataset import TARGET
 from gitml.ports import free_port
 from gitml.release import canary
 from gitml.release.smoke import SYNTHETIC_TOKEN_ENV
 from gitml.schema import as_model_input
-from gitml.serving.golden import GOLDEN_FILE
 from tests.conftest import Served, running_server
 from tests.fake_github import reply_json
 from tests.faulty_model import Broken

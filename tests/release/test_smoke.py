@@ -16,7 +16,7 @@ from tests.fake_github import reply_json
 
 
 def golden_of(served: Served) -> dict[str, Any]:
-    from gitml.serving.packaging import GOLDEN_FILE
+    from gitml.config import GOLDEN_FILE
 
     return dict(json.loads((served.golden_dir / GOLDEN_FILE).read_text()))
 

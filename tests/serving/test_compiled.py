@@ -11,6 +11,7 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from gitml.config import GOLDEN_FILE
 from gitml.pipeline.features import split_xy
 from gitml.pipeline.train import fit
 from gitml.schema import FEATURES
@@ -22,7 +23,7 @@ from gitml.serving.compiled import (
     compile_pipeline,
     compile_verified,
 )
-from gitml.serving.packaging import GOLDEN_FILE, fast_predictor, load_model
+from gitml.serving.packaging import fast_predictor, load_model
 
 # Each family train.py builds, as params.yaml configures it (its loss suits the dataset's
 # target) but small enough to train in a second or two (xgboost: the dev group's CPU build, as

@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from gitml.config import GOLDEN_FILE
 from gitml.pipeline.features import split_xy
 from gitml.schema import FEATURES
-from gitml.serving.packaging import GOLDEN_FILE, load_model, model_hash
+from gitml.serving.packaging import load_model, model_hash
 
 
 def test_mlem_metadata_records_the_input_schema(packaged_model: Path) -> None:

@@ -23,11 +23,10 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from gitml.config import MLEM_MODEL, PROJ_ROOT, load_params
+from gitml.config import GOLDEN_FILE, MLEM_MODEL, PROJ_ROOT, load_params
 from gitml.files import write_json
 from gitml.ports import reserve_port
 from gitml.release.smoke import SYNTHETIC_TOKEN_ENV, passed, run_checks
-from gitml.serving.packaging import GOLDEN_FILE
 
 PORTS = {
     "staging": int(os.environ.get("GITML_STAGING_PORT", "8081")),

@@ -34,10 +34,9 @@ import httpx
 import typer
 import yaml
 
-from gitml.config import MLEM_MODEL, PROJ_ROOT, load_params
+from gitml.config import GOLDEN_FILE, MLEM_MODEL, PROJ_ROOT, load_params
 from gitml.github import step_outputs
 from gitml.release.smoke import SYNTHETIC_TOKEN_ENV, Check, passed, run_checks
-from gitml.serving.packaging import GOLDEN_FILE
 
 OVERLAYS = PROJ_ROOT / "deploy" / "k8s" / "overlays"
 DEPLOYMENT = "gitml-serving"  # the rendered Deployment, and the live Service

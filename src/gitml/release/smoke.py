@@ -16,9 +16,8 @@ import httpx
 import numpy as np
 import typer
 
-from gitml.config import MLEM_MODEL, load_params
+from gitml.config import GOLDEN_FILE, MLEM_MODEL, load_params
 from gitml.serving.guards import REQUEST_ID_HEADER, SYNTHETIC_HEADER
-from gitml.serving.packaging import GOLDEN_FILE
 
 SYNTHETIC_TOKEN_ENV = "GITML_SYNTHETIC_TOKEN"  # the server's setting of the same name
 

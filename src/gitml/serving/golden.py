@@ -13,7 +13,6 @@ import pandas as pd
 from gitml.schema import as_model_input
 
 GOLDEN_ROWS = 20
-GOLDEN_FILE = "golden.json"  # beside the model: requests and the predictions they must get
 
 
 def golden_rows(test: pd.DataFrame, count: int = GOLDEN_ROWS) -> pd.DataFrame:

@@ -36,12 +36,12 @@ from pydantic.errors import MissingError
 from pydantic.fields import ModelField
 from starlette.routing import Route
 
-from gitml.config import MLEM_MODEL, MODEL_FILE, SPLITS_DIR, split_path
+from gitml.config import GOLDEN_FILE, MLEM_MODEL, MODEL_FILE, SPLITS_DIR, split_path
 from gitml.files import read_parquet, write_json
 from gitml.schema import EXAMPLE_ROW, FEATURES, as_model_input
 from gitml.serving.batching import Batcher
 from gitml.serving.compiled import Columns, Predictor, compile_verified
-from gitml.serving.golden import GOLDEN_FILE, golden_cases, golden_rows
+from gitml.serving.golden import golden_cases, golden_rows
 from gitml.serving.jsonlog import say
 
 # MLEM asks importlib_metadata which distribution provides each of a model's modules by listing
