@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -208,3 +210,15 @@ def test_check_details_say_what_was_wrong(stand_in: StandIn) -> None:
     assert health.detail == "503 " + json.dumps({"status": "x" * 300})[:200]
     (down,) = run_checks("http://127.0.0.1:9", GOLDEN, "v1", QUICK)
     assert down.detail.startswith("no answer: ") and len(down.detail) > len("no answer: ")
+
+
+def test_the_release_commands_leave_mlem_unloaded() -> None:
+    """A workflow job runs smoke, k8s and deploy many times per release; loading MLEM (through
+    gitml.serving.packaging) cost each of them 1.2 CPU-s, and they need none of it."""
+    probe = (
+        "import sys, gitml.release.smoke, gitml.release.k8s, gitml.release.deploy; "
+        "print(sorted(m for m in sys.modules if m == 'mlem' or m.startswith('mlem.')))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True).stdout.strip()  # fmt: skip
+    assert loaded == "[]"
