@@ -64,7 +64,7 @@ def read_parquet(path: Path) -> pd.DataFrame:
     `pandas.read_parquet` hands Arrow an open Python file, whose reads take the GIL from Arrow's
     worker threads; one still doing so while the interpreter exits aborts the process
     ("terminate called without an active exception", apache/arrow#34314). A command that exits
-    soon after reading, as the CLIs do, hit that in a fifth of runs on a loaded 2-core machine.
+    soon after reading, as the CLIs do, hit that in a quarter of runs on a loaded 2-core machine.
     """
     import pyarrow.parquet as pq  # here: the serving image imports this module and has no pyarrow
 

@@ -153,7 +153,9 @@ class Runner:
         stood in for; instead every runner of this machine shares one package cache, which uv
         keeps safe for concurrent use: the first job downloads from PyPI, as a cold run does,
         and the others reuse it (each fork's first sync took ~20 s and ~300 MB)."""
-        shared = Path(tempfile.gettempdir()) / f"gitml-runner-uv-cache-{RUNNER_USER}"
+        # named for the user whose jobs write it: another user's cache there would refuse them
+        user = RUNNER_USER if self.as_root else pwd.getpwuid(os.getuid()).pw_name
+        shared = Path(tempfile.gettempdir()) / f"gitml-runner-uv-cache-{user}"
         shared.mkdir(exist_ok=True)
         if self.as_root:
             run("chown", f"{RUNNER_USER}:{RUNNER_USER}", str(shared), cwd=self.base)
