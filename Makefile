@@ -96,8 +96,7 @@ format: setup
 # processes: they mostly wait on their jobs' installs, servers and image builds, and each works
 # on clones of its own. HARNESS_FIRST holds the longest module (the release) with the loop demo
 # and the retrain workflow, the second process the rest, so that all three end near each other
-# (fresh clone on the 2-core machine, 2026-12-05: the suite 18:04, these 17:01 and 14:35; 19:28,
-# 18:47 and 13:56 before the second dataset and the cloud remote moved to the second).
+# (fresh clone on the 2-core machine, 2026-12-05: the suite 18:04, these 17:01 and 14:35).
 # WORKFLOW_TESTS= leaves them all out. (More processes made the whole run longer, 30 min
 # against 21: the cores are busy.)
 WORKFLOW_TESTS ?= -m beside

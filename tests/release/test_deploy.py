@@ -165,8 +165,8 @@ def package(model: Any, golden_model: Any, splits: dict[str, pd.DataFrame], path
     from gitml.config import GOLDEN_FILE
     from gitml.files import write_json
     from gitml.schema import as_model_input
-    from gitml.serving.golden import golden_rows
-    from gitml.serving.packaging import golden_cases, save_model
+    from gitml.serving.golden import golden_cases, golden_rows
+    from gitml.serving.packaging import save_model
 
     save_model(model, as_model_input(splits["train"].head(50)), path / "model")
     golden = golden_rows(splits["test"])  # the rows the package stage picks
